@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""One-command launch of Xiajiao.
+
+    python run.py            install what is missing (into ./.venv), then serve
+    python run.py test       install the test extras too, then run the whole test suite
+    python run.py --help     list the commands
+
+The first run creates ./.venv and installs the project into it; later runs find it
+ready (a stamp records what was installed) and start at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".xiajiao-installed"
+
+HELP = """usage: python run.py [COMMAND] [ARGS...]
+
+Commands:
+  serve       serve the web app and API on http://127.0.0.1:18800 (the default)
+  test        run the whole test suite (extra arguments go to pytest)
+  plugins     list loaded plugins, their versions, hooks and contributions
+  settings    list every setting (--markdown prints the README table)
+
+Settings come from XIAJIAO_* environment variables; see README.md.
+"""
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def wanted_stamp(extras: str) -> str:
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    return f"{digest} {extras} {sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def installed_ok(extras: str) -> bool:
+    if not STAMP.exists():
+        return False
+    have = STAMP.read_text().split()
+    want = wanted_stamp(extras).split()
+    return have[0] == want[0] and (extras == "" or "test" in have[1:2])
+
+
+def install(extras: str) -> None:
+    if not venv_python().exists():
+        print("xiajiao: creating .venv …", flush=True)
+        subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
+    print("xiajiao: installing dependencies (first run only) …", flush=True)
+    py = str(venv_python())
+    subprocess.check_call([py, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
+    target = f".[{extras}]" if extras else "."
+    subprocess.check_call([py, "-m", "pip", "install", "--quiet", "-e", target], cwd=ROOT)
+    STAMP.write_text(wanted_stamp(extras or "-"))
+
+
+def main() -> int:
+    if sys.version_info < (3, 11):
+        print(f"xiajiao needs Python 3.11 or newer; this is {sys.version.split()[0]}.", file=sys.stderr)
+        return 1
+    args = sys.argv[1:]
+    if args and args[0] in ("-h", "--help", "help"):
+        print(HELP)
+        return 0
+    extras = "test" if args[:1] == ["test"] else ""
+    in_venv = Path(sys.prefix).resolve() == VENV.resolve()
+    if not installed_ok(extras):
+        try:
+            install(extras)
+        except subprocess.CalledProcessError as exc:
+            print(f"xiajiao: installing failed ({exc}); see the output above.", file=sys.stderr)
+            return 1
+    if not in_venv:
+        py = str(venv_python())
+        if os.name == "nt":
+            return subprocess.call([py, str(Path(__file__).resolve()), *args])
+        os.execv(py, [py, str(Path(__file__).resolve()), *args])
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
+    from xiajiao.cli import main as cli_main
+
+    return cli_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Xiajiao: a self-hosted AI agent team.
+
+This module is the public facade for plugins: import from ``xiajiao`` only.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (BadRequest, Conflict, Forbidden, NotFound, ProviderError, RateLimited,  # noqa: E402
+                     TooLarge, Unauthorized, UnsupportedMediaType, XiajiaoError)
+from .models import (Actor, ChatMessage, ChatRequest, Embedder, Pack, Parser, Persona, Prompt,  # noqa: E402
+                     Provider, ProviderConfig, ProviderKind, TextDelta, Timeouts, Tool, ToolCall,
+                     ToolCallsDone, ToolContext, Usage)
+from .plugins import hookimpl  # noqa: E402
+
+__all__ = [
+    "__version__", "hookimpl",
+    "Actor", "ChatMessage", "ChatRequest", "Embedder", "Pack", "Parser", "Persona", "Prompt", "Provider",
+    "ProviderConfig", "ProviderKind", "TextDelta", "Timeouts", "Tool", "ToolCall", "ToolCallsDone", "ToolContext",
+    "Usage",
+    "XiajiaoError", "BadRequest", "Conflict", "Forbidden", "NotFound", "ProviderError", "RateLimited", "TooLarge",
+    "Unauthorized", "UnsupportedMediaType",
+]

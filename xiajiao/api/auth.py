@@ -1,0 +1,65 @@
+"""Login, logout and who-am-I."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quart import Blueprint, current_app, g, jsonify, request
+from quart_schema import validate_request
+
+from .. import auth
+from ..errors import Unauthorized
+
+bp = Blueprint("auth", __name__)
+
+
+@dataclass
+class LoginBody:
+    password: str
+    username: str | None = None
+
+
+def _secure() -> bool:
+    return current_app.xj.settings.secure_cookies or request.scheme == "https" or \
+        request.headers.get("X-Forwarded-Proto", "") == "https"
+
+
+def client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+@bp.post("/api/login")
+@auth.requires(None)
+@validate_request(LoginBody)
+async def login(data: LoginBody):
+    core = current_app.xj
+    limiter = getattr(core, "login_limiter", None)
+    if limiter is not None:
+        limiter.check(client_address())
+    user = await auth.login(core.db, username=data.username, password=data.password)
+    if user is None:
+        raise Unauthorized("Invalid password", "invalid_credentials")
+    token = await auth.create_session(core.db, user["id"], days=core.settings.session_days,
+                                      user_agent=request.headers.get("User-Agent", ""), address=client_address())
+    resp = jsonify({"ok": True})
+    resp.set_cookie(auth.SESSION_COOKIE, token, httponly=True, samesite="Strict", secure=_secure(),
+                    max_age=core.settings.session_days * 86400, path="/")
+    return resp
+
+
+@bp.post("/api/logout")
+@auth.requires(None)
+async def logout():
+    token = request.cookies.get(auth.SESSION_COOKIE)
+    if token:
+        await auth.end_session(current_app.xj.db, token)
+    resp = jsonify({"ok": True})
+    resp.delete_cookie(auth.SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
+    return resp
+
+
+@bp.get("/api/me")
+@auth.requires("guest")
+async def me():
+    actor = g.actor
+    user = await auth.get_user(current_app.xj.db, actor.id)
+    return jsonify({"user": auth.public_user(user)})

@@ -1,0 +1,303 @@
+"""The application: ``create_app(settings)`` builds the Quart app and wires every part."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from quart import Quart, g, jsonify, request
+from quart_schema import QuartSchema, RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from . import __version__, auth, chat
+from .db import Database, WorkspaceDatabases, migrations_from_dir
+from .errors import PluginError, StartupError, XiajiaoError
+from .errors import HTTP_CODES
+from .models import Pack, Parser, ProviderKind, Tool
+from .plugins import (Plugins, Registry, load_bundled, load_directory, load_entrypoints, new_manager)
+from .realtime import Hub
+from .settings import Settings, load_settings
+
+log = logging.getLogger("xiajiao")
+access_log = logging.getLogger("xiajiao.access")
+
+ROOT = Path(__file__).resolve().parent.parent
+WEB_DIR = ROOT / "web"
+MIGRATIONS = Path(__file__).resolve().parent / "db" / "migrations"
+
+
+def _validate_tool(tool: Any) -> None:
+    import inspect
+    import re
+
+    if not isinstance(tool, Tool):
+        raise TypeError("expected xiajiao.Tool")
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_\-]{0,63}", tool.name):
+        raise ValueError(f"tool name {tool.name!r} must be letters, digits, _ or -")
+    if not isinstance(tool.parameters, dict) or tool.parameters.get("type") != "object":
+        raise ValueError(f"tool {tool.name!r}: parameters must be a JSON schema of type object")
+    if not inspect.iscoroutinefunction(tool.fn):
+        raise ValueError(f"tool {tool.name!r}: fn must be an async function")
+
+
+def _typed(kind: type, label: str):
+    def check(item: Any) -> None:
+        if not isinstance(item, kind):
+            raise TypeError(f"expected xiajiao.{label}")
+    return check
+
+
+def _validate_embedder(e: Any) -> None:
+    if not getattr(e, "name", None) or not isinstance(getattr(e, "dim", None), int) or not hasattr(e, "embed"):
+        raise TypeError("an embedder needs name, dim (int) and async embed(texts, kind=)")
+
+
+class Command:
+    def __init__(self, name: str, fn, help: str = ""):
+        self.name, self.fn, self.help = name, fn, help
+
+
+def new_registries() -> dict[str, Registry]:
+    return {
+        "providers": Registry("provider kind", lambda k: k.name, _typed(ProviderKind, "ProviderKind")),
+        "embedders": Registry("embedder", lambda e: e.name, _validate_embedder),
+        "tools": Registry("tool", lambda t: t.name, _validate_tool),
+        "parsers": Registry("parser", lambda p: p.name, _typed(Parser, "Parser")),
+        "packs": Registry("pack", lambda p: p.name, _typed(Pack, "Pack")),
+        "routes": Registry("blueprint", lambda b: b.name),
+        "commands": Registry("command", lambda c: c.name, build=Command),
+    }
+
+
+class Xiajiao:
+    """The core, as plugins see it: the ``app`` argument of every hook."""
+
+    def __init__(self, settings: Settings, plugins: Plugins):
+        self.settings = settings
+        self.plugins = plugins
+        self.version = __version__
+        self.registries = new_registries()
+        self.data_dir = Path(settings.data_dir)
+        self.uploads_dir = self.data_dir / "uploads"
+        self.db = Database(self.data_dir / "xiajiao.db", label="xiajiao.db",
+                           migrations=migrations_from_dir(MIGRATIONS), readers=settings.db_readers,
+                           skip_migrations=settings.skip_migrations)
+        self.workspaces = WorkspaceDatabases(self.data_dir / "workspaces", idle_seconds=settings.workspace_idle_seconds,
+                                             skip_migrations=settings.skip_migrations)
+        self.hub = Hub(replay_size=settings.ws_replay_size, queue_size=settings.ws_queue_size)
+        self.engine: Any = None  # the conversation engine, set up in start()
+        self.quart: Quart | None = None
+        self.generated_password: str | None = None
+        self.started = False
+        self._background: set[asyncio.Task] = set()
+        self.state: dict[str, Any] = {}  # room for plugins' own state, keyed by plugin name
+
+    # -- registries, by kind
+    @property
+    def tools(self) -> Registry:
+        return self.registries["tools"]
+
+    @property
+    def providers(self) -> Registry:
+        return self.registries["providers"]
+
+    @property
+    def embedders(self) -> Registry:
+        return self.registries["embedders"]
+
+    @property
+    def parsers(self) -> Registry:
+        return self.registries["parsers"]
+
+    @property
+    def packs(self) -> Registry:
+        return self.registries["packs"]
+
+    def collect_registrations(self) -> None:
+        for kind, registry in self.registries.items():
+            self.plugins.collect_sync(f"register_{kind}", registry)
+
+    # -- helpers for plugins
+
+    def workspace(self, agent_id: str) -> Path:
+        """The folder of an agent: ``data/workspaces/<agent_id>/``."""
+        return self.workspaces.folder(agent_id)
+
+    async def workspace_db(self, agent_id: str, filename: str, migrations=()) -> Database:
+        """An agent's own database file (opened on first use, closed when idle)."""
+        return await self.workspaces.get(agent_id, filename, migrations)
+
+    def spawn(self, coro, *, name: str = "") -> asyncio.Task:
+        """Run work in the background; it is awaited (or cancelled) on shutdown."""
+        task = asyncio.get_running_loop().create_task(coro, name=name or None)
+        self._background.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task %s failed", t.get_name(), exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    async def hook(self, name: str, **kwargs: Any) -> Any:
+        return await self.plugins.call(name, app=self, **kwargs)
+
+    # -- lifecycle
+
+    def _check_data_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.data_dir / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StartupError(
+                f"data folder {self.data_dir} is not writable ({exc.strerror}); set XIAJIAO_DATA_DIR to a writable folder."
+            ) from None
+
+    async def start(self) -> None:
+        self._check_data_dir()
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        await self.db.open()
+        interrupted = await chat.mark_interrupted(self.db)
+        if interrupted:
+            log.warning("marked interrupted replies", extra={"count": interrupted})
+        self.generated_password = await auth.ensure_owner(self.db, self.settings.owner_password or None)
+        if self.generated_password:
+            print(
+                "\n  Xiajiao: the owner account was created.\n"
+                f"  Owner password: {self.generated_password}\n"
+                "  It is shown only this once; only a hash is stored.\n",
+                file=sys.stdout, flush=True,
+            )
+        self.workspaces.start()
+        from .engine import Engine  # the engine needs registries filled and the db open
+
+        self.engine = Engine(self)
+        await self.engine.start()
+        await self.hook("startup")
+        self.started = True
+
+    async def stop(self) -> None:
+        await self.hub.close_all(1001)
+        if self.engine is not None:
+            await self.engine.stop()
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=self.settings.shutdown_timeout)
+        await self.hook("shutdown")
+        await self.workspaces.close()
+        await self.db.close()
+        self.started = False
+
+
+def build_plugins(settings: Settings, extra: Iterable[Any] = ()) -> Plugins:
+    plugins = new_manager(trace=settings.trace_plugins)
+    load_bundled(plugins, __version__)
+    if settings.load_entrypoint_plugins:
+        load_entrypoints(plugins)
+    if settings.plugins_dir:
+        load_directory(plugins, settings.plugins_dir)
+    for module in extra:
+        plugins.register(module, getattr(module, "__name__", None), source="test")
+    return plugins
+
+
+def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ()) -> Quart:
+    """Build the app. ``plugins``: extra plugin objects to register (tests use this)."""
+    settings = settings or load_settings()
+    pm = build_plugins(settings, plugins)
+    core = Xiajiao(settings, pm)
+    core.collect_registrations()
+
+    app = Quart(__name__, static_folder=str(WEB_DIR / "static"), static_url_path="/static",
+                template_folder=str(WEB_DIR / "templates"))
+    app.xj = core
+    core.quart = app
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 64 * 1024
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_upload_bytes + 64 * 1024
+    app.config["BODY_TIMEOUT"] = 120
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    QuartSchema(app, openapi_path="/openapi.json", redoc_ui_path=None, swagger_ui_path=None, scalar_ui_path=None,
+                info={"title": "Xiajiao", "version": __version__})
+
+    from .api import register_blueprints
+
+    register_blueprints(app)
+    for bp in core.registries["routes"]:
+        app.register_blueprint(bp)
+
+    @app.before_serving
+    async def _start() -> None:
+        await core.start()
+
+    @app.after_serving
+    async def _stop() -> None:
+        await core.stop()
+
+    @app.before_request
+    async def _before() -> None:
+        g.t0 = time.perf_counter()
+        rid = request.headers.get("X-Request-ID", "")
+        g.request_id = rid if (0 < len(rid) <= 128 and rid.isprintable()) else secrets.token_hex(8)
+        g.actor = await auth.resolve_actor(core.db, cookie=request.cookies.get(auth.SESSION_COOKIE),
+                                           headers=request.headers)
+
+    @app.after_request
+    async def _after(response):
+        rid = g.get("request_id")
+        if rid:
+            response.headers["X-Request-ID"] = rid
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if settings.access_log:
+            rule = request.url_rule.rule if request.url_rule else None
+            actor = g.get("actor")
+            access_log.info("request", extra={
+                "request_id": rid, "method": request.method, "path": request.path, "route": rule,
+                "status": response.status_code,
+                "ms": round((time.perf_counter() - g.get("t0", time.perf_counter())) * 1000, 2),
+                "user": actor.id if actor else None,
+            })
+        return response
+
+    @app.errorhandler(XiajiaoError)
+    async def _xiajiao_error(err: XiajiaoError):
+        return jsonify(err.to_json()), err.status, err.headers
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def _schema_error(err: RequestSchemaValidationError):
+        detail = err.validation_error
+        errors = []
+        if hasattr(detail, "errors"):
+            for e in detail.errors():
+                errors.append({"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")})
+        message = "Invalid request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors) if errors \
+            else "Invalid request body"
+        return jsonify({"error": message, "code": "validation_error", "fields": errors}), 400
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(err: HTTPException):
+        code = HTTP_CODES.get(err.code or 500, "http_error")
+        message = err.description if err.code != 404 else "Not found"
+        if err.code == 413:
+            message = f"Request body is larger than the limit of {settings.max_upload_bytes} bytes"
+        return jsonify({"error": message, "code": code}), err.code or 500
+
+    @app.errorhandler(Exception)
+    async def _unexpected(err: Exception):
+        log.exception("unhandled error", extra={"request_id": g.get("request_id")})
+        return jsonify({"error": "Internal server error", "code": "internal_error",
+                        "requestId": g.get("request_id")}), 500
+
+    return app

@@ -1,0 +1,108 @@
+"""The ``xiajiao`` command: serve, plugins, settings, and commands that plugins add."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from . import __version__
+from .errors import PluginError, SettingsError, StartupError
+from .settings import SETTINGS, load_settings
+
+
+def _parser(extra_commands=()) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xiajiao", description="Xiajiao: a self-hosted AI agent team.")
+    p.add_argument("--version", action="version", version=f"xiajiao {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    s = sub.add_parser("serve", help="Serve the web app and API (the default).")
+    s.add_argument("--host", help="Override XIAJIAO_HOST.")
+    s.add_argument("--port", type=int, help="Override XIAJIAO_PORT.")
+    s.add_argument("--data-dir", help="Override XIAJIAO_DATA_DIR.")
+    pl = sub.add_parser("plugins", help="List loaded plugins, their versions, hooks and contributions.")
+    pl.add_argument("--json", action="store_true", help="Print JSON.")
+    st = sub.add_parser("settings", help="List every setting with its value (secrets masked) and help.")
+    st.add_argument("--markdown", action="store_true", help="Print the README settings table.")
+    sub.add_parser("test", help="Run the test suite (python run.py test).")
+    for cmd in extra_commands:
+        sub.add_parser(cmd.name, help=cmd.help)
+    return p
+
+
+def settings_table() -> str:
+    lines = ["| Setting | Default | What it does |", "| --- | --- | --- |"]
+    for s in SETTINGS:
+        default = "(generated)" if s.name == "owner_password" else (str(s.default) if s.default != "" else "(empty)")
+        lines.append(f"| `{s.env}` | `{default}` | {s.help} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"xiajiao: {exc}", file=sys.stderr)
+        return 2
+    try:
+        from .app import build_plugins, new_registries
+
+        plugins = build_plugins(settings)
+        commands = new_registries()["commands"]
+        plugins.collect_sync("register_commands", commands)
+    except PluginError as exc:
+        print(f"xiajiao: {exc}", file=sys.stderr)
+        return 2
+    args, rest = _parser(list(commands)).parse_known_args(argv)
+    command = args.command or "serve"
+
+    if command == "serve":
+        changes = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None)),
+                                     ("data_dir", getattr(args, "data_dir", None))) if v}
+        try:
+            if changes:
+                settings = load_settings(**changes)
+            from .server import serve
+
+            asyncio.run(serve(settings))
+        except (StartupError, SettingsError) as exc:
+            print(f"xiajiao: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            pass
+        return 0
+    if command == "plugins":
+        from .app import Xiajiao
+
+        core = Xiajiao(settings, plugins)
+        core.collect_registrations()
+        described = plugins.describe(core.registries)
+        if args.json:
+            print(json.dumps(described, ensure_ascii=False, indent=2))
+        else:
+            for p in described:
+                print(f"{p['name']} {p['version'] or ''} ({p['source']})")
+                print(f"    hooks: {', '.join(p['hooks'])}")
+                for kind, names in p["registered"].items():
+                    print(f"    {kind}: {', '.join(names)}")
+        return 0
+    if command == "settings":
+        if args.markdown:
+            print(settings_table())
+        else:
+            for name, value in settings.public().items():
+                print(f"{name} = {value!r}")
+        return 0
+    if command == "test":
+        import pytest
+
+        return pytest.main(rest)
+    cmd = commands.get(command)
+    result = cmd.fn(rest)
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Text helpers shared by every full-text index: Chinese + English tokenization for FTS5.
+
+FTS5's ``unicode61`` tokenizer treats a run of Chinese characters as one token, and
+``trigram`` cannot match one or two characters. So the text we index is rewritten
+first: each run of CJK characters becomes its single characters plus its bigrams,
+other words are kept (lower-cased). A query is rewritten the same way: a CJK run
+becomes a phrase of its bigrams (or its single character), so ``部署``, ``署``
+and ``部署流程`` all match, and so do English words and prefixes.
+"""
+from __future__ import annotations
+
+import html
+import re
+
+_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_TOKEN = re.compile(rf"[{_CJK}]+|[^\W_]+", re.UNICODE)
+_CJK_RUN = re.compile(rf"^[{_CJK}]+$")
+
+
+def _cjk_grams(run: str) -> list[str]:
+    grams = list(run)
+    grams += [run[i:i + 2] for i in range(len(run) - 1)]
+    return grams
+
+
+def index_text(text: str) -> str:
+    """The form of ``text`` stored in an FTS5 (unicode61) column."""
+    out: list[str] = []
+    for tok in _TOKEN.findall(text or ""):
+        if _CJK_RUN.match(tok):
+            out.extend(_cjk_grams(tok))
+        else:
+            out.append(tok.lower())
+    return " ".join(out)
+
+
+def query_terms(query: str) -> list[str]:
+    """The words of a query as the user meant them (for highlighting)."""
+    return [t for t in _TOKEN.findall(query or "")]
+
+
+def fts_query(query: str, *, mode: str = "and", prefix: bool = True) -> str | None:
+    """An FTS5 MATCH expression for a user's query, or None when it has no searchable word.
+
+    Every word is quoted (no FTS5 syntax leaks through); ``mode`` joins words with AND or OR.
+    """
+    parts: list[str] = []
+    for tok in _TOKEN.findall(query or ""):
+        if _CJK_RUN.match(tok):
+            grams = [tok] if len(tok) == 1 else [tok[i:i + 2] for i in range(len(tok) - 1)]
+            parts.append('"' + " ".join(grams) + '"')
+        else:
+            word = tok.lower().replace('"', '""')
+            parts.append(f'"{word}"' + ("*" if prefix else ""))
+    if not parts:
+        return None
+    return f" {mode.upper()} ".join(parts)
+
+
+def snippet(text: str, query: str, *, width: int = 120, mark: tuple[str, str] = ("<mark>", "</mark>")) -> str:
+    """An HTML-escaped excerpt of ``text`` around the first hit, hits wrapped in ``mark``."""
+    terms = sorted({t for t in query_terms(query) if t}, key=len, reverse=True)
+    if not terms:
+        return html.escape(text[:width])
+    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
+    first = pattern.search(text)
+    start = 0 if first is None else max(0, first.start() - width // 3)
+    end = min(len(text), start + width)
+    piece = text[start:end]
+    out, pos = [], 0
+    for m in pattern.finditer(piece):
+        out.append(html.escape(piece[pos:m.start()]))
+        out.append(mark[0] + html.escape(m.group(0)) + mark[1])
+        pos = m.end()
+    out.append(html.escape(piece[pos:]))
+    return ("…" if start > 0 else "") + "".join(out) + ("…" if end < len(text) else "")
+
+
+def estimate_tokens(text: str) -> int:
+    """A quick token estimate: CJK characters count one each, other text ~4 characters a token."""
+    if not text:
+        return 0
+    cjk = len(re.findall(rf"[{_CJK}]", text))
+    return cjk + (len(text) - cjk + 3) // 4
