@@ -87,9 +87,10 @@ class Xiajiao:
         self.uploads_dir = self.data_dir / "uploads"
         self.db = Database(self.data_dir / "xiajiao.db", label="xiajiao.db",
                            migrations=migrations_from_dir(MIGRATIONS), readers=settings.db_readers,
-                           skip_migrations=settings.skip_migrations)
+                           skip_migrations=settings.skip_migrations, on_connect=self._prepare_connection)
         self.workspaces = WorkspaceDatabases(self.data_dir / "workspaces", idle_seconds=settings.workspace_idle_seconds,
-                                             skip_migrations=settings.skip_migrations)
+                                             skip_migrations=settings.skip_migrations,
+                                             on_connect=self._prepare_connection)
         self.hub = Hub(replay_size=settings.ws_replay_size, queue_size=settings.ws_queue_size)
         self.engine: Any = None  # the conversation engine, set up in start()
         self.quart: Quart | None = None
@@ -97,6 +98,10 @@ class Xiajiao:
         self.started = False
         self._background: set[asyncio.Task] = set()
         self.state: dict[str, Any] = {}  # room for plugins' own state, keyed by plugin name
+
+    def _prepare_connection(self, conn, label: str) -> None:
+        # runs in the connection's thread when it opens; plugins add functions or pragmas
+        self.plugins.call_sync("prepare_connection", conn=conn, database=label)
 
     # -- registries, by kind
     @property
