@@ -14,6 +14,8 @@ import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+# the checkout whose server is measured (``--server-root``: compare another commit's code)
+SERVER_ROOT = Path(os.environ.get("XIAJIAO_BENCH_SERVER_ROOT") or ROOT)
 PASSWORD = "bench-owner-password-1"
 
 
@@ -90,7 +92,7 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "xiajiao.cli", "serve"], cwd=ROOT, env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "xiajiao.cli", "serve"], cwd=SERVER_ROOT, env=self.env,
                                      stdout=log, stderr=log, start_new_session=True)
         log.close()
         async with httpx.AsyncClient(timeout=2) as client:

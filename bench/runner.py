@@ -189,12 +189,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
     p.add_argument("--out", type=Path, help="folder for the JSON (default bench/results)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data folders")
+    p.add_argument("--server-root", type=Path,
+                   help="serve the code of this checkout instead of this one (to compare two commits)")
     for f in dataclasses.fields(Options):
         if f.type in ("int", "float"):
             p.add_argument("--" + f.name.replace("_", "-"), type=int if f.type == "int" else float,
                            help=f"(default {f.default})")
     p.add_argument("--no-access-log", action="store_true", help="turn the server's per-request log line off")
     args = p.parse_args(argv)
+    if args.server_root:
+        from . import harness
+
+        harness.SERVER_ROOT = args.server_root.resolve()
     opts = Options(**(SMOKE if args.smoke else {}))
     for f in dataclasses.fields(Options):
         v = getattr(args, f.name, None)
