@@ -16,6 +16,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 # the checkout whose server is measured (``--server-root``: compare another commit's code)
 SERVER_ROOT = Path(os.environ.get("XIAJIAO_BENCH_SERVER_ROOT") or ROOT)
+# ``--profile DIR``: every server runs under pyinstrument and leaves a text report in DIR
+PROFILE_DIR: Path | None = None
 PASSWORD = "bench-owner-password-1"
 
 
@@ -92,7 +94,12 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "xiajiao.cli", "serve"], cwd=SERVER_ROOT, env=self.env,
+        cmd = [sys.executable, "-m", "xiajiao.cli", "serve"]
+        if PROFILE_DIR is not None:
+            PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+            report = PROFILE_DIR / f"server-{self.data_dir.parent.name}-{self.port}.txt"
+            cmd[1:2] = ["-m", "pyinstrument", "--renderer", "text", "--show-all", "-o", str(report), "-m"]
+        self.proc = subprocess.Popen(cmd, cwd=SERVER_ROOT, env=self.env,
                                      stdout=log, stderr=log, start_new_session=True)
         log.close()
         async with httpx.AsyncClient(timeout=2) as client:

@@ -152,11 +152,14 @@ async def run_sections(opts: Options, names: list[str], tmp: Path, log=print) ->
         module = importlib.import_module(f".sections.{name}", __package__)
         log(f"bench: {name} …", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
+        load0 = os.getloadavg()[0]
         try:
             ctx.results[name] = await module.run(ctx)
         except Exception as exc:  # one broken section must not hide the others' numbers
             traceback.print_exc()
             ctx.results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        # other work on the machine skews the figures: keep the load average next to them
+        ctx.results[name]["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
         log(f"bench: {name} done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
     return ctx.results
 
@@ -189,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
     p.add_argument("--out", type=Path, help="folder for the JSON (default bench/results)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data folders")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="run every server under pyinstrument (pip install pyinstrument); reports go to DIR")
     p.add_argument("--server-root", type=Path,
                    help="serve the code of this checkout instead of this one (to compare two commits)")
     for f in dataclasses.fields(Options):
@@ -197,10 +202,12 @@ def main(argv: list[str] | None = None) -> None:
                            help=f"(default {f.default})")
     p.add_argument("--no-access-log", action="store_true", help="turn the server's per-request log line off")
     args = p.parse_args(argv)
-    if args.server_root:
-        from . import harness
+    from . import harness
 
+    if args.server_root:
         harness.SERVER_ROOT = args.server_root.resolve()
+    if args.profile:
+        harness.PROFILE_DIR = args.profile.resolve()
     opts = Options(**(SMOKE if args.smoke else {}))
     for f in dataclasses.fields(Options):
         v = getattr(args, f.name, None)
