@@ -463,3 +463,14 @@ async def test_prepare_connection_startup_and_shutdown_hooks(tmp_path):
         assert await ws.fetchval("SELECT shout('x')") == "X"
     assert ("startup", False) in events and events[-1] == ("shutdown", True)
     assert ("conn", "xiajiao.db") in events and ("conn", "agent_p/x.db") in events
+
+
+async def test_metrics_count_requests_and_are_admin_only(client, owner):
+    assert (await client.get("/metrics")).status_code == 401
+    await owner.get("/health")
+    await owner.get("/api/nope")
+    text = await (await owner.get("/metrics")).get_data(as_text=True)
+    assert 'xiajiao_http_requests_total{status="2xx"}' in text
+    assert 'xiajiao_http_requests_total{status="4xx"}' in text
+    assert "xiajiao_websocket_connections 0" in text
+    assert "xiajiao_resident_memory_bytes " in text

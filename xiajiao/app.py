@@ -98,6 +98,7 @@ class Xiajiao:
         self.started = False
         self._background: set[asyncio.Task] = set()
         self.state: dict[str, Any] = {}  # room for plugins' own state, keyed by plugin name
+        self.metrics: dict[tuple[str, str], int] = {}  # (name, label) -> count, shown at /metrics
 
     def _prepare_connection(self, conn, label: str) -> None:
         # runs in the connection's thread when it opens; plugins add functions or pragmas
@@ -265,8 +266,10 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        rule = request.url_rule.rule if request.url_rule else None
+        key = ("http_requests_total", f'status="{response.status_code // 100}xx"')
+        core.metrics[key] = core.metrics.get(key, 0) + 1
         if settings.access_log:
-            rule = request.url_rule.rule if request.url_rule else None
             actor = g.get("actor")
             access_log.info("request", extra={
                 "request_id": rid, "method": request.method, "path": request.path, "route": rule,
