@@ -92,6 +92,7 @@ class Xiajiao:
                                              skip_migrations=settings.skip_migrations)
         self.hub = Hub(replay_size=settings.ws_replay_size, queue_size=settings.ws_queue_size)
         self.engine: Any = None  # the conversation engine, set up in start()
+        self.ws_handlers: dict[str, Any] = {}  # WebSocket frame type -> async fn(conn, data); see xiajiao.api.ws
         self.quart: Quart | None = None
         self.generated_password: str | None = None
         self.started = False
