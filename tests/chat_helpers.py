@@ -66,3 +66,9 @@ async def recv_until(ws, type_: str, timeout: float = 5.0) -> tuple[dict, list[d
 
 async def send(ws, frame: dict) -> None:
     await ws.send(json.dumps(frame, ensure_ascii=False))
+
+
+async def search(client, q: str, **params) -> list[dict]:
+    resp = await client.get("/api/messages/search", query_string={"q": q, **params})
+    assert resp.status_code == 200, await resp.get_data(as_text=True)
+    return (await resp.get_json())["results"]
