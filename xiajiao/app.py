@@ -93,6 +93,7 @@ class Xiajiao:
                                              on_connect=self._prepare_connection)
         self.hub = Hub(replay_size=settings.ws_replay_size, queue_size=settings.ws_queue_size)
         self.engine: Any = None  # the conversation engine, set up in start()
+        self.ws_handlers: dict[str, Any] = {}  # WebSocket frame type -> async fn(conn, data); see xiajiao.api.ws
         self.quart: Quart | None = None
         self.generated_password: str | None = None
         self.started = False
