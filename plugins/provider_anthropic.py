@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import anthropic
-import httpx
 
 from xiajiao import (ChatRequest, ProviderConfig, ProviderError, ProviderKind, TextDelta, Timeouts, ToolCall,
                      ToolCallsDone, Usage, hookimpl)
@@ -28,6 +27,8 @@ def provider_error(exc: Exception, model: str) -> ProviderError:
         return ProviderError(f"Model {model!r}: the provider timed out", "timeout", retryable=True)
     if isinstance(exc, anthropic.APIConnectionError):
         return ProviderError(f"Model {model!r}: cannot reach the provider", "connection_error", retryable=True)
+    if type(exc).__module__.partition(".")[0].startswith("httpx"):  # the transport broke mid-stream
+        return ProviderError(f"Model {model!r}: the connection broke", "connection_error", retryable=True)
     return ProviderError(f"Model {model!r}: unreadable reply ({type(exc).__name__})", "bad_stream", retryable=True)
 
 
@@ -68,15 +69,15 @@ def wire(request: ChatRequest) -> tuple[str, list[dict], list[dict]]:
 class AnthropicProvider:
     def __init__(self, config: ProviderConfig):
         self.config = config
-        self.client = anthropic.AsyncAnthropic(
-            api_key=config.api_key or "not-needed", base_url=config.base_url or None, max_retries=0,
-            http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)))
+        # one client (and its connection pool) per configuration; retries are the gateway's job
+        self.client = anthropic.AsyncAnthropic(api_key=config.api_key or "not-needed",
+                                               base_url=config.base_url or None, max_retries=0)
 
     async def stream(self, request: ChatRequest, *, timeouts: Timeouts):
         system, messages, tools = wire(request)
         kwargs: dict = {"model": request.model, "messages": messages, "stream": True,
                         "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-                        "timeout": httpx.Timeout(timeouts.idle, connect=timeouts.connect)}
+                        "timeout": anthropic.Timeout(timeouts.idle, connect=timeouts.connect)}
         if system:
             kwargs["system"] = system
         if tools:
@@ -103,7 +104,9 @@ class AnthropicProvider:
                 elif kind == "error":
                     raise ProviderError(f"Model {request.model!r}: the provider reported an error", "provider_error",
                                         retryable=True)
-        except (anthropic.AnthropicError, httpx.HTTPError, ValueError) as exc:
+        except ProviderError:
+            raise
+        except Exception as exc:  # the client's own errors and its HTTP library's (a cut stream) alike
             raise provider_error(exc, request.model) from exc
         yield usage
         if blocks:
