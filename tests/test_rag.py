@@ -420,3 +420,30 @@ async def test_knowledge_lives_in_the_agent_folder(app, owner, agent):
     assert not {"documents", "chunks", "parents"} & tables
     assert (app.xj.workspace(agent["id"]) / "rag.db").is_file()
     assert json.dumps(await ask(owner, agent["id"], "free", 1), ensure_ascii=False).count("faq.md") == 1
+
+
+# ------------------------------------------------------------------ the default embedder, across languages
+
+PARAPHRASES = [  # (question, the page that answers it, in the other language)
+    ("启动时提示端口被占用怎么办？", "troubleshooting.md"),
+    ("从 Dify 迁移过来需要做什么？", "migration.md"),
+    ("Running it in containers and keeping data when the container is recreated", "docker.zh.md"),
+    ("What is new in release 1.1?", "changelog.zh.md"),
+]
+
+
+async def test_paraphrased_questions_find_documents_across_languages_with_the_default_embedder(tmp_path):
+    settings = make_settings(tmp_path)  # no embedder named: the best installed one
+    async with running_app(settings) as app:
+        from xiajiao import active_embedder
+
+        assert (await active_embedder(app.xj)).name == "e5-small"
+        agent = await add_agent(app, "agent_kb", knowledge=1)
+        owner = app.test_client()
+        await login(owner)
+        for name, path in [("troubleshooting.md", "en/guide/troubleshooting.md"), ("migration.md", "en/guide/migration.md"),
+                           ("docker.zh.md", "zh/deployment/docker.md"), ("changelog.zh.md", "zh/guide/changelog.md")]:
+            assert (await ingest(owner, agent["id"], name, corpus(path)))["status"] == "ready"
+        for question, page in PARAPHRASES:
+            results = await ask(owner, agent["id"], question, 3)
+            assert results[0]["documentName"] == page, question
