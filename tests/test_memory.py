@@ -7,7 +7,7 @@ import pytest
 
 from conftest import login, make_settings, running_app
 from xiajiao import Actor, Prompt, ToolContext
-from xiajiao.ids import now_iso
+from xiajiao.ids import now_iso  # noqa: F401
 
 
 @pytest.fixture
@@ -220,3 +220,58 @@ async def test_memory_lives_in_the_agent_folder(app, agent):
     tables = {r["name"] for r in await app.xj.db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert not any("memor" in t for t in tables)
     assert json.loads(json.dumps(sorted(tables)))  # the main db holds none of the agent's memory
+
+
+# ------------------------------------------------------------------ consolidation
+
+
+async def add_conversation(app, channel_id, agent, n):
+    """A channel with ``n`` user/agent exchanges; returns the agent replies as stored rows."""
+    now = now_iso()
+    db = app.xj.db
+    await db.execute("INSERT INTO channels (id, name, type, created_at, updated_at) VALUES (?,?,?,?,?)",
+                     (channel_id, "dm", "dm", now, now))
+    replies = []
+    for i in range(n):
+        for who, text in (("user", f"question {i}"), ("agent", f"answer {i}")):
+            await db.execute(
+                "INSERT INTO messages (id, channel_id, user_id, agent_id, content, created_at) VALUES (?,?,?,?,?,?)",
+                (f"msg_{channel_id}_{who}_{i}", channel_id, "user_x" if who == "user" else None,
+                 agent["id"] if who == "agent" else None, text, now))
+        replies.append(await db.fetchone("SELECT * FROM messages WHERE id = ?", (f"msg_{channel_id}_agent_{i}",)))
+    return replies
+
+
+async def test_turns_are_counted_and_every_n_a_summary_range_is_claimed(tmp_path):
+    async with running_app(make_settings(tmp_path, embedder="hash", consolidate_every=3)) as app:
+        from plugins.memory import store
+
+        agent = await add_agent(app)
+        replies = await add_conversation(app, "ch_c", agent, 7)
+        claims = [await store.count_turn(app.xj, agent["id"], "ch_c", r["seq"]) for r in replies]
+        assert claims == [None, None, (0, replies[2]["seq"]), None, None, (replies[2]["seq"], replies[5]["seq"]),
+                          None]
+        talk = await store.transcript(app.xj, "ch_c", 0, replies[2]["seq"])
+        assert talk == "user: question 0\nKeeper: answer 0\nuser: question 1\nKeeper: answer 1\n" \
+                       "user: question 2\nKeeper: answer 2"
+
+
+async def test_a_failed_summary_gives_its_range_back(tmp_path):
+    """Until the engine can answer (``app.engine.complete``), consolidation fails and retries later."""
+    async with running_app(make_settings(tmp_path, embedder="hash", consolidate_every=2)) as app:
+        import asyncio
+
+        agent = await add_agent(app)
+        replies = await add_conversation(app, "ch_d", agent, 2)
+        for r in replies:
+            await app.xj.hook("on_turn_end", agent=agent, channel={"id": "ch_d"}, message=None, reply=r, actor=OWNER)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not [t for t in app.xj._background if t.get_name().startswith("consolidate:")]:
+                break
+        db = await app.xj.workspace_db(agent["id"], "memory.db")
+        state = await db.fetchone("SELECT turns, summarized_seq, summaries FROM conversations")
+        if hasattr(app.xj.engine, "complete"):
+            assert state == {"turns": 0, "summarized_seq": replies[1]["seq"], "summaries": 1}
+        else:
+            assert state == {"turns": 0, "summarized_seq": 0, "summaries": 0}
