@@ -431,6 +431,7 @@ async def test_failing_hook_is_logged_by_name_and_does_not_break_the_caller(tmp_
             seen.append(agent["id"])
 
     async with running_app(make_settings(tmp_path), plugins=[Broken(), Fine()]) as app:
+        seen.clear()  # the first start created the default agents
         with caplog.at_level(logging.ERROR):
             results = await app.xj.hook("on_agent_created", agent={"id": "a1"})
     assert seen == ["a1"] and results == []
@@ -463,3 +464,14 @@ async def test_prepare_connection_startup_and_shutdown_hooks(tmp_path):
         assert await ws.fetchval("SELECT shout('x')") == "X"
     assert ("startup", False) in events and events[-1] == ("shutdown", True)
     assert ("conn", "xiajiao.db") in events and ("conn", "agent_p/x.db") in events
+
+
+async def test_metrics_count_requests_and_are_admin_only(client, owner):
+    assert (await client.get("/metrics")).status_code == 401
+    await owner.get("/health")
+    await owner.get("/api/nope")
+    text = await (await owner.get("/metrics")).get_data(as_text=True)
+    assert 'xiajiao_http_requests_total{status="2xx"}' in text
+    assert 'xiajiao_http_requests_total{status="4xx"}' in text
+    assert "xiajiao_websocket_connections 0" in text
+    assert "xiajiao_resident_memory_bytes " in text

@@ -1,0 +1,53 @@
+"""Running agent turns: list them, stop one (or every one of a channel). The partial reply is kept."""
+from __future__ import annotations
+
+from pydantic import BaseModel
+from quart import Blueprint, current_app, g, jsonify
+from quart_schema import validate_querystring, validate_request
+
+from .. import auth, chat
+from ..errors import BadRequest, NotFound
+
+bp = Blueprint("turns", __name__)
+
+
+class StopBody(BaseModel):
+    messageId: str | None = None
+    channelId: str | None = None
+
+
+class TurnsQuery(BaseModel):
+    channelId: str
+
+
+async def _channel(channel_id: str) -> dict:
+    core = current_app.xj
+    channel = await chat.get_channel(core.db, channel_id)
+    if channel is None or not await auth.can_write_channel(core.db, g.actor, channel):
+        raise NotFound("Channel not found", "channel_not_found")
+    return channel
+
+
+@bp.get("/api/turns")
+@auth.requires("guest")
+@validate_querystring(TurnsQuery)
+async def list_turns(query_args: TurnsQuery):
+    channel = await _channel(query_args.channelId)
+    return jsonify({"turns": current_app.xj.engine.running_in(channel["id"])})
+
+
+@bp.post("/api/turns/stop")
+@auth.requires("guest")
+@validate_request(StopBody)
+async def stop(data: StopBody):
+    engine = current_app.xj.engine
+    if bool(data.messageId) == bool(data.channelId):
+        raise BadRequest("Give exactly one of messageId or channelId", "invalid_stop")
+    if data.messageId:
+        turn = engine.running.get(data.messageId)
+        if turn is None:
+            raise NotFound("No running reply with this id", "turn_not_found")
+        await _channel(turn.channel["id"])
+        return jsonify({"stopped": [data.messageId] if engine.stop_turn(data.messageId) else []})
+    channel = await _channel(data.channelId)
+    return jsonify({"stopped": engine.stop_channel(channel["id"])})
