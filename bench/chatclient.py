@@ -11,9 +11,11 @@ import websockets
 from .harness import Server
 
 
-async def create_agent(client, name: str) -> str:
-    r = await client.post("/api/agents", json={"name": name, "model": "fake-model",
-                                               "soul": "You are a benchmark agent. Answer briefly."})
+async def create_agent(client, name: str, model: str | None = "fake-model") -> str:
+    body = {"name": name, "soul": "You are a benchmark agent. Answer briefly."}
+    if model:
+        body["model"] = model
+    r = await client.post("/api/agents", json=body)
     if r.status_code not in (200, 201):
         raise RuntimeError(f"POST /api/agents: {r.status_code} {r.text}")
     body = r.json()

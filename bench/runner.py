@@ -106,12 +106,13 @@ def machine() -> dict:
     }
 
 
-def verdicts(results: dict) -> list[dict]:
+def verdicts(results: dict, judge: bool = True) -> list[dict]:
+    """Each target with its measured value; ``met`` is None when not judged (smoke sizes, or no value)."""
     out = []
     for section, key, op, target, what in TARGETS:
         value = lookup(results.get(section, {}), key)
         met = None
-        if isinstance(value, (int, float)):
+        if judge and isinstance(value, (int, float)):
             met = value <= target if op == "<=" else value >= target
         out.append({"section": section, "metric": key, "what": what, "value": value, "target": f"{op} {target}",
                     "met": met})
@@ -141,7 +142,7 @@ def table(results: dict, checks: list[dict]) -> str:
             lines.append(f"  {k:<{width}}  {v}")
     lines.append("\n[targets]")
     for c in checks:
-        mark = {True: "met", False: "MISSED", None: "n/a"}[c["met"]]
+        mark = {True: "met", False: "MISSED", None: "not judged"}[c["met"]]
         lines.append(f"  {c['what']:<52} {str(c['value']):>10}  target {c['target']:<8} {mark}")
     return "\n".join(lines)
 
@@ -176,8 +177,9 @@ def run(opts: Options, names: list[str] | None = None, *, out_dir: Path | None =
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
-    report = {"machine": machine(), "options": dataclasses.asdict(opts), "results": results,
-              "targets": verdicts(results)}
+    smoke = opts.history_messages < Options.history_messages
+    report = {"machine": machine(), "options": dataclasses.asdict(opts), "smoke": smoke, "results": results,
+              "targets": verdicts(results, judge=not smoke)}
     out_dir = out_dir or ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / (dt.datetime.now().strftime("%Y-%m-%d-%H%M%S") + ".json")

@@ -75,7 +75,7 @@ async def run(ctx) -> dict:
     async with server:
         await server.login()
         async with server.client() as client:
-            small, large = await create_agent(client, "KB small"), await create_agent(client, "KB large")
+            small, large = await create_agent(client, "KB small", model=None), await create_agent(client, "KB large", model=None)
             s, c, total = await fill(client, small, text, o.kb_sizes_kb[0], o.kb_query_chunks[0])
             out.update(index_1mb_s=round(s, 2), chunks_1mb=c, kb_small_kb=o.kb_sizes_kb[0])
             out["query_small"] = {"chunks": total, **await queries(client, small, text, o.queries)}
@@ -83,7 +83,7 @@ async def run(ctx) -> dict:
             out.update(index_10mb_s=round(s, 2), chunks_10mb=c, kb_large_kb=o.kb_sizes_kb[1])
             out["query_large"] = {"chunks": total, **await queries(client, large, text, o.queries)}
             for i in range(o.kb_count):
-                agent = await create_agent(client, f"KB {i}")
+                agent = await create_agent(client, f"KB {i}", model=None)
                 await upload(client, agent, "notes.md", text.document(o.kb_small_kb * 1024))
                 ten.append(agent)
     server = Server(data_dir, access_log=o.access_log)

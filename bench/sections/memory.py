@@ -16,7 +16,7 @@ async def run(ctx) -> dict:
     async with server:
         await server.login()
         async with server.client() as client:
-            agent = await create_agent(client, "Rememberer")
+            agent = await create_agent(client, "Rememberer", model=None)
             writes, statuses = [], {}
             t_all = time.perf_counter()
             for i in range(o.memories):
