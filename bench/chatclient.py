@@ -51,7 +51,7 @@ class Socket:
         self.frames = 0
 
     async def connect(self) -> "Socket":
-        self.ws = await websockets.connect(self.server.ws_url, max_size=None, compression=None,
+        self.ws = await websockets.connect(self.server.ws_url, max_size=None, compression=None, ping_interval=None,
                                            additional_headers={"Cookie": f"session={self.server.token}"})
         await self.ws.send(json.dumps({"type": "auth", "token": self.server.token}))
         while True:
@@ -75,6 +75,15 @@ class Socket:
         return fut
 
     async def _read(self) -> None:
+        try:
+            await self._dispatch()
+        except websockets.ConnectionClosed:
+            for queue in self.waiters.values():
+                for fut in queue:
+                    if not fut.done():
+                        fut.set_exception(ConnectionError("websocket closed"))
+
+    async def _dispatch(self) -> None:
         waiters = self.waiters
         async for raw in self.ws:
             t = time.perf_counter()

@@ -31,6 +31,7 @@ class Options:
     startup_runs: int = 5
     idle_seconds: float = 3.0
     messages: int = 200
+    turns_per_channel: int = 10  # a conversation's history stays this short (a fresh DM after it)
     chunks: int = 60
     delay_ms: float = 0.0
     first_byte_ms: float = 0.0

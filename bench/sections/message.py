@@ -4,6 +4,8 @@ The fake model's own latency is measured alongside by calling it directly (same 
 same streaming protocol, from this process), so the app's overhead is the difference of
 the medians (and of the p99s). "Stored" is when the reply row reads ``status = 'done'``
 in the database file itself (read through the storage layer from this process).
+Every ``turns_per_channel`` messages the conversation moves to a fresh DM, so the history
+sent to the model stays as short as in a typical chat.
 """
 from __future__ import annotations
 
@@ -59,13 +61,14 @@ async def run(ctx) -> dict:
             await server.login()
             async with server.client() as client:
                 agent = await create_agent(client, "Bench")
-                channel = await create_channel(client, "bench dm", agent_ids=[agent])
                 sock = await Socket(server).connect()
-                await sock.subscribe(channel)
                 conn, is_stored = stored_check(data_dir)
                 first, end, stored, chunks_seen = [], [], [], []
                 try:
                     for i in range(o.messages + 10):
+                        if i % o.turns_per_channel == 0:
+                            channel = await create_channel(client, f"bench dm {i}", agent_ids=[agent])
+                            await sock.subscribe(channel)
                         f_start = sock.expect("stream_start", channel)
                         f_chunk = sock.expect("stream_chunk", channel)
                         f_end = sock.expect("stream_end", channel)
@@ -92,7 +95,7 @@ async def run(ctx) -> dict:
         return round(a[key] - b[key], 3)
 
     return {
-        "messages": o.messages, "chunks_per_reply": o.chunks, "chunk_delay_ms": o.delay_ms,
+        "messages": o.messages, "turns_per_channel": o.turns_per_channel, "chunks_per_reply": o.chunks, "chunk_delay_ms": o.delay_ms,
         "frames_per_message": round(sum(chunks_seen) / max(1, len(chunks_seen)), 1),
         "app": app, "model_alone": model,
         "overhead_first_chunk_ms": over(app["first_chunk"], model["first_chunk"], "p50"),

@@ -18,9 +18,13 @@ from ..harness import FakeModel, Server
 from ..stats import summary
 
 
-async def _loop(client, sock: Socket, channel: str, deadline: float, latencies: list, warm_until: float) -> None:
+async def _loop(client, sock: Socket, agent: str, deadline: float, latencies: list, warm_until: float,
+                turns: int) -> None:
     i = 0
     while time.perf_counter() < deadline:
+        if i % turns == 0:  # a fresh DM every few turns: histories stay chat-sized
+            channel = await create_channel(client, f"conversation {i}", agent_ids=[agent])
+            await sock.subscribe(channel)
         f_end = sock.expect("stream_end", channel)
         t0 = time.perf_counter()
         await post(client, channel, f"Question {i} about memory and tools")
@@ -35,29 +39,23 @@ def _cpu(pid: int) -> float:
     return t.user + t.system
 
 
-async def _shape(server: Server, fake: FakeModel, client, channels: list[str], shared: bool, o) -> dict:
-    socks = []
+async def _shape(server: Server, fake: FakeModel, client, agent: str, shared: bool, o) -> dict:
     if shared:
-        sock = await Socket(server).connect()
-        for ch in channels:
-            await sock.subscribe(ch)
-        socks = [sock] * len(channels)
+        socks = [await Socket(server).connect()] * o.conversations
     else:
-        for ch in channels:
-            s = await Socket(server).connect()
-            await s.subscribe(ch)
-            socks.append(s)
+        socks = [await Socket(server).connect() for _ in range(o.conversations)]
     warm = min(2.0, o.duration / 4)
     latencies: list[float] = []
     cpu0 = (server.cpu_seconds(), _cpu(fake.proc.pid), _cpu(os.getpid()))
     start = time.perf_counter()
     deadline = start + warm + o.duration
-    await asyncio.gather(*(_loop(client, s, ch, deadline, latencies, start + warm) for s, ch in zip(socks, channels)))
+    await asyncio.gather(*(_loop(client, s, agent, deadline, latencies, start + warm, o.turns_per_channel)
+                           for s in socks))
     cpu1 = (server.cpu_seconds(), _cpu(fake.proc.pid), _cpu(os.getpid()))
     for s in set(socks):
         await s.close()
     return {
-        "conversations": len(channels), "seconds": o.duration, "replies": len(latencies),
+        "conversations": o.conversations, "turns_per_channel": o.turns_per_channel, "seconds": o.duration, "replies": len(latencies),
         "replies_per_s": round(len(latencies) / o.duration, 1),
         "latency": summary(latencies),
         "server_rss_mb": round(server.rss() / 2**20, 1),
@@ -74,8 +72,6 @@ async def run(ctx) -> dict:
             await server.login()
             async with server.client() as client:
                 agent = await create_agent(client, "Bench")
-                one = [await create_channel(client, f"one-ws {i}", agent_ids=[agent]) for i in range(o.conversations)]
-                ten = [await create_channel(client, f"ten-ws {i}", agent_ids=[agent]) for i in range(o.conversations)]
-                result = {"one_ws": await _shape(server, fake, client, one, True, o),
-                          "ten_ws": await _shape(server, fake, client, ten, False, o)}
+                result = {"one_ws": await _shape(server, fake, client, agent, True, o),
+                          "ten_ws": await _shape(server, fake, client, agent, False, o)}
     return result
