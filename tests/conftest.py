@@ -106,3 +106,12 @@ async def live_server(settings, plugins=()):
 async def server(settings):
     async with live_server(settings) as (app, base):
         yield app, base
+
+
+@pytest.fixture
+async def fake_llm():
+    """A fake OpenAI-compatible (and Anthropic) model server on loopback; see tests/fake_llm.py."""
+    from fake_llm import FakeLLM
+
+    async with FakeLLM() as fake:
+        yield fake
