@@ -119,8 +119,6 @@ async def manifest():
         "description": "Self-hosted AI agent team",
         "icons": [
             {"src": "/static/icons/icon.svg", "sizes": "any", "type": "image/svg+xml", "purpose": "any"},
-            {"src": "/static/icons/icon-192.png", "sizes": "192x192", "type": "image/png"},
-            {"src": "/static/icons/icon-512.png", "sizes": "512x512", "type": "image/png"},
         ],
     }
     resp = current_app.response_class(json.dumps(body, ensure_ascii=False), mimetype="application/manifest+json")

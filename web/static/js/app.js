@@ -241,7 +241,6 @@ function markRead(id) {
   const last = S.lastMsg[id];
   if (last) S.lastRead[id] = last.createdAt;
   saveState();
-  if (S.channels.has(id)) post(`/api/channels/${encodeURIComponent(id)}/read`).catch(() => {});
 }
 
 async function loadPage() {
@@ -364,14 +363,15 @@ function bodyFor(m, body) {
   }
   if (m.type === "tool_call") {
     const card = toolCard(meta.toolName || meta.name || "tool", meta.arguments ?? m.content, "calling");
-    card.dataset.messageId = meta.messageId || meta.replyId || "";
+    card.dataset.messageId = meta.replyTo || meta.messageId || "";
     body.appendChild(card);
     return;
   }
   if (m.type === "tool_result") {
     const name = meta.toolName || meta.name || "tool";
-    const card = toolCard(name, meta.arguments ?? "", meta.error ? "error" : "completed");
-    setToolResult(card, meta.result ?? m.content, meta.error || meta.status === "error" ? "error" : "completed");
+    const failed = meta.isError || meta.error || meta.status === "error";
+    const card = toolCard(name, meta.arguments ?? "", failed ? "error" : "completed");
+    setToolResult(card, meta.result ?? m.content, failed ? "error" : "completed");
     body.appendChild(card);
     return;
   }
@@ -654,6 +654,7 @@ function onFrame(frame) {
       onResync(d);
       break;
     case "unsubscribed":
+      if (d.reason !== "removed") break;
       S.channels.delete(d.channelId);
       if (S.active === d.channelId) {
         S.active = null;
@@ -680,7 +681,7 @@ function boundLiveCard(m) {
   const name = meta.toolName || meta.name;
   const want = m.type === "tool_call" ? ".tool-card[data-live]:not([data-bound-call])"
     : ".tool-card[data-live]:not([data-bound-result])";
-  const card = $$(want, list()).find((c) => c.dataset.tool === name);
+  const card = $$(want, list()).find((c) => (meta.callId ? c.dataset.key === meta.callId : c.dataset.tool === name));
   if (!card) return false;
   card.dataset[m.type === "tool_call" ? "boundCall" : "boundResult"] = "1";
   return true;
@@ -737,7 +738,7 @@ async function stopRunning() {
   for (const st of S.streams.values()) {
     if (st.channelId !== S.active) continue;
     const sent = S.socket.send("stop", { messageId: st.messageId, channelId: st.channelId });
-    if (!sent) post(`/api/messages/${encodeURIComponent(st.messageId)}/stop`).catch(report);
+    if (!sent) post("/api/turns/stop", { messageId: st.messageId }).catch(report);
   }
 }
 

@@ -130,26 +130,24 @@ export function openCollab() {
       steps,
       c.reason ? h("p", { class: "muted", text: c.reason }) : null);
     if (c.status === "paused") {
-      const ta = h("textarea", { class: "handoff", rows: "5", value: c.handoff || c.text || c.output || "" });
+      const ta = h("textarea", { class: "handoff", rows: "5", value: c.handoff || "" });
       const approve = h("button", { type: "button", class: "primary act-approve", text: t("collab.approve") });
       const stop = h("button", { type: "button", class: "danger act-stop", text: t("collab.stop") });
       approve.addEventListener("click", busy(approve, () => chainAction(c, "approve", ta.value)));
       stop.addEventListener("click", busy(stop, () => chainAction(c, "stop")));
       card.append(field(t("collab.handoff"), ta), h("div", { class: "row" }, approve, stop));
-    } else if (c.status === "running") {
-      const stop = h("button", { type: "button", class: "danger act-stop", text: t("collab.stop") });
-      stop.addEventListener("click", busy(stop, () => chainAction(c, "stop")));
-      card.append(h("div", { class: "row" }, stop));
     }
     body.appendChild(card);
   }
   openPanel("collab", t("collab.title"), body);
 }
 
+// approve as is, approve an edited hand-off ("edit"), or stop the chain.
 async function chainAction(c, action, text) {
-  const body = action === "approve" ? { text, handoff: text } : {};
-  const sent = S.socket.send(`chain_${action}`, { chainId: c.chainId, channelId: c.channelId, ...body });
-  if (!sent) await post(`/api/chains/${encodeURIComponent(c.chainId)}/${action}`, body);
+  if (action === "approve" && text !== undefined && text !== (c.handoff || "")) action = "edit";
+  const body = { chainId: c.chainId, action, ...(action === "edit" ? { text } : {}) };
+  const sent = S.socket.send("chain_decision", body);
+  if (!sent) await post(`/api/chains/${encodeURIComponent(c.chainId)}/decision`, body);
 }
 
 // ------------------------------------------------------------------ new DM, groups
@@ -246,16 +244,28 @@ export function editGroup(c) {
         } }) : null));
   const close = modal(isNew ? t("chat.newGroup") : t("group.settings"), form, { id: "group" });
   form.addEventListener("submit", busy(save, async () => {
-    const body = { name: name.value.trim(), type: "group", agentIds: [...members],
-      defaultAgentId: defaultSel.value || null, chain, config: { ...((c && c.config) || {}), chainApproval: approval.checked } };
-    if (!body.name) throw new Error(t("group.nameRequired"));
+    const groupName = name.value.trim();
+    if (!groupName) throw new Error(t("group.nameRequired"));
+    const defaultAgentId = defaultSel.value || null;
     let id;
     if (isNew) {
-      const r = await post("/api/channels", body);
+      const r = await post("/api/channels", { name: groupName, type: "group", agentIds: [...members], defaultAgentId });
       id = (r.channel || r).id;
     } else {
       id = c.id;
-      await put(`/api/channels/${encodeURIComponent(id)}`, body);
+      const url = `/api/channels/${encodeURIComponent(id)}`;
+      const before = new Set(c.agentIds || []);
+      const added = [...members].filter((a) => !before.has(a));
+      if (added.length) await post(`${url}/members`, { agentIds: added });
+      await put(url, { name: groupName, defaultAgentId });
+      const removed = [...before].filter((a) => !members.has(a));
+      if (removed.length || chain.length || (c.chain || []).length) {
+        await put(`${url}/chain`, { agentIds: chain, approval: approval.checked });
+      }
+      for (const a of removed) await del(`${url}/members/${encodeURIComponent(a)}`);
+    }
+    if (isNew && chain.length) {
+      await put(`/api/channels/${encodeURIComponent(id)}/chain`, { agentIds: chain, approval: approval.checked });
     }
     await loadChannels();
     close();
@@ -489,7 +499,6 @@ export async function editAgent(id) {
         onchange: (ev) => (ev.target.checked ? chosen.add(tool.name) : chosen.delete(tool.name)) }),
       h("span", { text: tool.name })));
   }
-  const knowledge = h("input", { type: "checkbox", id: "agent-knowledge", checked: !!a.knowledge });
   const soul = h("textarea", { id: "agent-soul", rows: "14", class: "mono", value: a.soul || "" });
   const preview = h("div", { class: "md soul-preview", id: "agent-soul-preview", hidden: true });
   const tabEdit = h("button", { type: "button", class: "tab active", text: t("agents.soulEdit") });
@@ -508,7 +517,6 @@ export async function editAgent(id) {
     field(t("agents.description"), desc),
     field(t("agents.model"), h("div", {}, model, dl)),
     field(t("agents.tools"), toolBox),
-    h("label", { class: "check" }, knowledge, h("span", { text: t("agents.knowledge") })),
     field("SOUL.md", h("div", {}, h("div", { class: "tabs" }, tabEdit, tabPrev), soul, preview)),
     h("div", { class: "row" }, save,
       id ? h("button", { type: "button", class: "danger", text: t("agents.delete"), onclick: async () => {
@@ -522,7 +530,7 @@ export async function editAgent(id) {
       } }) : null));
   form.addEventListener("submit", busy(save, async () => {
     const body = { name: name.value.trim(), avatar: avatar.value.trim(), description: desc.value.trim(),
-      model: model.value.trim(), tools: [...chosen], knowledge: knowledge.checked, soul: soul.value };
+      model: model.value.trim(), tools: [...chosen], soul: soul.value };
     if (id) await put(`/api/agents/${encodeURIComponent(id)}`, body);
     else await post("/api/agents", body);
     await loadAgents();
@@ -567,9 +575,10 @@ async function providersPane() {
   let health = {};
   try {
     const r = await get("/api/providers");
-    for (const p of r.providers || []) health[p.name || p.id] = p;
+    for (const p of r.providers || []) health[p.id || p.name] = p;
   } catch (e) { health = {}; }
   const models = new Set();
+  for (const m of s.models || []) models.add(typeof m === "string" ? m : m.id || m.name);
   for (const p of providers) for (const m of p.models || []) models.add(typeof m === "string" ? m : m.id);
   const def = h("select", { id: "default-model" }, h("option", { value: "", text: t("settings.autoModel") }),
     [...models].map((m) => h("option", { value: m, text: m, selected: s.defaultModel === m })));
@@ -581,16 +590,25 @@ async function providersPane() {
   wrap.appendChild(h("section", {}, h("h4", { text: t("settings.defaultModel") }), h("div", { class: "row" }, def, saveDef)));
   const listEl = h("div", { class: "provider-list" });
   for (const p of providers) {
-    const hh = health[p.name] || {};
+    const pid = p.id || p.name;
+    const hh = health[pid] || {};
     const test = h("button", { type: "button", class: "act-test", text: t("settings.test") });
     const result = h("span", { class: "test-result" });
     test.addEventListener("click", busy(test, async () => {
       result.textContent = "…";
       try {
-        const r = await post(`/api/providers/${encodeURIComponent(p.name)}/test`, {});
+        const r = await post(`/api/providers/${encodeURIComponent(pid)}/test`, {});
         result.textContent = r.ok === false ? `✗ ${r.error || ""}` : `✓ ${t("settings.testOk")}${r.latencyMs ? ` (${Math.round(r.latencyMs)} ms)` : ""}`;
         result.className = `test-result ${r.ok === false ? "error" : "ok"}`;
       } catch (e) {
+        if (e instanceof ApiError && (e.status === 404 || e.status === 405)) {
+          // no test route on this server: show the gateway's health for this provider
+          const r = await get("/api/providers");
+          const mine = (r.providers || []).find((x) => (x.id || x.name) === pid) || {};
+          result.textContent = `${t("settings.health")}: ${mine.state || mine.breaker || "?"}`;
+          result.className = "test-result";
+          return;
+        }
         result.textContent = `✗ ${errorText(e)}`;
         result.className = "test-result error";
       }
@@ -603,9 +621,9 @@ async function providersPane() {
           clear(wrap.parentNode || wrap).appendChild(await providersPane());
         } catch (e) { report(e); }
       } });
-    listEl.appendChild(h("div", { class: "provider", dataset: { name: p.name } },
+    listEl.appendChild(h("div", { class: "provider", dataset: { name: pid } },
       h("div", { class: "grow" },
-        h("div", {}, h("strong", { text: p.name }), " ", h("span", { class: "pill", text: p.kind || p.type || "" }),
+        h("div", {}, h("strong", { text: pid }), " ", h("span", { class: "pill", text: p.kind || p.type || "" }),
           hh.state || hh.health ? h("span", { class: `pill ${hh.state || hh.health}`, text: hh.state || hh.health }) : null),
         h("div", { class: "muted small", text: p.baseUrl || p.base_url || "" }),
         h("div", { class: "muted small key-masked", text: `${t("settings.key")}: ${p.apiKey || p.key || "—"}` }),
@@ -616,8 +634,9 @@ async function providersPane() {
   wrap.appendChild(h("section", {}, h("h4", { text: t("settings.providers") }), listEl));
   // add a provider
   const pname = h("input", { id: "provider-name", required: true, placeholder: "deepseek" });
-  const kind = h("select", { id: "provider-kind" }, h("option", { value: "openai", text: "OpenAI-compatible" }),
-    h("option", { value: "anthropic", text: "Anthropic" }));
+  const kinds = (s.providerKinds || []).filter((k) => k.name !== "demo");
+  const kind = h("select", { id: "provider-kind" }, (kinds.length ? kinds : [{ name: "openai" }, { name: "anthropic" }])
+    .map((k) => h("option", { value: k.name, text: k.description ? `${k.name} — ${k.description}` : k.name })));
   const base = h("input", { id: "provider-base", placeholder: "https://api.deepseek.com/v1" });
   const key = h("input", { id: "provider-key", type: "password", autocomplete: "off" });
   const pmodels = h("input", { id: "provider-models", placeholder: "deepseek-chat, deepseek-reasoner" });
@@ -626,7 +645,7 @@ async function providersPane() {
     field(t("settings.baseUrl"), base), field(t("settings.key"), key, t("settings.keyHint")),
     field(t("settings.models"), pmodels), add);
   form.addEventListener("submit", busy(add, async () => {
-    const np = { name: pname.value.trim(), kind: kind.value, baseUrl: base.value.trim(), apiKey: key.value,
+    const np = { id: pname.value.trim(), kind: kind.value, baseUrl: base.value.trim(), apiKey: key.value,
       models: pmodels.value.split(/[,，\s]+/).map((x) => x.trim()).filter(Boolean) };
     const keep = providers.filter((x) => !(x.readOnly || x.source === "env"));
     await put("/api/settings", { providers: [...keep, np] });
