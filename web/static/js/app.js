@@ -1038,7 +1038,7 @@ async function main() {
     report(e);
   }
   await route();
-  document.body.dataset.ready = "1";
+  document.body.dataset.ready = "app";
   if ("serviceWorker" in navigator && boot.sw !== false) {
     navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => {});
   }

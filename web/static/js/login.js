@@ -52,7 +52,7 @@ async function start() {
       }
     });
   }
-  document.body.dataset.ready = "1";
+  document.body.dataset.ready = "login";
 }
 
 start();

@@ -140,7 +140,7 @@ function loadMermaid() {
       s.onload = () => {
         const dark = isDark();
         window.mermaid.initialize({ startOnLoad: false, securityLevel: "strict", theme: dark ? "dark" : "default",
-          flowchart: { htmlLabels: false }, fontFamily: "inherit" });
+          htmlLabels: false, flowchart: { htmlLabels: false }, fontFamily: "inherit" });
         resolve(window.mermaid);
       };
       s.onerror = () => reject(new Error("mermaid failed to load"));
