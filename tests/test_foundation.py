@@ -103,7 +103,7 @@ async def test_migrations_are_recorded_and_applied_once(tmp_path):
 
 async def test_failed_migration_leaves_nothing_half_applied(tmp_path):
     db = Database(tmp_path / "m.db", migrations=[(1, "bad", "CREATE TABLE a (x);\nCREATE TABLE a (x);")])
-    with pytest.raises(Exception):
+    with pytest.raises(StartupError, match="migration 0001_bad failed"):
         await db.open()
     await db.close()
     db = Database(tmp_path / "m.db", migrations=[])

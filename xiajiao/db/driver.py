@@ -106,6 +106,12 @@ def vec_unblob(blob: bytes) -> list[float]:
 # ---------------------------------------------------------------- migrations
 
 Migration = tuple[int, str, Union[str, Callable[[Any], None]]]
+
+
+class MigrationError(StartupError):
+    """A migration failed and was rolled back."""
+
+
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([\w-]+)\.sql$")
 
 
@@ -147,6 +153,9 @@ def _apply_migrations(conn, migrations: Sequence[Migration], label: str) -> list
                 (number, name, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
             )
             conn.execute("COMMIT")
+        except Exception as exc:
+            conn.execute("ROLLBACK")
+            raise MigrationError(f"{label}: migration {number:04d}_{name} failed ({exc}); nothing of it was applied.") from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -234,15 +243,14 @@ class Database:
                 raise StartupError(f"cannot open {self.path}: {exc}") from exc
             try:
                 await _in_thread(writer, self._prepare_writer)
-            except StartupError:
+            except BaseException as exc:
                 await writer.close()
+                if isinstance(exc, _mod().DatabaseError) and not isinstance(exc, MigrationError):
+                    raise StartupError(
+                        f"{self.path} cannot be used ({exc}); it may be corrupt. "
+                        "Move it aside or restore a backup; it was left untouched."
+                    ) from exc
                 raise
-            except _mod().DatabaseError as exc:
-                await writer.close()
-                raise StartupError(
-                    f"{self.path} cannot be used ({exc}); it may be corrupt. "
-                    "Move it aside or restore a backup; it was left untouched."
-                ) from exc
             readers = []
             for _ in range(self.reader_count):
                 r = aiosqlite.Connection(functools.partial(
