@@ -29,6 +29,7 @@ class Options:
     """Sizes of every section (the defaults are the full benchmark)."""
 
     startup_runs: int = 5
+    warm_starts: int = 5  # starts on the existing data folders (no first-start work)
     idle_seconds: float = 3.0
     messages: int = 200
     turns_per_channel: int = 10  # a conversation's history stays this short (a fresh DM after it)
@@ -52,7 +53,7 @@ class Options:
     access_log: bool = True
 
 
-SMOKE = dict(startup_runs=1, idle_seconds=0.3, messages=10, duration=1.5, conversations=3, fanout_clients=20,
+SMOKE = dict(startup_runs=1, warm_starts=0, idle_seconds=0.3, messages=10, duration=1.0, conversations=3, fanout_clients=20,
              fanout_posts=5, history_messages=3000, page_fetches=20, searches=3, kb_sizes_kb=(16, 48),
              kb_query_chunks=(150, 400), kb_count=2, kb_small_kb=8, queries=10, memories=40, memory_searches=10)
 

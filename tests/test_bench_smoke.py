@@ -25,7 +25,7 @@ def numbers(data, key: str = "") -> list[tuple[str, float]]:
 
 def test_smoke_run_reports_every_section_with_numbers(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1
