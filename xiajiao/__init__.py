@@ -13,9 +13,10 @@ from .models import (Actor, ChatMessage, ChatRequest, Embedder, Pack, Parser, Pe
                      ToolCallsDone, ToolContext, Usage)
 from .plugins import hookimpl  # noqa: E402
 from .engine.mentions import find_mentions  # noqa: E402
+from .gateway.http import pooled_client  # noqa: E402
 
 __all__ = [
-    "__version__", "hookimpl", "find_mentions",
+    "__version__", "hookimpl", "find_mentions", "pooled_client",
     "Actor", "ChatMessage", "ChatRequest", "Embedder", "Pack", "Parser", "Persona", "Prompt", "Provider",
     "ProviderConfig", "ProviderKind", "TextDelta", "Timeouts", "Tool", "ToolCall", "ToolCallsDone", "ToolContext",
     "Usage",
