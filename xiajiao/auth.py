@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 import time
+import weakref
 from typing import Any, Callable
 
 from argon2 import PasswordHasher
@@ -126,6 +127,87 @@ async def login(db, *, username: str | None, password: str) -> dict | None:
     return user
 
 
+def check_can_manage(actor: Actor, target: dict) -> None:
+    """Owner manages everyone; an admin manages members and guests (and himself)."""
+    if actor.role == "owner" or target["id"] == actor.id:
+        return
+    if role_rank(target["role"]) >= role_rank(actor.role):
+        raise Forbidden("You cannot change a user ranked at or above you", "role_too_high")
+
+
+def check_can_grant(actor: Actor, role: str) -> None:
+    if role not in ROLES:
+        raise BadRequest(f"Unknown role {role!r}", "invalid_role")
+    if role == "owner":
+        raise BadRequest("There is only one owner", "invalid_role")
+    if actor.role != "owner" and role_rank(role) >= role_rank(actor.role):
+        raise Forbidden("You cannot grant a role at or above your own", "role_too_high")
+
+
+async def list_users(db) -> list[dict]:
+    rows = await db.fetchall("SELECT * FROM users ORDER BY created_at, username")
+    return [public_user(r) for r in rows]
+
+
+async def update_user(db, actor: Actor, user_id: str, *, role: str | None = None, disabled: bool | None = None,
+                      password: str | None = None, display_name: str | None = None) -> tuple[dict, bool]:
+    """Change a user; returns (the user, whether his sessions were ended)."""
+    target = await get_user(db, user_id)
+    if target is None:
+        raise NotFound("User not found", "user_not_found")
+    check_can_manage(actor, target)
+    if target["role"] == "owner" and (role not in (None, "owner") or disabled):
+        raise BadRequest("The owner cannot be demoted or disabled", "owner_fixed")
+    if role is not None and role != target["role"]:
+        check_can_grant(actor, role)
+    if target["id"] == actor.id and role not in (None, target["role"]):
+        raise BadRequest("You cannot change your own role", "own_role")
+    if target["id"] == actor.id and disabled:
+        raise BadRequest("You cannot disable yourself", "own_account")
+    if display_name is not None and not (1 <= len(display_name.strip()) <= 64):
+        raise BadRequest("displayName must be 1-64 characters", "invalid_display_name")
+    if password is not None:
+        check_password_strength(password)
+    sets, params = [], []
+    changes = {"role": role, "disabled": None if disabled is None else int(disabled),
+               "password_hash": None if password is None else hash_password(password),
+               "display_name": None if display_name is None else display_name.strip()}
+    for column, value in changes.items():
+        if value is not None:
+            sets.append(f"{column} = ?")
+            params.append(value)
+    ended = bool(disabled) or password is not None or (role is not None and role != target["role"])
+
+    def work(conn):
+        if sets:
+            conn.execute(f"UPDATE users SET {', '.join(sets)} WHERE id = ?", (*params, user_id))
+        if ended:
+            conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+        return conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+
+    row = await db.run_write(work)
+    forget_user(db, user_id)
+    return public_user(row), ended
+
+
+async def delete_user(db, actor: Actor, user_id: str) -> None:
+    target = await get_user(db, user_id)
+    if target is None:
+        raise NotFound("User not found", "user_not_found")
+    if target["role"] == "owner":
+        raise BadRequest("The owner cannot be deleted", "owner_fixed")
+    if target["id"] == actor.id:
+        raise BadRequest("You cannot delete yourself", "own_account")
+    check_can_manage(actor, target)
+
+    def work(conn):
+        conn.execute("DELETE FROM channel_members WHERE member_type = 'user' AND member_id = ?", (user_id,))
+        conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+
+    await db.run_write(work)
+    forget_user(db, user_id)
+
+
 # ------------------------------------------------------------------ sessions
 
 
@@ -139,24 +221,60 @@ async def create_session(db, user_id: str, *, days: int, user_agent: str = "", a
 
 
 async def end_session(db, token: str) -> None:
-    await db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
+    h = token_hash(token)
+    _session_cache(db).pop(h, None)
+    await db.execute("DELETE FROM sessions WHERE token_hash = ?", (h,))
 
 
 async def end_user_sessions(db, user_id: str) -> None:
+    forget_user(db, user_id)
     await db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+
+# Session lookups run on every request; a few seconds of caching takes them off the
+# hot path. Logout, disabling a user and role changes drop the entries at once.
+SESSION_CACHE_SECONDS = 5.0
+_caches: "weakref.WeakKeyDictionary[Any, dict[str, tuple[Actor, float, float]]]" = weakref.WeakKeyDictionary()
+
+
+def _session_cache(db) -> dict[str, tuple[Actor, float, float]]:
+    cache = _caches.get(db)
+    if cache is None:
+        cache = _caches[db] = {}
+    return cache
+
+
+def forget_user(db, user_id: str) -> None:
+    """Drop cached sessions of a user (after a change to the account)."""
+    cache = _session_cache(db)
+    for h in [h for h, (a, _, _) in cache.items() if a.id == user_id]:
+        cache.pop(h, None)
 
 
 async def actor_from_session(db, token: str) -> Actor | None:
     if not token:
         return None
+    h = token_hash(token)
+    cache = _session_cache(db)
+    now = time.time()
+    hit = cache.get(h)
+    if hit is not None:
+        actor, cached_until, expires_at = hit
+        if now < cached_until and now < expires_at:
+            return actor
+        cache.pop(h, None)
     row = await db.fetchone(
         "SELECT u.id, u.role, u.display_name, u.username, u.disabled, s.expires_at FROM sessions s "
         "JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
-        (token_hash(token),),
+        (h,),
     )
-    if row is None or row["disabled"] or row["expires_at"] < time.time():
+    if row is None or row["disabled"] or row["expires_at"] < now:
         return None
-    return Actor(row["id"], row["role"], row["display_name"] or row["username"])
+    actor = Actor(row["id"], row["role"], row["display_name"] or row["username"])
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[h] = (actor, now + SESSION_CACHE_SECONDS, row["expires_at"])
+    return actor
 
 
 # ------------------------------------------------------------------ API keys
@@ -216,12 +334,33 @@ async def create_invite(db, *, created_by: Actor, role: str, hours: float = 72, 
     if not (1 <= max_uses <= 1000) or not (0 < hours <= 24 * 365):
         raise BadRequest("maxUses must be 1-1000 and hours 0-8760", "invalid_invite")
     token = secrets.token_urlsafe(24)
-    invite = {"id": new_id("inv"), "role": role, "createdAt": now_iso(), "expiresAt": time.time() + hours * 3600,
-              "maxUses": max_uses, "uses": 0}
+    row = {"id": new_id("inv"), "role": role, "created_by": created_by.id, "created_at": now_iso(),
+           "expires_at": time.time() + hours * 3600, "max_uses": max_uses, "uses": 0, "revoked_at": None}
     await db.execute(
         "INSERT INTO invites (id, token_hash, role, created_by, created_at, expires_at, max_uses) VALUES (?,?,?,?,?,?,?)",
-        (invite["id"], token_hash(token), role, created_by.id, invite["createdAt"], invite["expiresAt"], max_uses))
-    return invite, token
+        (row["id"], token_hash(token), role, created_by.id, row["created_at"], row["expires_at"], max_uses))
+    return invite_json(row), token
+
+
+def invite_json(row: dict) -> dict:
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["expires_at"]))
+    return {"id": row["id"], "role": row["role"], "createdBy": row["created_by"], "createdAt": row["created_at"],
+            "expiresAt": expires, "maxUses": row["max_uses"], "uses": row["uses"],
+            "active": row["revoked_at"] is None and row["expires_at"] > time.time() and row["uses"] < row["max_uses"]}
+
+
+async def list_invites(db) -> list[dict]:
+    rows = await db.fetchall("SELECT * FROM invites WHERE revoked_at IS NULL ORDER BY created_at DESC")
+    return [invite_json(r) for r in rows]
+
+
+async def revoke_invite(db, actor: Actor, invite_id: str) -> None:
+    row = await db.fetchone("SELECT * FROM invites WHERE id = ? AND revoked_at IS NULL", (invite_id,))
+    if row is None:
+        raise NotFound("Invite not found", "invite_not_found")
+    if actor.role != "owner" and role_rank(row["role"]) >= role_rank(actor.role):
+        raise Forbidden("You cannot revoke an invite to a role at or above your own", "role_too_high")
+    await db.execute("UPDATE invites SET revoked_at = ? WHERE id = ?", (now_iso(), invite_id))
 
 
 async def accept_invite(db, token: str, *, username: str, password: str, display_name: str = "") -> dict:
@@ -249,23 +388,77 @@ async def accept_invite(db, token: str, *, username: str, password: str, display
 
 
 # ------------------------------------------------------------------ authorization
+#
+# Channel visibility and rights are decided here, and only here. The caller's
+# relation to a channel is read together with the channel (one query), then the
+# ``authorize`` hook may decide; otherwise the built-in rules apply:
+#   read    owner/admin read every channel; others only channels they belong to
+#   write   members whose membership is not read-only (admins who did not join read only)
+#   manage  owner/admin, or the member who created the channel
+
+CHANNEL_ACTIONS = ("channel.read", "channel.write", "channel.manage")
 
 
 def has_role(actor: Actor | None, role: str) -> bool:
     return actor is not None and actor.at_least(role)
 
 
-async def can_read_channel(db, actor: Actor, channel: dict) -> bool:
-    if actor.at_least("admin") or actor.kind == "system":
+async def channel_for(db, actor: Actor, channel_id: str) -> dict | None:
+    """The channel with the caller's membership (``_member``, ``_can_write``), or None."""
+    member_type = "agent" if actor.kind == "agent" else "user"
+    return await db.fetchone(
+        "SELECT c.*, m.member_id IS NOT NULL AS _member, coalesce(m.can_write, 0) AS _can_write "
+        "FROM channels c LEFT JOIN channel_members m "
+        "ON m.channel_id = c.id AND m.member_type = ? AND m.member_id = ? WHERE c.id = ?",
+        (member_type, actor.id, channel_id))
+
+
+def builtin_allows(actor: Actor, action: str, channel: dict) -> bool:
+    if actor.kind == "system":
         return True
-    if actor.kind == "agent":
-        return await is_member(db, channel["id"], "agent", actor.id)
-    return await is_member(db, channel["id"], "user", actor.id)
+    member = bool(channel.get("_member"))
+    if action == "channel.read":
+        return member or actor.at_least("admin")
+    if action == "channel.write":
+        return member and bool(channel.get("_can_write"))
+    if action == "channel.manage":
+        return actor.kind == "user" and (actor.at_least("admin") or (member and channel.get("created_by") == actor.id))
+    raise ValueError(f"unknown action {action!r}")
 
 
-async def can_write_channel(db, actor: Actor, channel: dict) -> bool:
-    # Members of a channel may post in it, guests included: a guest is invited to talk.
-    return await can_read_channel(db, actor, channel)
+async def allowed(core, actor: Actor, action: str, channel: dict) -> bool:
+    """May ``actor`` do ``action`` on ``channel`` (a row from :func:`channel_for`)?"""
+    if core is not None:
+        decision = await core.plugins.call("authorize", actor=actor, action=action, resource=channel)
+        if decision is not None:
+            return bool(decision)
+    return builtin_allows(actor, action, channel)
+
+
+async def authorized_channel(core, actor: Actor, channel_id: str, action: str = "channel.read") -> dict:
+    """The channel if ``actor`` may do ``action`` on it.
+
+    404 when the channel does not exist or the caller may not see it (its existence is
+    not revealed); 403 when it is visible but the action is not allowed.
+    """
+    channel = await channel_for(core.db, actor, channel_id) if isinstance(channel_id, str) else None
+    if channel is None or not await allowed(core, actor, "channel.read", channel):
+        raise NotFound("Channel not found", "channel_not_found")
+    if action != "channel.read" and not await allowed(core, actor, action, channel):
+        if action == "channel.write":
+            raise Forbidden("You may read this channel but not post in it", "read_only")
+        raise Forbidden("You may not change this channel", "forbidden")
+    return channel
+
+
+async def can_read_channel(db, actor: Actor, channel: dict, core=None) -> bool:
+    row = await channel_for(db, actor, channel["id"])
+    return row is not None and await allowed(core, actor, "channel.read", row)
+
+
+async def can_write_channel(db, actor: Actor, channel: dict, core=None) -> bool:
+    row = await channel_for(db, actor, channel["id"])
+    return row is not None and await allowed(core, actor, "channel.write", row)
 
 
 async def is_member(db, channel_id: str, member_type: str, member_id: str) -> bool:
@@ -274,19 +467,30 @@ async def is_member(db, channel_id: str, member_type: str, member_id: str) -> bo
         (channel_id, member_type, member_id)))
 
 
+def client_key(actor: Actor | None, address: str | None) -> str:
+    """The rate-limit key: the user, or the client address before login."""
+    return f"user:{actor.id}" if actor is not None else f"addr:{address or 'unknown'}"
+
+
 def requires(role: str | None) -> Callable:
     """Declare who may call a route: ``None`` (anyone), or the least role.
 
-    Resolves the caller (session cookie, ``X-API-Key`` or ``Authorization: Bearer``)
-    into ``g.actor``: 401 when nobody is logged in, 403 when the role is too low.
+    ``g.actor`` (resolved from the session cookie, ``X-API-Key`` or ``Authorization:
+    Bearer`` before the route runs) must exist and rank at least ``role``: 401 when
+    nobody is logged in, 403 when the role is too low. Every call also takes a token
+    from the caller's rate-limit bucket (429 with Retry-After when empty).
     """
 
     def decorator(fn: Callable) -> Callable:
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any):
-            from quart import g
+            from quart import current_app, g, has_request_context, request, websocket
 
             actor = g.get("actor")
+            limiter = getattr(current_app.xj, "limiter", None)
+            if limiter is not None:
+                address = (request if has_request_context() else websocket).remote_addr
+                limiter.check(client_key(actor, address))
             if role is not None:
                 if actor is None:
                     raise Unauthorized("Login required", "unauthenticated")

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from . import text as textmod
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, Forbidden, NotFound
 from .ids import new_id, now_iso
 
 MESSAGE_TYPES = ("text", "image", "file", "tool_call", "tool_result")
@@ -54,6 +54,8 @@ def channel_json(row: dict, members: list[dict] | None = None) -> dict:
     if members is not None:
         out["agentIds"] = [m["member_id"] for m in members if m["member_type"] == "agent"]
         out["userIds"] = [m["member_id"] for m in members if m["member_type"] == "user"]
+        out["readOnlyUserIds"] = [m["member_id"] for m in members
+                                  if m["member_type"] == "user" and not m.get("can_write", 1)]
     return out
 
 
@@ -63,8 +65,8 @@ async def get_channel(db, channel_id: str) -> dict | None:
 
 async def channel_members(db, channel_id: str) -> list[dict]:
     return await db.fetchall(
-        "SELECT member_type, member_id, joined_at, last_read_seq FROM channel_members WHERE channel_id = ? "
-        "ORDER BY joined_at", (channel_id,))
+        "SELECT member_type, member_id, joined_at, last_read_seq, can_write FROM channel_members "
+        "WHERE channel_id = ? ORDER BY joined_at, rowid", (channel_id,))
 
 
 async def channel_agent_ids(db, channel_id: str) -> list[str]:
@@ -175,3 +177,232 @@ async def mark_interrupted(db) -> int:
         await db.executemany("INSERT INTO messages_fts (rowid, body) VALUES (?, ?)",
                              [(r["seq"], textmod.index_text(r["content"])) for r in rows])
     return res.rowcount
+
+
+# ------------------------------------------------------------------ edits and tombstones
+
+
+async def edit_message(app, message_id: str, content: str, *, actor_id: str) -> dict:
+    """Change the text of one's own message (re-indexed), then push ``message_updated``."""
+
+    def work(conn):
+        row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None or row["deleted_at"]:
+            raise NotFound("Message not found", "message_not_found")
+        if row["user_id"] != actor_id:
+            raise Forbidden("You can only edit your own messages", "not_your_message")
+        row["content"], row["updated_at"] = content, now_iso()
+        conn.execute("UPDATE messages SET content = ?, updated_at = ? WHERE seq = ?",
+                     (content, row["updated_at"], row["seq"]))
+        conn.execute("DELETE FROM messages_fts WHERE rowid = ?", (row["seq"],))
+        if content:
+            conn.execute("INSERT INTO messages_fts (rowid, body) VALUES (?, ?)",
+                         (row["seq"], textmod.index_text(content)))
+        return row
+
+    msg = message_json(await app.db.run_write(work))
+    app.hub.publish(msg["channelId"], "message_updated", msg)
+    return msg
+
+
+async def delete_message(app, message_id: str, *, actor_id: str, moderator: bool = False) -> dict:
+    """Delete a message, keeping a tombstone (id, author, time; no text), then push ``message_deleted``."""
+
+    def work(conn):
+        row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None or row["deleted_at"]:
+            raise NotFound("Message not found", "message_not_found")
+        if row["user_id"] != actor_id and not moderator:
+            raise Forbidden("You can only delete your own messages", "not_your_message")
+        row["content"], row["deleted_at"] = "", now_iso()
+        conn.execute("UPDATE messages SET content = '', metadata = '{}', deleted_at = ? WHERE seq = ?",
+                     (row["deleted_at"], row["seq"]))
+        conn.execute("DELETE FROM messages_fts WHERE rowid = ?", (row["seq"],))
+        return row
+
+    row = await app.db.run_write(work)
+    app.hub.publish(row["channel_id"], "message_deleted",
+                    {"id": row["id"], "channelId": row["channel_id"], "deletedAt": row["deleted_at"]})
+    return message_json(row)
+
+
+# ------------------------------------------------------------------ search
+
+
+async def search_messages(db, query: str, *, reader_id: str | None, channel_id: str | None = None,
+                          limit: int = 20) -> list[dict]:
+    """Ranked full-text hits (bm25) with highlighted snippets.
+
+    ``reader_id``: only channels this user belongs to (None: every channel, for
+    owner/admin). Deleted messages are not indexed.
+    """
+    match = textmod.fts_query(query)
+    if match is None:
+        return []
+    where, params = ["messages_fts MATCH ?"], [match]
+    if channel_id is not None:
+        where.append("m.channel_id = ?")
+        params.append(channel_id)
+    if reader_id is not None:
+        where.append("m.channel_id IN (SELECT channel_id FROM channel_members "
+                     "WHERE member_type = 'user' AND member_id = ?)")
+        params.append(reader_id)
+    params.append(max(1, min(int(limit), 100)))
+    rows = await db.fetchall(
+        "SELECT m.*, bm25(messages_fts) AS rank FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid "
+        f"WHERE {' AND '.join(where)} ORDER BY rank, m.seq DESC LIMIT ?", params)
+    out = []
+    for r in rows:
+        item = message_json(r)
+        item["snippet"] = textmod.snippet(r["content"], query)
+        out.append(item)
+    return out
+
+
+# ------------------------------------------------------------------ channels
+
+
+def existing_agents(conn, agent_ids: list[str]) -> None:
+    """Raise 404 naming the first id in ``agent_ids`` that is no agent (sync, inside a transaction)."""
+    for aid in agent_ids:
+        if not conn.execute("SELECT 1 FROM agents WHERE id = ?", (aid,)).fetchone():
+            raise NotFound(f"Agent {aid!r} not found", "agent_not_found")
+
+
+def existing_users(conn, user_ids: list[str]) -> None:
+    for uid in user_ids:
+        if not conn.execute("SELECT 1 FROM users WHERE id = ? AND disabled = 0", (uid,)).fetchone():
+            raise NotFound(f"User {uid!r} not found", "user_not_found")
+
+
+def _add_members(conn, channel_id: str, member_type: str, ids: list[str], *, can_write: bool = True) -> None:
+    now = now_iso()
+    conn.executemany(
+        "INSERT INTO channel_members (channel_id, member_type, member_id, joined_at, can_write) VALUES (?,?,?,?,?) "
+        "ON CONFLICT (channel_id, member_type, member_id) DO UPDATE SET can_write = excluded.can_write",
+        [(channel_id, member_type, i, now, int(can_write)) for i in ids])
+
+
+async def create_channel(db, *, name: str, type: str, creator_id: str, agent_ids: list[str],
+                         user_ids: list[str] = (), default_agent_id: str | None = None) -> dict:
+    """A DM is the creator and exactly one agent; a group has any members and may name a default agent."""
+    agent_ids = list(dict.fromkeys(agent_ids))
+    user_ids = [u for u in dict.fromkeys(user_ids) if u != creator_id]
+    if type == "dm":
+        if len(agent_ids) != 1 or user_ids:
+            raise BadRequest("A DM has exactly one agent (and its creator)", "invalid_dm")
+        default_agent_id = agent_ids[0]
+    if default_agent_id is not None and default_agent_id not in agent_ids:
+        raise BadRequest("defaultAgentId must be one of agentIds", "invalid_default_agent")
+    cid, now = new_id("ch"), now_iso()
+
+    def work(conn):
+        existing_agents(conn, agent_ids)
+        existing_users(conn, user_ids)
+        conn.execute(
+            "INSERT INTO channels (id, name, type, created_by, default_agent_id, created_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?)", (cid, name, type, creator_id, default_agent_id, now, now))
+        _add_members(conn, cid, "user", [creator_id, *user_ids])
+        _add_members(conn, cid, "agent", agent_ids)
+
+    await db.run_write(work)
+    return await channel_view(db, cid)
+
+
+async def channel_view(db, channel_id: str) -> dict:
+    row = await get_channel(db, channel_id)
+    if row is None:
+        raise NotFound("Channel not found", "channel_not_found")
+    return channel_json(row, await channel_members(db, channel_id))
+
+
+async def list_channels(db, reader_id: str | None) -> list[dict]:
+    """Channels with their members, most recently active first; ``reader_id`` None: all of them."""
+
+    def work(conn):
+        if reader_id is None:
+            rows = conn.execute("SELECT * FROM channels").fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT c.* FROM channels c JOIN channel_members m ON m.channel_id = c.id "
+                "WHERE m.member_type = 'user' AND m.member_id = ?", (reader_id,)).fetchall()
+        members: dict[str, list[dict]] = {r["id"]: [] for r in rows}
+        if rows:
+            marks = ",".join("?" * len(members))
+            for m in conn.execute(
+                    f"SELECT channel_id, member_type, member_id, can_write FROM channel_members "
+                    f"WHERE channel_id IN ({marks}) ORDER BY joined_at, rowid", list(members)):
+                members[m["channel_id"]].append(m)
+        rows.sort(key=lambda r: (r["last_message_at"] or r["created_at"], r["created_at"]), reverse=True)
+        return [channel_json(r, members[r["id"]]) for r in rows]
+
+    return await db.run_read(work)
+
+
+async def update_channel(db, channel_id: str, *, name: str | None = None,
+                         default_agent_id: str | None = None, set_default: bool = False) -> dict:
+    def work(conn):
+        ch = conn.execute("SELECT * FROM channels WHERE id = ?", (channel_id,)).fetchone()
+        if ch is None:
+            raise NotFound("Channel not found", "channel_not_found")
+        if set_default:
+            if ch["type"] == "dm":
+                raise BadRequest("A DM's agent cannot change", "invalid_dm")
+            if default_agent_id is not None and not conn.execute(
+                    "SELECT 1 FROM channel_members WHERE channel_id = ? AND member_type = 'agent' AND member_id = ?",
+                    (channel_id, default_agent_id)).fetchone():
+                raise BadRequest("defaultAgentId must be an agent of this channel", "invalid_default_agent")
+            conn.execute("UPDATE channels SET default_agent_id = ? WHERE id = ?", (default_agent_id, channel_id))
+        if name is not None:
+            conn.execute("UPDATE channels SET name = ? WHERE id = ?", (name, channel_id))
+        conn.execute("UPDATE channels SET updated_at = ? WHERE id = ?", (now_iso(), channel_id))
+
+    await db.run_write(work)
+    return await channel_view(db, channel_id)
+
+
+async def add_members(db, channel: dict, *, user_ids: list[str], agent_ids: list[str],
+                      read_only: bool = False) -> dict:
+    if channel["type"] == "dm":
+        raise BadRequest("A DM is one user and one agent; create a group to add members", "invalid_dm")
+    user_ids, agent_ids = list(dict.fromkeys(user_ids)), list(dict.fromkeys(agent_ids))
+
+    def work(conn):
+        existing_users(conn, user_ids)
+        existing_agents(conn, agent_ids)
+        _add_members(conn, channel["id"], "user", user_ids, can_write=not read_only)
+        _add_members(conn, channel["id"], "agent", agent_ids)
+        conn.execute("UPDATE channels SET updated_at = ? WHERE id = ?", (now_iso(), channel["id"]))
+
+    await db.run_write(work)
+    return await channel_view(db, channel["id"])
+
+
+async def remove_member(db, channel: dict, member_id: str) -> str:
+    """Remove a user or agent from a channel; returns the member's type."""
+
+    def work(conn):
+        row = conn.execute("SELECT member_type FROM channel_members WHERE channel_id = ? AND member_id = ?",
+                           (channel["id"], member_id)).fetchone()
+        if row is None:
+            raise NotFound("Not a member of this channel", "member_not_found")
+        if channel["type"] == "dm" and row["member_type"] == "agent":
+            raise BadRequest("A DM's agent cannot be removed; delete the DM instead", "invalid_dm")
+        conn.execute("DELETE FROM channel_members WHERE channel_id = ? AND member_id = ?", (channel["id"], member_id))
+        if row["member_type"] == "agent" and channel.get("default_agent_id") == member_id:
+            conn.execute("UPDATE channels SET default_agent_id = NULL WHERE id = ?", (channel["id"],))
+        return row["member_type"]
+
+    return await db.run_write(work)
+
+
+async def delete_channel(db, channel_id: str) -> None:
+    def work(conn):
+        conn.execute("DELETE FROM messages_fts WHERE rowid IN (SELECT seq FROM messages WHERE channel_id = ?)",
+                     (channel_id,))
+        conn.execute("DELETE FROM messages WHERE channel_id = ?", (channel_id,))
+        conn.execute("DELETE FROM channel_members WHERE channel_id = ?", (channel_id,))
+        if conn.execute("DELETE FROM channels WHERE id = ?", (channel_id,)).rowcount == 0:
+            raise NotFound("Channel not found", "channel_not_found")
+
+    await db.run_write(work)

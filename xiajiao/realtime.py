@@ -47,6 +47,8 @@ class Connection:
         self.close_code: int | None = None
         self.sender: asyncio.Task | None = None
         self.strikes = 0  # frames refused before auth
+        self.app: Any = None  # the core, for frame handlers
+        self.address = ""  # the client's address (rate limits before login)
 
     def start(self) -> None:
         self.sender = asyncio.get_running_loop().create_task(self._drain())
@@ -81,6 +83,12 @@ class Connection:
         self.close_code = 1008
         self.hub.detach(self)
         self.closed = True
+        # a client that reads nothing at all never takes the last word; drop it anyway
+        asyncio.get_running_loop().call_later(5.0, self._force_close)
+
+    def _force_close(self) -> None:
+        if self.sender is not None and not self.sender.done():
+            self.sender.cancel()  # its finally closes the socket with close_code
 
     async def _drain(self) -> None:
         try:
@@ -159,6 +167,14 @@ class Hub:
             self.detach(c)
         await asyncio.gather(*(c.shutdown(code) for c in conns), return_exceptions=True)
 
+    async def disconnect_user(self, user_id: str, code: int = 1008) -> int:
+        """Close every connection of a user (account disabled, deleted or changed)."""
+        conns = [c for c in self.connections if c.actor and c.actor.id == user_id]
+        for c in conns:
+            self.detach(c)
+        await asyncio.gather(*(c.shutdown(code) for c in conns), return_exceptions=True)
+        return len(conns)
+
     def online_users(self) -> set[str]:
         return {c.actor.id for c in self.connections if c.actor and c.actor.kind == "user"}
 
@@ -200,6 +216,13 @@ class Hub:
         if state:
             state.subscribers.discard(conn)
         conn.channels.discard(channel_id)
+
+    def drop_channel(self, channel_id: str) -> None:
+        """Forget a deleted channel: its subscribers, sequence and replay buffer."""
+        state = self.channels.pop(channel_id, None)
+        if state:
+            for conn in state.subscribers:
+                conn.channels.discard(channel_id)
 
     def kick(self, channel_id: str, user_id: str) -> None:
         """Stop pushing a channel to a user's connections (removed from the channel)."""

@@ -83,6 +83,11 @@ SETTINGS: list[Setting] = [
     Setting("demo_delay", 0.01, "Seconds between the offline demo model's streamed words.", float),
     # memory and knowledge
     Setting("embedder", "", "Embedder for memory and knowledge (empty: the best one installed)."),
+    Setting("embedding_model", "text-embedding-3-small", "Model of the 'openai' embedder (an OpenAI-compatible /v1/embeddings endpoint)."),
+    Setting("embedding_base_url", "", "Base URL of the 'openai' embedder (empty: openai_base_url, else api.openai.com)."),
+    Setting("embedding_api_key", "", "API key of the 'openai' embedder (empty: openai_api_key).", str, True),
+    Setting("embedding_dim", 0, "Dimension asked of the 'openai' embedder (0: whatever the model returns).", int),
+    Setting("embed_batch", 64, "Texts embedded and written per batch (one transaction each) when indexing.", int),
     Setting("memory_dedup_threshold", 0.9, "Cosine similarity above which a new memory merges into an existing one.", float),
     Setting("memory_prompt_chars", 1500, "Characters of memories injected into an agent's system prompt.", int),
     Setting("consolidate_every", 20, "Turns of a conversation after which the agent writes an episodic summary.", int),

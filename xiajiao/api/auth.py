@@ -1,4 +1,4 @@
-"""Login, logout and who-am-I."""
+"""Login, logout and who-am-I. Also installs the rate limiters on the core."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +8,15 @@ from quart_schema import validate_request
 
 from .. import auth
 from ..errors import Unauthorized
+from ..ratelimit import limiters_for
 
 bp = Blueprint("auth", __name__)
+
+
+@bp.record_once
+def _install_limiters(state) -> None:
+    core = state.app.xj
+    core.limiter, core.login_limiter = limiters_for(core.settings)
 
 
 @dataclass
@@ -27,23 +34,31 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def session_response(body: dict, token: str):
+    """A JSON reply that sets the session cookie (HttpOnly, SameSite=Strict, Secure behind HTTPS)."""
+    days = current_app.xj.settings.session_days
+    resp = jsonify(body)
+    resp.set_cookie(auth.SESSION_COOKIE, token, httponly=True, samesite="Strict", secure=_secure(),
+                    max_age=days * 86400, path="/")
+    return resp
+
+
+async def start_session(user_id: str) -> str:
+    core = current_app.xj
+    return await auth.create_session(core.db, user_id, days=core.settings.session_days,
+                                     user_agent=request.headers.get("User-Agent", ""), address=client_address())
+
+
 @bp.post("/api/login")
 @auth.requires(None)
 @validate_request(LoginBody)
 async def login(data: LoginBody):
     core = current_app.xj
-    limiter = getattr(core, "login_limiter", None)
-    if limiter is not None:
-        limiter.check(client_address())
+    core.login_limiter.check(client_address(), "Too many login attempts, wait a minute")
     user = await auth.login(core.db, username=data.username, password=data.password)
     if user is None:
         raise Unauthorized("Invalid password", "invalid_credentials")
-    token = await auth.create_session(core.db, user["id"], days=core.settings.session_days,
-                                      user_agent=request.headers.get("User-Agent", ""), address=client_address())
-    resp = jsonify({"ok": True})
-    resp.set_cookie(auth.SESSION_COOKIE, token, httponly=True, samesite="Strict", secure=_secure(),
-                    max_age=core.settings.session_days * 86400, path="/")
-    return resp
+    return session_response({"ok": True}, await start_session(user["id"]))
 
 
 @bp.post("/api/logout")

@@ -1,0 +1,118 @@
+"""Channels: DMs (one user, one agent) and groups, and their members."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from quart import Blueprint, current_app, g, jsonify
+from quart_schema import validate_request
+from typing_extensions import Annotated
+
+from .. import auth, chat
+
+bp = Blueprint("channels", __name__)
+
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+@dataclass
+class NewChannel:
+    name: Name
+    type: Literal["dm", "group"] = "group"
+    agentIds: list[str] = field(default_factory=list)
+    userIds: list[str] = field(default_factory=list)
+    defaultAgentId: str | None = None
+
+
+class ChannelChange(BaseModel):
+    """A key left out keeps its value; ``"defaultAgentId": null`` clears the default agent."""
+
+    name: Name | None = None
+    defaultAgentId: str | None = None
+
+
+@dataclass
+class NewMembers:
+    userIds: list[str] = field(default_factory=list)
+    agentIds: list[str] = field(default_factory=list)
+    readOnly: bool = False
+
+
+def _reader_id() -> str | None:
+    return None if g.actor.at_least("admin") else g.actor.id
+
+
+@bp.get("/api/channels")
+@auth.requires("guest")
+async def list_channels():
+    return jsonify({"channels": await chat.list_channels(current_app.xj.db, _reader_id())})
+
+
+@bp.post("/api/channels")
+@auth.requires("member")
+@validate_request(NewChannel)
+async def create_channel(data: NewChannel):
+    channel = await chat.create_channel(current_app.xj.db, name=data.name.strip() or data.name, type=data.type,
+                                        creator_id=g.actor.id, agent_ids=data.agentIds, user_ids=data.userIds,
+                                        default_agent_id=data.defaultAgentId)
+    return jsonify({"id": channel["id"], "ok": True, "channel": channel}), 201
+
+
+@bp.get("/api/channels/<channel_id>")
+@auth.requires("guest")
+async def get_channel(channel_id: str):
+    core = current_app.xj
+    await auth.authorized_channel(core, g.actor, channel_id)
+    return jsonify({"channel": await chat.channel_view(core.db, channel_id)})
+
+
+@bp.put("/api/channels/<channel_id>")
+@auth.requires("guest")
+@validate_request(ChannelChange)
+async def update_channel(channel_id: str, data: ChannelChange):
+    core = current_app.xj
+    await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
+    channel = await chat.update_channel(core.db, channel_id, name=data.name.strip() if data.name else None,
+                                        default_agent_id=data.defaultAgentId,
+                                        set_default="defaultAgentId" in data.model_fields_set)
+    core.hub.publish(channel_id, "channel_updated", channel)
+    return jsonify({"ok": True, "channel": channel})
+
+
+@bp.delete("/api/channels/<channel_id>")
+@auth.requires("guest")
+async def delete_channel(channel_id: str):
+    core = current_app.xj
+    await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
+    await chat.delete_channel(core.db, channel_id)
+    core.hub.publish(channel_id, "channel_deleted", {"channelId": channel_id})
+    core.hub.drop_channel(channel_id)
+    return jsonify({"ok": True})
+
+
+@bp.post("/api/channels/<channel_id>/members")
+@auth.requires("guest")
+@validate_request(NewMembers)
+async def add_members(channel_id: str, data: NewMembers):
+    core = current_app.xj
+    channel = await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
+    view = await chat.add_members(core.db, channel, user_ids=data.userIds, agent_ids=data.agentIds,
+                                  read_only=data.readOnly)
+    core.hub.publish(channel_id, "channel_updated", view)
+    return jsonify({"ok": True, "channel": view})
+
+
+@bp.delete("/api/channels/<channel_id>/members/<member_id>")
+@auth.requires("guest")
+async def remove_member(channel_id: str, member_id: str):
+    core = current_app.xj
+    leaving = member_id == g.actor.id  # anyone may leave a channel he can see
+    channel = await auth.authorized_channel(core, g.actor, channel_id,
+                                            "channel.read" if leaving else "channel.manage")
+    member_type = await chat.remove_member(core.db, channel, member_id)
+    if member_type == "user":
+        core.hub.kick(channel_id, member_id)
+    view = await chat.channel_view(core.db, channel_id)
+    core.hub.publish(channel_id, "channel_updated", view)
+    return jsonify({"ok": True, "channel": view})

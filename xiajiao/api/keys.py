@@ -1,0 +1,37 @@
+"""Personal API keys: each user creates, lists and revokes his own (the secret is shown once)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quart import Blueprint, current_app, g, jsonify
+from quart_schema import validate_request
+
+from .. import auth
+
+bp = Blueprint("keys", __name__)
+
+
+@dataclass
+class NewKey:
+    name: str = ""
+
+
+@bp.get("/api/keys")
+@auth.requires("guest")
+async def list_keys():
+    return jsonify({"keys": await auth.list_api_keys(current_app.xj.db, g.actor.id)})
+
+
+@bp.post("/api/keys")
+@auth.requires("guest")
+@validate_request(NewKey)
+async def create_key(data: NewKey):
+    key, secret = await auth.create_api_key(current_app.xj.db, g.actor.id, data.name)
+    return jsonify({"key": key, "secret": secret}), 201
+
+
+@bp.delete("/api/keys/<key_id>")
+@auth.requires("guest")
+async def revoke_key(key_id: str):
+    await auth.revoke_api_key(current_app.xj.db, g.actor.id, key_id)
+    return jsonify({"ok": True})

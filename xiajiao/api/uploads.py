@@ -1,0 +1,99 @@
+"""File uploads: type checked by content, stored under a random name, served safely."""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+
+import filetype
+from quart import Blueprint, current_app, request, send_file
+
+from .. import auth
+from ..errors import BadRequest, NotFound, TooLarge, UnsupportedMediaType
+
+bp = Blueprint("uploads", __name__)
+
+# sniffed MIME type -> stored extension; anything else is refused
+ALLOWED = {
+    "image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp",
+    "application/pdf": "pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
+    "audio/mpeg": "mp3", "audio/mp4": "m4a", "audio/ogg": "ogg", "audio/x-wav": "wav",
+    "video/mp4": "mp4", "video/webm": "webm",
+}
+SERVED_TYPES = {ext: mime for mime, ext in ALLOWED.items()} | {
+    "txt": "text/plain; charset=utf-8", "md": "text/markdown; charset=utf-8"}
+IMAGES = {"png", "jpg", "gif", "webp"}
+_MONTH = re.compile(r"^\d{4}-\d{2}$")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[a-z0-9]{1,5}$")
+
+
+def sniff(data: bytes, filename: str) -> str:
+    """The extension to store ``data`` under, judged by its content (never by its name)."""
+    kind = filetype.guess(data[:8192])
+    if kind is not None:
+        if kind.mime in ALLOWED:
+            return ALLOWED[kind.mime]
+        raise UnsupportedMediaType(f"Files of type {kind.mime} are not accepted", "unsupported_file_type")
+    if b"\x00" not in data:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return "md" if filename.lower().endswith((".md", ".markdown")) else "txt"
+    raise UnsupportedMediaType("Accepted: images, PDF, Office documents, audio, video, UTF-8 text",
+                               "unsupported_file_type")
+
+
+def stored_name(filename: str, ext: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(filename).stem).strip("-")[:40] or "file"
+    return f"{stem}-{secrets.token_hex(8)}.{ext}"
+
+
+@bp.post("/api/upload")
+@auth.requires("guest")
+async def upload():
+    core = current_app.xj
+    files = await request.files
+    f = files.get("file")
+    if f is None:
+        raise BadRequest("Send the file as multipart form field 'file'", "missing_file")
+    data = f.read()
+    limit = core.settings.max_upload_bytes
+    if len(data) > limit:
+        raise TooLarge(f"The file is larger than the limit of {limit} bytes", "file_too_large")
+    if not data:
+        raise BadRequest("The file is empty", "empty_file")
+    original = f.filename or "file"
+    ext = sniff(data, original)
+    month = time.strftime("%Y-%m", time.gmtime())
+    folder = core.uploads_dir / month
+    folder.mkdir(parents=True, exist_ok=True)
+    name = stored_name(original, ext)
+    tmp = folder / f".{name}.part"
+    tmp.write_bytes(data)
+    os.replace(tmp, folder / name)  # all or nothing
+    return {"url": f"/uploads/{month}/{name}", "name": original, "size": len(data),
+            "mimeType": SERVED_TYPES[ext].split(";")[0]}
+
+
+@bp.get("/uploads/<month>/<name>")
+@auth.requires("guest")
+async def serve(month: str, name: str):
+    if not _MONTH.match(month) or not _NAME.match(name):
+        raise NotFound("File not found", "file_not_found")
+    ext = name.rsplit(".", 1)[1]
+    path = current_app.xj.uploads_dir / month / name
+    if ext not in SERVED_TYPES or not path.is_file():
+        raise NotFound("File not found", "file_not_found")
+    resp = await send_file(path, mimetype=SERVED_TYPES[ext], as_attachment=ext not in IMAGES,
+                           attachment_filename=name, conditional=True)
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    resp.headers["Cache-Control"] = "private, max-age=86400"
+    return resp
