@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 
 from fake_llm import Reply
 from xiajiao import ChatMessage, hookimpl

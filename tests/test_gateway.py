@@ -192,5 +192,5 @@ async def test_providers_api_shows_health(gw_app, fake_llm):
     assert set(by_id) == {"env-openai", "env-anthropic", "demo"}
     h = by_id["env-openai"]["health"]
     assert (h["state"], h["consecutiveFailures"], h["calls"], h["failures"]) == ("closed", 1, 1, 1)
-    assert h["lastError"] == "provider_http_error: Model 'fake-model': HTTP 400 from the provider"
+    assert h["lastError"] == "provider_http_error: Model 'fake-model': HTTP 400 from the provider (scripted error)"
     assert by_id["demo"]["health"]["calls"] == 0 and by_id["demo"]["source"] == "builtin"

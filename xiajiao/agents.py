@@ -50,7 +50,7 @@ class Agents:
         self._souls: dict[str, tuple[int, int, str]] = {}  # id -> (mtime_ns, size, text)
 
     async def load(self) -> None:
-        rows = await self.app.db.fetchall("SELECT * FROM agents ORDER BY created_at, id")
+        rows = await self.app.db.fetchall("SELECT * FROM agents ORDER BY rowid")
         self.by_id = {r["id"]: _decode(r) for r in rows}
 
     def all(self) -> list[dict]:

@@ -11,16 +11,6 @@ from ..agents import agent_json
 bp = Blueprint("agents", __name__)
 
 
-class AgentCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
-    avatar: str | None = Field(default=None, max_length=16)
-    description: str | None = Field(default=None, max_length=500)
-    model: str | None = Field(default=None, max_length=200)
-    tools: list[str] | None = None
-    soul: str | None = None
-    status: str | None = None
-
-
 class AgentUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=64)
     avatar: str | None = Field(default=None, max_length=16)
@@ -29,6 +19,10 @@ class AgentUpdate(BaseModel):
     tools: list[str] | None = None
     soul: str | None = None
     status: str | None = None
+
+
+class AgentCreate(AgentUpdate):
+    name: str = Field(min_length=1, max_length=64)
 
 
 def _agents():

@@ -8,7 +8,8 @@ from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request
 
 from .. import auth, chat
-from ..errors import BadRequest, NotFound
+from ._channels import writable_channel
+from ..errors import BadRequest
 from ..ids import now_iso
 
 bp = Blueprint("chains", __name__)
@@ -29,12 +30,6 @@ class DecisionBody(BaseModel):
     text: str | None = Field(default=None, max_length=32000)
 
 
-async def _channel(channel_id: str) -> dict:
-    core = current_app.xj
-    channel = await chat.get_channel(core.db, channel_id)
-    if channel is None or not await auth.can_write_channel(core.db, g.actor, channel):
-        raise NotFound("Channel not found", "channel_not_found")
-    return channel
 
 
 def _chain_json(channel: dict) -> dict:
@@ -47,7 +42,7 @@ def _chain_json(channel: dict) -> dict:
 @bp.get("/api/channels/<channel_id>/chain")
 @auth.requires("guest")
 async def get_chain(channel_id: str):
-    return jsonify(_chain_json(await _channel(channel_id)))
+    return jsonify(_chain_json(await writable_channel(channel_id)))
 
 
 @bp.put("/api/channels/<channel_id>/chain")
@@ -55,7 +50,7 @@ async def get_chain(channel_id: str):
 @validate_request(ChainBody)
 async def put_chain(channel_id: str, data: ChainBody):
     core = current_app.xj
-    channel = await _channel(channel_id)
+    channel = await writable_channel(channel_id)
     if channel["type"] != "group":
         raise BadRequest("Only a group can have a chain", "not_a_group")
     members = set(await chat.channel_agent_ids(core.db, channel_id))
@@ -81,7 +76,7 @@ async def start_chain(data: StartBody):
     from ..engine import channel_chain
 
     core = current_app.xj
-    channel = await _channel(data.channelId)
+    channel = await writable_channel(data.channelId)
     chain = channel_chain(channel)
     if not chain:
         raise BadRequest("This channel has no chain", "no_chain")
@@ -92,7 +87,7 @@ async def start_chain(data: StartBody):
 
 async def _run(chain_id: str):
     run = current_app.xj.engine.chains.get(chain_id)
-    await _channel(run.channel["id"])
+    await writable_channel(run.channel["id"])
     return run
 
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
-from quart import Blueprint, current_app, g, jsonify
+from quart import Blueprint, current_app, jsonify
 from quart_schema import validate_querystring, validate_request
 
-from .. import auth, chat
+from .. import auth
+from ._channels import writable_channel
 from ..errors import BadRequest, NotFound
 
 bp = Blueprint("turns", __name__)
@@ -20,19 +21,13 @@ class TurnsQuery(BaseModel):
     channelId: str
 
 
-async def _channel(channel_id: str) -> dict:
-    core = current_app.xj
-    channel = await chat.get_channel(core.db, channel_id)
-    if channel is None or not await auth.can_write_channel(core.db, g.actor, channel):
-        raise NotFound("Channel not found", "channel_not_found")
-    return channel
 
 
 @bp.get("/api/turns")
 @auth.requires("guest")
 @validate_querystring(TurnsQuery)
 async def list_turns(query_args: TurnsQuery):
-    channel = await _channel(query_args.channelId)
+    channel = await writable_channel(query_args.channelId)
     return jsonify({"turns": current_app.xj.engine.running_in(channel["id"])})
 
 
@@ -47,7 +42,7 @@ async def stop(data: StopBody):
         turn = engine.running.get(data.messageId)
         if turn is None:
             raise NotFound("No running reply with this id", "turn_not_found")
-        await _channel(turn.channel["id"])
+        await writable_channel(turn.channel["id"])
         return jsonify({"stopped": [data.messageId] if engine.stop_turn(data.messageId) else []})
-    channel = await _channel(data.channelId)
+    channel = await writable_channel(data.channelId)
     return jsonify({"stopped": engine.stop_channel(channel["id"])})

@@ -299,35 +299,63 @@ class Gateway:
         raise last or ProviderError("No provider could answer", "provider_error")
 
     async def _guarded(self, provider, request: ChatRequest, call: Call, t0: float) -> AsyncIterator[ChatEvent]:
-        """The provider's events, with the first-token and idle timeouts, errors as ProviderError."""
+        """The provider's events, with the first-token and idle timeouts, errors as ProviderError.
+
+        The idle timeout is one lazily re-armed timer per stream (not one per chunk): each
+        event only records the time; the timer, when it fires, re-arms itself unless the
+        stream has been silent for ``idle`` seconds (time spent by the consumer does not count).
+        """
+        loop = asyncio.get_running_loop()
+        idle = self.timeouts.idle
         events = provider.stream(request, timeouts=self.timeouts).__aiter__()
         first = True
+        last, paused = loop.time(), False
+        handle: asyncio.TimerHandle | None = None
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.timeouts.first_token if first else self.timeouts.idle):
-                        event = await events.__anext__()
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    what = "first token" if first else "next token"
-                    raise ProviderError(f"Model {request.model!r} timed out waiting for the {what}", "timeout",
-                                        retryable=first) from None
-                except ProviderError:
-                    raise
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # a provider plugin's bug or an unparsable stream is a provider failure
-                    raise ProviderError(f"Model {request.model!r} failed: {type(exc).__name__}: {exc}",
-                                        "provider_error", retryable=True) from exc
-                if isinstance(event, Usage):
-                    call.usage = event
-                    continue
-                if first:
-                    call.first_token_ms = (time.perf_counter() - t0) * 1000
-                    first = False
-                yield event
+            async with asyncio.timeout(None) as deadline:
+                def check() -> None:
+                    nonlocal handle
+                    now = loop.time()
+                    if paused or now - last < idle:
+                        handle = loop.call_at((now if paused else last) + idle, check)
+                    else:
+                        deadline.reschedule(now)
+
+                while True:
+                    try:
+                        if first:
+                            async with asyncio.timeout(self.timeouts.first_token):
+                                event = await events.__anext__()
+                            last = loop.time()
+                            handle = loop.call_at(last + idle, check)
+                        else:
+                            event = await events.__anext__()
+                            last = loop.time()
+                    except StopAsyncIteration:
+                        return
+                    except ProviderError:
+                        raise
+                    except (asyncio.CancelledError, TimeoutError):
+                        raise
+                    except Exception as exc:  # a provider plugin's bug or an unparsable stream is a provider failure
+                        raise ProviderError(f"Model {request.model!r} failed: {type(exc).__name__}: {exc}",
+                                            "provider_error", retryable=True) from exc
+                    if isinstance(event, Usage):
+                        call.usage = event
+                        continue
+                    if first:
+                        call.first_token_ms = (time.perf_counter() - t0) * 1000
+                        first = False
+                    paused = True
+                    yield event
+                    paused, last = False, loop.time()
+        except TimeoutError:
+            what = "first token" if first else "next token"
+            raise ProviderError(f"Model {request.model!r} timed out waiting for the {what}", "timeout",
+                                retryable=first) from None
         finally:
+            if handle is not None:
+                handle.cancel()
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 try:
