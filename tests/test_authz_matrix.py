@@ -191,3 +191,16 @@ async def test_plugins_take_part_in_authorization(tmp_path):
         cid = await world.fill("{channel}", "owner")
         resp = await guest.put(f"/api/channels/{cid}", json={"name": "renamed by guest"})
         assert (resp.status_code, (await resp.get_json())["channel"]["name"]) == (200, "renamed by guest")
+
+
+BAD_BODIES = [b"", b"null", b"[]", b'"text"', b"42", b"{", b"\xff\xfe\x00"]
+
+
+@pytest.mark.parametrize("method,path", sorted({(m, p) for m, p, b, _ in MATRIX if isinstance(b, dict)}))
+async def test_bad_bodies_are_4xx_never_500(app, method, path):
+    world = await World(app).build()
+    for raw in BAD_BODIES:
+        resp = await world.clients["owner"].open(await world.fill(path, "owner"), method=method, data=raw,
+                                                 headers={"Content-Type": "application/json"})
+        assert 400 <= resp.status_code < 500, (raw, resp.status_code, await resp.get_data(as_text=True))
+        assert set(await resp.get_json()) >= {"error", "code"}

@@ -19,6 +19,12 @@ def _install_limiters(state) -> None:
     core.limiter, core.login_limiter = limiters_for(core.settings)
 
 
+@bp.app_errorhandler(UnicodeDecodeError)
+async def _not_utf8(err: UnicodeDecodeError):
+    # a request body (JSON, form) that is not UTF-8 is bad input, for every route
+    return jsonify({"error": "The request body is not valid UTF-8", "code": "invalid_encoding"}), 400
+
+
 @dataclass
 class LoginBody:
     password: str
