@@ -1,7 +1,7 @@
 """Login, logout and who-am-I. Also installs the rate limiters on the core."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic.dataclasses import dataclass
 
 from quart import Blueprint, current_app, g, jsonify, request
 from quart_schema import validate_request
