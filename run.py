@@ -55,9 +55,13 @@ def install(extras: str) -> None:
         subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
     print("xiajiao: installing dependencies (first run only) …", flush=True)
     py = str(venv_python())
-    subprocess.check_call([py, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
     target = f".[{extras}]" if extras else "."
-    subprocess.check_call([py, "-m", "pip", "install", "--quiet", "-e", target], cwd=ROOT)
+    log = VENV / "install.log"
+    with open(log, "w") as out:
+        for cmd in ([py, "-m", "pip", "install", "--upgrade", "pip"], [py, "-m", "pip", "install", "-e", target]):
+            if subprocess.call(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT) != 0:
+                print(log.read_text()[-4000:], file=sys.stderr)
+                raise subprocess.CalledProcessError(1, cmd)
     STAMP.write_text(wanted_stamp(extras or "-"))
 
 
@@ -75,7 +79,8 @@ def main() -> int:
         try:
             install(extras)
         except subprocess.CalledProcessError as exc:
-            print(f"xiajiao: installing failed ({exc}); see the output above.", file=sys.stderr)
+            print(f"xiajiao: installing failed ({' '.join(exc.cmd)}); the end of {VENV / 'install.log'} is above.",
+                  file=sys.stderr)
             return 1
     if not in_venv:
         py = str(venv_python())

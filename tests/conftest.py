@@ -106,3 +106,109 @@ async def live_server(settings, plugins=()):
 async def server(settings):
     async with live_server(settings) as (app, base):
         yield app, base
+
+
+@pytest.fixture
+async def fake_llm():
+    """A fake OpenAI-compatible (and Anthropic) model server on loopback; see tests/fake_llm.py."""
+    from fake_llm import FakeLLM
+
+    async with FakeLLM() as fake:
+        yield fake
+
+
+# ------------------------------------------------------------------ engine: channels, frames, an app on the fake model
+
+
+class Frames:
+    """Frames the hub pushes to one subscriber (a real hub connection), decoded."""
+
+    def __init__(self, app, *channel_ids):
+        import json as _json
+
+        self.items: list[dict] = []
+        self._event = asyncio.Event()
+
+        async def send(text):
+            self.items.append(_json.loads(text))
+            self._event.set()
+
+        async def close(code):
+            pass
+
+        self.conn = app.xj.hub.connect(send, close)
+        for cid in channel_ids:
+            app.xj.hub.subscribe(self.conn, cid)
+
+    def of(self, type_):
+        return [f["data"] for f in self.items if f["type"] == type_]
+
+    async def wait_for(self, type_, pred=lambda d: True, timeout=10.0):
+        async def loop():
+            while True:
+                for f in self.items:
+                    if f["type"] == type_ and pred(f.get("data")):
+                        return f["data"]
+                self._event.clear()
+                await self._event.wait()
+
+        return await asyncio.wait_for(loop(), timeout)
+
+
+async def make_channel(app, agent_ids, *, type="group", name="room", default_agent_id=None, users=("owner",),
+                       chain=(), config=None):
+    """A channel with these agents (and users) as members, written straight to the database."""
+    import json as _json
+
+    from xiajiao.ids import new_id, now_iso
+
+    cid = new_id("ch")
+    now = now_iso()
+    owner_id = await app.xj.db.fetchval("SELECT id FROM users WHERE role = 'owner'")
+
+    def work(conn):
+        conn.execute("INSERT INTO channels (id, name, type, created_by, default_agent_id, chain, config, created_at, "
+                     "updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                     (cid, name, type, owner_id, default_agent_id, _json.dumps(list(chain)),
+                      _json.dumps(config or {}), now, now))
+        for aid in agent_ids:
+            conn.execute("INSERT INTO channel_members (channel_id, member_type, member_id, joined_at) VALUES (?,?,?,?)",
+                         (cid, "agent", aid, now))
+        for uid in users:
+            conn.execute("INSERT INTO channel_members (channel_id, member_type, member_id, joined_at) VALUES (?,?,?,?)",
+                         (cid, "user", owner_id if uid == "owner" else uid, now))
+
+    await app.xj.db.run_write(work)
+    return await app.xj.db.fetchone("SELECT * FROM channels WHERE id = ?", (cid,))
+
+
+async def owner_actor(app):
+    from xiajiao.models import Actor
+
+    row = await app.xj.db.fetchone("SELECT id, username FROM users WHERE role = 'owner'")
+    return Actor(row["id"], "owner", row["username"])
+
+
+async def user_says(app, channel, content, actor=None):
+    """Store a user message and hand it to the engine, as POST /api/messages does."""
+    from xiajiao import chat
+
+    actor = actor or await owner_actor(app)
+    msg = await chat.create_message(app.xj, channel_id=channel["id"], content=content, user_id=actor.id)
+    routed = await app.xj.engine.handle_user_message(msg, channel, actor)
+    return msg, routed
+
+
+def llm_settings(tmp_path, fake, **overrides):
+    base = dict(openai_base_url=fake.base_url, openai_api_key="sk-test-key-123456", openai_models="fake-model,fake-model-2",
+                anthropic_base_url=fake.anthropic_base_url, anthropic_api_key="sk-ant-test-123456",
+                anthropic_models="fake-claude", default_model="env-openai/fake-model", demo_delay=0.0)
+    base.update(overrides)
+    return make_settings(tmp_path, **base)
+
+
+@pytest.fixture
+async def llm_app(tmp_path, fake_llm):
+    """The app, its providers pointed at the fake model server."""
+    async with running_app(llm_settings(tmp_path, fake_llm)) as app:
+        yield app

@@ -103,7 +103,7 @@ async def test_migrations_are_recorded_and_applied_once(tmp_path):
 
 async def test_failed_migration_leaves_nothing_half_applied(tmp_path):
     db = Database(tmp_path / "m.db", migrations=[(1, "bad", "CREATE TABLE a (x);\nCREATE TABLE a (x);")])
-    with pytest.raises(Exception):
+    with pytest.raises(StartupError, match="migration 0001_bad failed"):
         await db.open()
     await db.close()
     db = Database(tmp_path / "m.db", migrations=[])
@@ -431,8 +431,47 @@ async def test_failing_hook_is_logged_by_name_and_does_not_break_the_caller(tmp_
             seen.append(agent["id"])
 
     async with running_app(make_settings(tmp_path), plugins=[Broken(), Fine()]) as app:
+        seen.clear()  # the first start created the default agents
         with caplog.at_level(logging.ERROR):
             results = await app.xj.hook("on_agent_created", agent={"id": "a1"})
     assert seen == ["a1"] and results == []
     assert any("failed in hook on_agent_created" in r.getMessage() and "Broken" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_prepare_connection_startup_and_shutdown_hooks(tmp_path):
+    from xiajiao import hookimpl
+
+    events = []
+
+    class P:
+        @hookimpl
+        def prepare_connection(self, conn, database):
+            conn.create_function("shout", 1, lambda s: s.upper())
+            events.append(("conn", database))
+
+        @hookimpl
+        async def startup(self, app):
+            events.append(("startup", app.started))
+
+        @hookimpl
+        def shutdown(self, app):
+            events.append(("shutdown", app.db.is_open))
+
+    async with running_app(make_settings(tmp_path), plugins=[P()]) as app:
+        assert await app.xj.db.fetchval("SELECT shout('abc')") == "ABC"
+        ws = await app.xj.workspace_db("agent_p", "x.db")
+        assert await ws.fetchval("SELECT shout('x')") == "X"
+    assert ("startup", False) in events and events[-1] == ("shutdown", True)
+    assert ("conn", "xiajiao.db") in events and ("conn", "agent_p/x.db") in events
+
+
+async def test_metrics_count_requests_and_are_admin_only(client, owner):
+    assert (await client.get("/metrics")).status_code == 401
+    await owner.get("/health")
+    await owner.get("/api/nope")
+    text = await (await owner.get("/metrics")).get_data(as_text=True)
+    assert 'xiajiao_http_requests_total{status="2xx"}' in text
+    assert 'xiajiao_http_requests_total{status="4xx"}' in text
+    assert "xiajiao_websocket_connections 0" in text
+    assert "xiajiao_resident_memory_bytes " in text

@@ -12,12 +12,22 @@ from .models import (Actor, ChatMessage, ChatRequest, Embedder, Pack, Parser, Pe
                      Provider, ProviderConfig, ProviderKind, TextDelta, Timeouts, Tool, ToolCall,
                      ToolCallsDone, ToolContext, Usage)
 from .plugins import hookimpl  # noqa: E402
+from .engine.mentions import find_mentions  # noqa: E402
+from .gateway.http import pooled_client  # noqa: E402
+from .auth import requires  # noqa: E402
+from .db import migrations_from_dir  # noqa: E402
+from .db.driver import errors as db_errors  # noqa: E402
+from .ids import new_id, now_iso  # noqa: E402
+from .text import fts_any, fts_query, index_text, query_terms, snippet  # noqa: E402
+from .vectors import VectorIndex, active_embedder  # noqa: E402
 
 __all__ = [
-    "__version__", "hookimpl",
+    "__version__", "hookimpl", "find_mentions", "pooled_client",
     "Actor", "ChatMessage", "ChatRequest", "Embedder", "Pack", "Parser", "Persona", "Prompt", "Provider",
     "ProviderConfig", "ProviderKind", "TextDelta", "Timeouts", "Tool", "ToolCall", "ToolCallsDone", "ToolContext",
     "Usage",
     "XiajiaoError", "BadRequest", "Conflict", "Forbidden", "NotFound", "ProviderError", "RateLimited", "TooLarge",
     "Unauthorized", "UnsupportedMediaType",
+    "requires", "migrations_from_dir", "db_errors", "new_id", "now_iso",
+    "fts_any", "fts_query", "index_text", "query_terms", "snippet", "VectorIndex", "active_embedder",
 ]

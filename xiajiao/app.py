@@ -87,9 +87,10 @@ class Xiajiao:
         self.uploads_dir = self.data_dir / "uploads"
         self.db = Database(self.data_dir / "xiajiao.db", label="xiajiao.db",
                            migrations=migrations_from_dir(MIGRATIONS), readers=settings.db_readers,
-                           skip_migrations=settings.skip_migrations)
+                           skip_migrations=settings.skip_migrations, on_connect=self._prepare_connection)
         self.workspaces = WorkspaceDatabases(self.data_dir / "workspaces", idle_seconds=settings.workspace_idle_seconds,
-                                             skip_migrations=settings.skip_migrations)
+                                             skip_migrations=settings.skip_migrations,
+                                             on_connect=self._prepare_connection)
         self.hub = Hub(replay_size=settings.ws_replay_size, queue_size=settings.ws_queue_size)
         self.engine: Any = None  # the conversation engine, set up in start()
         self.ws_handlers: dict[str, Any] = {}  # WebSocket frame type -> async fn(conn, data); see xiajiao.api.ws
@@ -98,6 +99,11 @@ class Xiajiao:
         self.started = False
         self._background: set[asyncio.Task] = set()
         self.state: dict[str, Any] = {}  # room for plugins' own state, keyed by plugin name
+        self.metrics: dict[tuple[str, str], int] = {}  # (name, label) -> count, shown at /metrics
+
+    def _prepare_connection(self, conn, label: str) -> None:
+        # runs in the connection's thread when it opens; plugins add functions or pragmas
+        self.plugins.call_sync("prepare_connection", conn=conn, database=label)
 
     # -- registries, by kind
     @property
@@ -261,8 +267,10 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        rule = request.url_rule.rule if request.url_rule else None
+        key = ("http_requests_total", f'status="{response.status_code // 100}xx"')
+        core.metrics[key] = core.metrics.get(key, 0) + 1
         if settings.access_log:
-            rule = request.url_rule.rule if request.url_rule else None
             actor = g.get("actor")
             access_log.info("request", extra={
                 "request_id": rid, "method": request.method, "path": request.path, "route": rule,

@@ -122,7 +122,7 @@ class ProviderConfig:
     id: str
     kind: str
     base_url: str = ""
-    api_key: str = ""
+    api_key: str = field(default="", repr=False)  # never shown in logs or reprs
     models: list[str] = field(default_factory=list)
     context_window: int = 32000
     options: dict = field(default_factory=dict)
@@ -192,6 +192,7 @@ class Persona:
     model: str = ""
     tools: list[str] = field(default_factory=list)
     knowledge: bool = False
+    aliases: list[str] = field(default_factory=list)  # other names @mentions may use (e.g. English)
 
 
 @dataclass

@@ -57,6 +57,20 @@ def fts_query(query: str, *, mode: str = "and", prefix: bool = True) -> str | No
     return f" {mode.upper()} ".join(parts)
 
 
+def fts_any(query: str) -> str | None:
+    """A loose FTS5 MATCH expression for ranked retrieval (BM25): any word of the query.
+
+    A Chinese run longer than two characters counts by its character pairs, so a
+    paraphrase that shares some of them still matches; the more it shares, the
+    better it ranks.
+    """
+    parts: list[str] = []
+    for tok in _TOKEN.findall(query or ""):
+        grams = [tok[i:i + 2] for i in range(len(tok) - 1)] if _CJK_RUN.match(tok) and len(tok) > 2 else [tok]
+        parts.extend(p for p in (fts_query(g) for g in grams) if p)
+    return " OR ".join(dict.fromkeys(parts)) or None
+
+
 def snippet(text: str, query: str, *, width: int = 120, mark: tuple[str, str] = ("<mark>", "</mark>")) -> str:
     """An HTML-escaped excerpt of ``text`` around the first hit, hits wrapped in ``mark``."""
     terms = sorted({t for t in query_terms(query) if t}, key=len, reverse=True)

@@ -1,7 +1,10 @@
 """Operations routes: health, plugin list."""
 from __future__ import annotations
 
-from quart import Blueprint, current_app, jsonify
+import os
+
+import psutil
+from quart import Blueprint, Response, current_app, jsonify
 
 from ..auth import requires
 
@@ -27,3 +30,26 @@ async def health():
 async def plugins():
     core = current_app.xj
     return jsonify({"plugins": core.plugins.describe(core.registries)})
+
+
+@bp.get("/metrics")
+@requires("admin")
+async def metrics():
+    """Prometheus text format: requests, connections, open databases, memory."""
+    core = current_app.xj
+    lines = []
+
+    def gauge(name: str, value: float, help_: str, labels: str = "") -> None:
+        lines.append(f"# HELP xiajiao_{name} {help_}")
+        lines.append(f"# TYPE xiajiao_{name} gauge")
+        lines.append(f"xiajiao_{name}{{{labels}}} {value}" if labels else f"xiajiao_{name} {value}")
+
+    lines.append("# HELP xiajiao_http_requests_total HTTP requests answered, by status class.")
+    lines.append("# TYPE xiajiao_http_requests_total counter")
+    for (name, label), value in sorted(core.metrics.items()):
+        if name == "http_requests_total":
+            lines.append(f"xiajiao_http_requests_total{{{label}}} {value}")
+    gauge("websocket_connections", len(core.hub.connections), "Open WebSocket connections.")
+    gauge("workspace_databases_open", core.workspaces.open_count(), "Agent databases currently open.")
+    gauge("resident_memory_bytes", psutil.Process(os.getpid()).memory_info().rss, "Resident memory of the server.")
+    return Response("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")

@@ -64,7 +64,8 @@ def dict_row(cursor, row):
     return {d[0]: v for d, v in zip(cursor.description, row)}
 
 
-def connect_sync(path: Union[str, Path], *, readonly: bool = False):
+def connect_sync(path: Union[str, Path], *, readonly: bool = False, on_connect: Callable | None = None,
+                 label: str = ""):
     """Open one configured connection (extension loaded, WAL, foreign keys)."""
     mod = _mod()
     conn = mod.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
@@ -77,6 +78,8 @@ def connect_sync(path: Union[str, Path], *, readonly: bool = False):
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA cache_size=-16000")
     conn.execute("PRAGMA temp_store=MEMORY")
+    if on_connect is not None:
+        on_connect(conn, label or Path(str(path)).name)
     if readonly:
         conn.execute("PRAGMA query_only=ON")
     return conn
@@ -103,6 +106,12 @@ def vec_unblob(blob: bytes) -> list[float]:
 # ---------------------------------------------------------------- migrations
 
 Migration = tuple[int, str, Union[str, Callable[[Any], None]]]
+
+
+class MigrationError(StartupError):
+    """A migration failed and was rolled back."""
+
+
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([\w-]+)\.sql$")
 
 
@@ -144,6 +153,9 @@ def _apply_migrations(conn, migrations: Sequence[Migration], label: str) -> list
                 (number, name, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
             )
             conn.execute("COMMIT")
+        except Exception as exc:
+            conn.execute("ROLLBACK")
+            raise MigrationError(f"{label}: migration {number:04d}_{name} failed ({exc}); nothing of it was applied.") from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -185,6 +197,13 @@ async def _in_thread(connection: aiosqlite.Connection, fn: Callable[[Any], T]) -
     return await connection._execute(fn, connection._conn)
 
 
+def _connection(connector: Callable[[], Any]) -> aiosqlite.Connection:
+    conn = aiosqlite.Connection(connector, 64)
+    # A daemon thread: a database someone forgot to close must not keep the process alive at exit.
+    conn._thread.daemon = True
+    return conn
+
+
 @dataclass
 class WriteResult:
     lastrowid: int | None
@@ -201,8 +220,9 @@ class Database:
 
     def __init__(self, path: Union[str, Path], *, label: str | None = None,
                  migrations: Sequence[Migration] = (), readers: int = 2,
-                 skip_migrations: bool = False):
+                 skip_migrations: bool = False, on_connect: Callable | None = None):
         self.path = Path(path)
+        self.on_connect = on_connect
         self.label = label or self.path.name
         self.migrations = list(migrations)
         self.reader_count = max(1, readers)
@@ -222,25 +242,26 @@ class Database:
             if self._writer is not None:
                 return self
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            writer = aiosqlite.Connection(functools.partial(connect_sync, self.path), 64)
+            writer = _connection(functools.partial(
+                connect_sync, self.path, on_connect=self.on_connect, label=self.label))
             try:
                 await writer
             except Exception as exc:
                 raise StartupError(f"cannot open {self.path}: {exc}") from exc
             try:
                 await _in_thread(writer, self._prepare_writer)
-            except StartupError:
+            except BaseException as exc:
                 await writer.close()
+                if isinstance(exc, _mod().DatabaseError) and not isinstance(exc, MigrationError):
+                    raise StartupError(
+                        f"{self.path} cannot be used ({exc}); it may be corrupt. "
+                        "Move it aside or restore a backup; it was left untouched."
+                    ) from exc
                 raise
-            except _mod().DatabaseError as exc:
-                await writer.close()
-                raise StartupError(
-                    f"{self.path} cannot be used ({exc}); it may be corrupt. "
-                    "Move it aside or restore a backup; it was left untouched."
-                ) from exc
             readers = []
             for _ in range(self.reader_count):
-                r = aiosqlite.Connection(functools.partial(connect_sync, self.path, readonly=True), 64)
+                r = _connection(functools.partial(
+                    connect_sync, self.path, readonly=True, on_connect=self.on_connect, label=self.label))
                 await r
                 readers.append(r)
             self._writer, self._readers = writer, readers
@@ -348,8 +369,10 @@ class WorkspaceDatabases:
     """The per-agent databases under ``data/workspaces/<agent_id>/``: opened on first use,
     closed after ``idle_seconds`` without use."""
 
-    def __init__(self, root: Path, *, idle_seconds: float, readers: int = 1, skip_migrations: bool = False):
+    def __init__(self, root: Path, *, idle_seconds: float, readers: int = 1, skip_migrations: bool = False,
+                 on_connect: Callable | None = None):
         self.root = Path(root)
+        self.on_connect = on_connect
         self.idle_seconds = idle_seconds
         self.readers = readers
         self.skip_migrations = skip_migrations
@@ -371,7 +394,7 @@ class WorkspaceDatabases:
                 if db is None or not db.is_open:
                     db = Database(self.folder(agent_id) / filename, label=f"{agent_id}/{filename}",
                                   migrations=migrations, readers=self.readers,
-                                  skip_migrations=self.skip_migrations)
+                                  skip_migrations=self.skip_migrations, on_connect=self.on_connect)
                     await db.open()
                     self._open[key] = db
         db.last_used = time.monotonic()

