@@ -8,22 +8,22 @@ from conftest import login, make_settings, running_app
 
 DEFAULT = [
     {"id": "butler", "name": "虾饺管家", "avatar": "🦐", "description": "虾饺团队的管家:回答问题、分派任务 / The team's butler",
-     "model": "", "tools": ["call_agent"], "status": "online"},
+     "model": "", "tools": ["memory_write", "memory_search", "rag_query", "call_agent"], "status": "online"},
     {"id": "novelist", "name": "小说家", "avatar": "✍️", "description": "写小说、诗歌和故事 / Writes fiction and poems",
-     "model": "", "tools": [], "status": "online"},
+     "model": "", "tools": ["memory_write", "memory_search"], "status": "online"},
     {"id": "editor", "name": "编辑", "avatar": "📝", "description": "审稿、润色、提出修改意见 / Reviews and polishes drafts",
-     "model": "", "tools": [], "status": "online"},
+     "model": "", "tools": ["memory_search", "rag_query"], "status": "online"},
     {"id": "translator", "name": "翻译官", "avatar": "🌐",
      "description": "中英互译,保留语气 / Translates between Chinese and English", "model": "", "tools": [],
      "status": "online"},
     {"id": "coder", "name": "代码助手", "avatar": "💻", "description": "写代码、解释代码、排查错误 / Writes and explains code",
-     "model": "", "tools": ["call_agent"], "status": "online"},
+     "model": "", "tools": ["memory_search", "rag_query", "call_agent"], "status": "online"},
 ]
 
 
 async def test_first_start_creates_the_default_team(owner, app):
     body = await (await owner.get("/api/agents")).get_json()
-    assert body == {"agents": DEFAULT}  # memory / rag tools are kept only when a plugin provides them
+    assert body == {"agents": DEFAULT}
     detail = await (await owner.get("/api/agents/novelist")).get_json()
     assert detail == {**DEFAULT[1], "soul": (app.xj.workspace("novelist") / "SOUL.md").read_text(encoding="utf-8")}
     assert detail["soul"].startswith("# 小说家 / Novelist\n\n你是「小说家」")
