@@ -23,7 +23,7 @@ DEFAULT = [
 
 async def test_first_start_creates_the_default_team(owner, app):
     body = await (await owner.get("/api/agents")).get_json()
-    assert body == {"agents": DEFAULT}
+    assert body == {"agents": DEFAULT}  # the memory / rag tools exist: the memory and rag plugins provide them
     detail = await (await owner.get("/api/agents/novelist")).get_json()
     assert detail == {**DEFAULT[1], "soul": (app.xj.workspace("novelist") / "SOUL.md").read_text(encoding="utf-8")}
     assert detail["soul"].startswith("# 小说家 / Novelist\n\n你是「小说家」")

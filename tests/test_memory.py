@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from fake_llm import Reply
+
 from conftest import login, make_settings, running_app
 from xiajiao import Actor, Prompt, ToolContext
 from xiajiao.ids import now_iso  # noqa: F401
@@ -256,22 +258,53 @@ async def test_turns_are_counted_and_every_n_a_summary_range_is_claimed(tmp_path
                        "user: question 2\nKeeper: answer 2"
 
 
-async def test_a_failed_summary_gives_its_range_back(tmp_path):
-    """Until the engine can answer (``app.engine.complete``), consolidation fails and retries later."""
-    async with running_app(make_settings(tmp_path, embedder="hash", consolidate_every=2)) as app:
-        import asyncio
+async def run_turn_ends(app, agent, channel_id, replies):
+    import asyncio
 
+    for r in replies:
+        await app.xj.hook("on_turn_end", agent=agent, channel={"id": channel_id}, message=None, reply=r, actor=OWNER)
+    for _ in range(500):
+        if not [t for t in app.xj._background if t.get_name().startswith("consolidate:")]:
+            break
+        await asyncio.sleep(0.01)
+    return await app.xj.workspace_db(agent["id"], "memory.db")
+
+
+async def test_after_n_turns_the_model_writes_a_versioned_episodic_summary(tmp_path, fake_llm):
+    from conftest import llm_settings
+
+    async with running_app(llm_settings(tmp_path, fake_llm, embedder="hash", consolidate_every=2)) as app:
+        agent = await add_agent(app)
+        replies = await add_conversation(app, "ch_s", agent, 4)
+        fake_llm.script(text="The user asked questions 0 and 1; Keeper answered both.", chunks=1)
+        db = await run_turn_ends(app, agent, "ch_s", replies[:2])
+        first = await app.xj.db.fetchval("SELECT seq FROM messages WHERE id = 'msg_ch_s_user_0'")
+        row = await db.fetchone("SELECT class, content, version, range_start, range_end, channel_id FROM memories "
+                                "WHERE class = 'episodic'")
+        assert row == {"class": "episodic", "content": "The user asked questions 0 and 1; Keeper answered both.",
+                       "version": 1, "range_start": first, "range_end": replies[1]["seq"], "channel_id": "ch_s"}
+        assert "user: question 0" in fake_llm.last.last_user and "Keeper: answer 1" in fake_llm.last.last_user
+
+        fake_llm.script(text="Questions 0 to 3 were asked and answered.", chunks=1)
+        await run_turn_ends(app, agent, "ch_s", replies[2:])
+        rows = await db.fetchall("SELECT content, version, range_start, range_end FROM memories WHERE class = 'episodic'")
+        assert rows == [{"content": "Questions 0 to 3 were asked and answered.", "version": 2, "range_start": first,
+                         "range_end": replies[3]["seq"]}]
+        # the second summary was asked to build on the first
+        assert "Earlier summary:\nThe user asked questions 0 and 1" in fake_llm.last.last_user
+        state = await db.fetchone("SELECT turns, summarized_seq, summaries FROM conversations")
+        assert state == {"turns": 0, "summarized_seq": replies[3]["seq"], "summaries": 2}
+
+
+async def test_a_failed_summary_gives_its_range_back(tmp_path, fake_llm):
+    from conftest import llm_settings
+
+    async with running_app(llm_settings(tmp_path, fake_llm, embedder="hash", consolidate_every=2,
+                                        provider_retries=0)) as app:
         agent = await add_agent(app)
         replies = await add_conversation(app, "ch_d", agent, 2)
-        for r in replies:
-            await app.xj.hook("on_turn_end", agent=agent, channel={"id": "ch_d"}, message=None, reply=r, actor=OWNER)
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if not [t for t in app.xj._background if t.get_name().startswith("consolidate:")]:
-                break
-        db = await app.xj.workspace_db(agent["id"], "memory.db")
+        fake_llm.script(Reply(status=500), Reply(status=500), Reply(status=500))
+        db = await run_turn_ends(app, agent, "ch_d", replies)
         state = await db.fetchone("SELECT turns, summarized_seq, summaries FROM conversations")
-        if hasattr(app.xj.engine, "complete"):
-            assert state == {"turns": 0, "summarized_seq": replies[1]["seq"], "summaries": 1}
-        else:
-            assert state == {"turns": 0, "summarized_seq": 0, "summaries": 0}
+        assert state == {"turns": 0, "summarized_seq": 0, "summaries": 0}
+        assert await db.fetchval("SELECT COUNT(*) FROM memories WHERE class = 'episodic'") == 0

@@ -96,3 +96,20 @@ def estimate_tokens(text: str) -> int:
         return 0
     cjk = len(re.findall(rf"[{_CJK}]", text))
     return cjk + (len(text) - cjk + 3) // 4
+
+
+def within_budget(pieces, budget: int, sep: str = "\n", *, min_cut: int = 20) -> str:
+    """Join ``pieces`` (best first) with ``sep`` while they fit in ``budget`` characters.
+
+    When not even the first fits, it is cut to the budget (if the budget is worth it).
+    """
+    kept: list[str] = []
+    used = 0
+    for piece in pieces:
+        if used + len(piece) + len(sep) > budget:
+            if not kept and budget > min_cut:
+                kept.append(piece[:budget - 1] + "…")
+            break
+        kept.append(piece)
+        used += len(piece) + len(sep)
+    return sep.join(kept)

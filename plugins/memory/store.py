@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xiajiao import (BadRequest, NotFound, VectorIndex, active_embedder, fts_any, index_text, migrations_from_dir,
+from xiajiao import (BadRequest, NotFound, VectorIndex, within_budget, active_embedder, fts_any, index_text, migrations_from_dir,
                      new_id, now_iso)
 
 CLASSES = ("semantic", "episodic", "procedural")
@@ -239,16 +239,7 @@ async def search(app: Any, agent_id: str, query: str, *, klass: str | None = Non
 
 def prompt_text(rows: list[dict], budget: int) -> str:
     """Memories as prompt lines, best first, within ``budget`` characters."""
-    lines, used = [], 0
-    for row in rows:
-        line = f"- ({row['class']}) {row['content']}"
-        if used + len(line) + 1 > budget:
-            if not lines and budget > 20:
-                lines.append(line[:budget - 1] + "…")
-            break
-        lines.append(line)
-        used += len(line) + 1
-    return "\n".join(lines)
+    return within_budget((f"- ({row['class']}) {row['content']}" for row in rows), budget, "\n")
 
 
 # ------------------------------------------------------------------ consolidation

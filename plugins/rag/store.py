@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
-from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, active_embedder, fts_any, index_text,
+from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, fts_any, index_text,
                      migrations_from_dir, new_id, now_iso)
 
 log = logging.getLogger("xiajiao.rag")
@@ -376,13 +376,5 @@ async def rerank(app: Any, agent: dict, question: str, rows: list[dict]) -> list
 
 def prompt_text(results: list[dict], budget: int) -> str:
     """Passages with citation numbers, within ``budget`` characters."""
-    parts, used = [], 0
-    for n, r in enumerate(results, 1):
-        block = f"[{n}] {r['documentName']} (passage {r['passage'] + 1})\n{r['text']}"
-        if used + len(block) + 2 > budget:
-            if not parts and budget > 40:
-                parts.append(block[:budget - 1] + "…")
-            break
-        parts.append(block)
-        used += len(block) + 2
-    return "\n\n".join(parts)
+    return within_budget((f"[{n}] {r['documentName']} (passage {r['passage'] + 1})\n{r['text']}"
+                          for n, r in enumerate(results, 1)), budget, "\n\n", min_cut=40)

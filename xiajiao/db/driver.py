@@ -197,6 +197,13 @@ async def _in_thread(connection: aiosqlite.Connection, fn: Callable[[Any], T]) -
     return await connection._execute(fn, connection._conn)
 
 
+def _connection(connector: Callable[[], Any]) -> aiosqlite.Connection:
+    conn = aiosqlite.Connection(connector, 64)
+    # A daemon thread: a database someone forgot to close must not keep the process alive at exit.
+    conn._thread.daemon = True
+    return conn
+
+
 @dataclass
 class WriteResult:
     lastrowid: int | None
@@ -235,8 +242,8 @@ class Database:
             if self._writer is not None:
                 return self
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            writer = aiosqlite.Connection(functools.partial(
-                connect_sync, self.path, on_connect=self.on_connect, label=self.label), 64)
+            writer = _connection(functools.partial(
+                connect_sync, self.path, on_connect=self.on_connect, label=self.label))
             try:
                 await writer
             except Exception as exc:
@@ -253,8 +260,8 @@ class Database:
                 raise
             readers = []
             for _ in range(self.reader_count):
-                r = aiosqlite.Connection(functools.partial(
-                    connect_sync, self.path, readonly=True, on_connect=self.on_connect, label=self.label), 64)
+                r = _connection(functools.partial(
+                    connect_sync, self.path, readonly=True, on_connect=self.on_connect, label=self.label))
                 await r
                 readers.append(r)
             self._writer, self._readers = writer, readers
