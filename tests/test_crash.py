@@ -80,3 +80,20 @@ async def test_sigkill_mid_stream_leaves_the_partial_reply_marked_interrupted(tm
     assert rows[1]["content"].startswith(partial["content"]) and story.startswith(rows[1]["content"])
     assert len(rows[1]["content"]) < len(story)
     assert hits == 1  # the partial reply is searchable
+
+
+async def test_a_graceful_shutdown_keeps_the_partial_reply_marked_interrupted(tmp_path, fake_llm):
+    from conftest import Frames, user_says
+
+    settings = llm_settings(tmp_path, fake_llm)
+    async with running_app(settings) as app:
+        ch = await make_channel(app, ["novelist"], type="dm")
+        frames = Frames(app, ch["id"])
+        fake_llm.script(Reply(text="abcdefgh", chunks=4, hang_after=2))
+        msg, _ = await user_says(app, ch, "story please")
+        chunk = await frames.wait_for("stream_chunk", lambda d: len(frames.of("stream_chunk")) == 2)
+    async with running_app(settings) as app:
+        row = await app.xj.db.fetchone("SELECT content, status FROM messages WHERE id = ?", (chunk["messageId"],))
+        asked = await app.xj.db.fetchone("SELECT content, status FROM messages WHERE id = ?", (msg["id"],))
+    assert row == {"content": "abcd", "status": "interrupted"}
+    assert asked == {"content": "story please", "status": "done"}

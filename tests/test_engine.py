@@ -278,3 +278,56 @@ async def test_partial_text_is_saved_while_streaming(tmp_path, fake_llm):
             fake_llm.release()
     finally:
         turn_mod.PARTIAL_SAVE_SECONDS = old
+
+
+async def test_end_to_end_over_http_and_a_real_websocket(tmp_path, fake_llm):
+    """POST /api/messages on a live server; the reply streams over /ws; a stop frame stops the next one."""
+    import json
+
+    import httpx
+    import websockets
+
+    from conftest import OWNER_PASSWORD, live_server
+    from xiajiao import auth
+
+    settings = llm_settings(tmp_path, fake_llm)
+    async with live_server(settings) as (app, base):
+        async with httpx.AsyncClient(base_url=base) as http:
+            assert (await http.post("/api/login", json={"password": OWNER_PASSWORD})).status_code == 200
+            token = http.cookies.get(auth.SESSION_COOKIE)
+            resp = await http.post("/api/channels", json={"name": "dm", "type": "dm", "agentIds": ["translator"]})
+            cid = resp.json()["id"]
+            async with websockets.connect(base.replace("http", "ws") + "/ws") as ws:
+                await ws.send(json.dumps({"type": "auth", "token": token}))
+                await ws.send(json.dumps({"type": "subscribe", "channelId": cid}))
+
+                async def until(type_):
+                    while True:
+                        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                        if frame["type"] == type_:
+                            return frame
+
+                await until("subscribed")
+                fake_llm.script(text="Hello there", chunks=3)
+                resp = await http.post("/api/messages", json={"channelId": cid, "content": "你好"})
+                assert resp.status_code == 200
+                start = await until("stream_start")
+                assert start["data"] == {"messageId": start["data"]["messageId"], "channelId": cid,
+                                         "agentId": "translator"}
+                chunks = []
+                while True:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if frame["type"] == "stream_chunk":
+                        chunks.append(frame["data"]["content"])
+                    elif frame["type"] == "stream_end":
+                        break
+                assert "".join(chunks) == "Hello there"
+                stored = (await http.get(f"/api/messages?channelId={cid}")).json()["messages"]
+                assert [(m["content"], m["agentId"]) for m in stored] == [("你好", None), ("Hello there", "translator")]
+
+                fake_llm.script(text="a long answer", chunks=5, hang_after=1)
+                await http.post("/api/messages", json={"channelId": cid, "content": "more"})
+                first = await until("stream_chunk")
+                await ws.send(json.dumps({"type": "stop", "data": {"messageId": first["data"]["messageId"]}}))
+                assert (await until("stopped"))["data"] == {"messageIds": [first["data"]["messageId"]]}
+                assert (await until("stream_end"))["data"]["status"] == "stopped"

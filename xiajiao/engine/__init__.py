@@ -87,6 +87,8 @@ class Engine:
 
     async def channel_agents(self, channel_id: str) -> list[dict]:
         ids = await chat.channel_agent_ids(self.app.db, channel_id)
+        if any(self.agents.get(i) is None for i in ids):
+            await self.agents.load()  # an agent written to the database by other code
         return [a for a in (self.agents.get(i) for i in ids) if a is not None]
 
     async def handle_user_message(self, message: dict, channel: dict, actor: Actor) -> list[str]:
