@@ -467,15 +467,17 @@ async function modelOptions() {
   return [...models].filter(Boolean);
 }
 
+// The tools an agent may be given: the plugins' registrations (owner), else every tool some agent has.
 async function toolOptions() {
-  try {
-    const r = await get("/api/tools");
-    return (r.tools || []).map((x) => (typeof x === "string" ? { name: x } : x));
-  } catch (e) {
-    const names = new Set();
-    for (const a of S.agents.values()) for (const n of a.tools || []) names.add(n);
-    return [...names].map((name) => ({ name }));
+  const names = new Set();
+  if (roleAtLeast(S.me.role, "owner")) {
+    try {
+      const r = await get("/-/plugins");
+      for (const p of r.plugins || []) for (const n of (p.registered || {}).tools || []) names.add(n);
+    } catch (e) { /* fall back to the agents' tools */ }
   }
+  for (const a of S.agents.values()) for (const n of a.tools || []) names.add(n);
+  return [...names].sort().map((name) => ({ name }));
 }
 
 export async function editAgent(id) {
