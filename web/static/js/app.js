@@ -663,7 +663,7 @@ function onFrame(frame) {
       renderChatList();
       break;
     case "error":
-      if (d.code && d.code !== "unknown_type") toast(d.message || d.code, "error");
+      if (d.code && d.code !== "unknown_type") toast(d.message || d.error || d.code, "error");
       if (d.messageId && S.streams.has(d.messageId)) {
         S.streams.delete(d.messageId);
         updateStopButton();
