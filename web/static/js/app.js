@@ -147,7 +147,9 @@ function preview(m) {
   if (m.type === "file") return `📎 ${fileName(m)}`;
   if (m.type === "tool_call" || m.type === "tool_result") return `🔧 ${t("tool.label")}`;
   const who = m.agentId ? agentName(m.agentId) : userName(m.userId);
-  return `${who}: ${String(m.content || "").replace(/\s+/g, " ").slice(0, 80)}`;
+  // plain text: markdown marks (emphasis, code, headings, quotes, table bars) left out
+  const text = String(m.content || "").replace(/[*_`#>|~]+/g, "").replace(/\s+/g, " ").trim();
+  return `${who}: ${text.slice(0, 80)}`;
 }
 
 export function renderChatList() {
