@@ -1,9 +1,11 @@
-"""Model provider: Anthropic's Messages API, through the vendor's ``anthropic`` client."""
+"""Model provider: Anthropic's Messages API, through the vendor's ``anthropic`` client.
+
+The client library is imported on first use of an Anthropic provider (it is large: importing it
+at start would add about a second and 40 MB to every start, configured or not).
+"""
 from __future__ import annotations
 
 import json
-
-import anthropic
 
 from xiajiao import (ChatRequest, ProviderConfig, ProviderError, ProviderKind, TextDelta, Timeouts, ToolCall,
                      ToolCallsDone, Usage, hookimpl)
@@ -12,6 +14,8 @@ DEFAULT_MAX_TOKENS = 4096
 
 
 def provider_error(exc: Exception, model: str) -> ProviderError:
+    import anthropic
+
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
         retryable = status in (429, 529) or status >= 500
@@ -68,7 +72,10 @@ def wire(request: ChatRequest) -> tuple[str, list[dict], list[dict]]:
 
 class AnthropicProvider:
     def __init__(self, config: ProviderConfig):
+        import anthropic
+
         self.config = config
+        self.timeout = anthropic.Timeout
         # one client (and its connection pool) per configuration; retries are the gateway's job
         self.client = anthropic.AsyncAnthropic(api_key=config.api_key or "not-needed",
                                                base_url=config.base_url or None, max_retries=0)
@@ -77,7 +84,7 @@ class AnthropicProvider:
         system, messages, tools = wire(request)
         kwargs: dict = {"model": request.model, "messages": messages, "stream": True,
                         "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-                        "timeout": anthropic.Timeout(timeouts.idle, connect=timeouts.connect)}
+                        "timeout": self.timeout(timeouts.idle, connect=timeouts.connect)}
         if system:
             kwargs["system"] = system
         if tools:
