@@ -1,8 +1,4 @@
-"""Model provider: Anthropic's Messages API, through the vendor's ``anthropic`` client.
-
-The client library is imported on first use of an Anthropic provider (it is large: importing it
-at start would add about a second and 40 MB to every start, configured or not).
-"""
+"""Model provider: Anthropic's Messages API, through the vendor's ``anthropic`` client."""
 from __future__ import annotations
 
 import json
@@ -13,9 +9,16 @@ from xiajiao import (ChatRequest, ProviderConfig, ProviderError, ProviderKind, T
 DEFAULT_MAX_TOKENS = 4096
 
 
-def provider_error(exc: Exception, model: str) -> ProviderError:
+def _sdk():
+    """The ``anthropic`` package, imported on first use: it costs ~2 s and ~40 MB, so a server
+    that never talks to Anthropic never pays for it."""
     import anthropic
 
+    return anthropic
+
+
+def provider_error(exc: Exception, model: str) -> ProviderError:
+    anthropic = _sdk()
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
         retryable = status in (429, 529) or status >= 500
@@ -72,19 +75,26 @@ def wire(request: ChatRequest) -> tuple[str, list[dict], list[dict]]:
 
 class AnthropicProvider:
     def __init__(self, config: ProviderConfig):
-        import anthropic
-
         self.config = config
-        self.timeout = anthropic.Timeout
+        self._client = None
+
+    @property
+    def client(self):
         # one client (and its connection pool) per configuration; retries are the gateway's job
-        self.client = anthropic.AsyncAnthropic(api_key=config.api_key or "not-needed",
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    def _make_client(self):
+        config = self.config
+        return _sdk().AsyncAnthropic(api_key=config.api_key or "not-needed",
                                                base_url=config.base_url or None, max_retries=0)
 
     async def stream(self, request: ChatRequest, *, timeouts: Timeouts):
         system, messages, tools = wire(request)
         kwargs: dict = {"model": request.model, "messages": messages, "stream": True,
                         "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-                        "timeout": self.timeout(timeouts.idle, connect=timeouts.connect)}
+                        "timeout": _sdk().Timeout(timeouts.idle, connect=timeouts.connect)}
         if system:
             kwargs["system"] = system
         if tools:
@@ -120,7 +130,8 @@ class AnthropicProvider:
             yield ToolCallsDone([ToolCall(b["id"], b["name"], b["json"] or "{}") for _, b in sorted(blocks.items())])
 
     async def aclose(self) -> None:
-        await self.client.close()
+        if self._client is not None:
+            await self._client.close()
 
 
 @hookimpl

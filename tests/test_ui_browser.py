@@ -1,16 +1,22 @@
 """End-to-end: a real Chromium (headless, Debian's) drives the real server on loopback.
 
-One browser per module; each test gets its own data folder and server. Tests that
-need a route another part of the app provides skip, naming it, while it is absent."""
+One browser per module; each test gets its own data folder, server and fake model server
+(tests/fake_llm.py, configured as the environment's OpenAI-compatible provider). The page's
+CSP forbids eval, so waits use locators and ``expect`` (never ``wait_for_function`` with a string)."""
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import shutil
 
 import pytest
 import pytest_asyncio
+from playwright.async_api import expect
 
-from conftest import OWNER_PASSWORD, live_server, make_settings
+from conftest import OWNER_PASSWORD, live_server, llm_settings, make_settings
+from fake_llm import Call, FakeLLM, Reply
+from xiajiao import Tool, hookimpl
 
 # one event loop (and one browser) for the whole module
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -43,17 +49,39 @@ async def browser():
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def site(tmp_path):
-    settings = make_settings(tmp_path)
-    async with live_server(settings) as (app, base):
+async def fake():
+    async with FakeLLM() as f:
+        yield f
+
+
+class SlowTool:
+    """A tool that waits until the test lets it finish, so the card's "calling" state can be seen."""
+
+    def __init__(self):
+        self.go = asyncio.Event()
+        self.calls = []
+
+    @hookimpl
+    def register_tools(self, register):
+        async def lookup(args, ctx):
+            self.calls.append(args)
+            await self.go.wait()
+            return f"found {args['topic']}"
+
+        register(Tool("slow_lookup", "Look a topic up (slowly)", {
+            "type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}, lookup, timeout=60))
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def tool():
+    return SlowTool()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def site(tmp_path, fake, tool):
+    """The app with its models on the fake model server (env provider ``env-openai``)."""
+    async with live_server(llm_settings(tmp_path, fake), plugins=[tool]) as (app, base):
         yield app, base
-
-
-def needs(app, *rules):
-    have = {r.rule for r in app.url_map.iter_rules()}
-    missing = [r for r in rules if r not in have]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (not on this branch yet)")
 
 
 async def new_page(browser, base, lang="en"):
@@ -196,11 +224,11 @@ async def test_switch_language_between_chinese_and_english(browser, site):
     await page.goto(base + "/login")
     assert await page.text_content("#login-submit") == "登录"
     await page.click("a[data-lang=en]")
-    await page.wait_for_function("document.querySelector('#login-submit').textContent === 'Log in'")
+    await expect(page.locator("#login-submit")).to_have_text("Log in")
     await log_in(page, base)
     assert await page.text_content("#btn-settings") == "Settings"
     await page.select_option("#lang-select", "zh")
-    await page.wait_for_function("document.querySelector('#btn-settings').textContent === '设置'")
+    await expect(page.locator("#btn-settings")).to_have_text("设置")
     await page.wait_for_selector("body[data-ready=app]")
     assert await page.text_content("#btn-logout") == "退出"
     assert await page.get_attribute("html", "lang") == "zh-CN"
@@ -222,7 +250,8 @@ async def test_a_guest_cannot_open_settings(browser, site):
     assert await page.text_content("#forbidden") == "You may not open this"
     assert await page.locator("#provider-add, #default-model").count() == 0
     resp = await page.request.put(base + "/api/settings", data={"defaultModel": "x"})
-    assert resp.status in (403, 404)  # 404 while the settings route is not on this branch
+    assert resp.status == 403
+    assert (await resp.json())["code"] == "forbidden"
     await page.context.close()
 
 
@@ -235,45 +264,87 @@ async def test_offline_page_and_manifest_are_linked(browser, site):
     await page.context.close()
 
 
-# ---------------------------------------------------------------- with the chat + engine APIs
+# ---------------------------------------------------------------- with the chat, engine and knowledge APIs
 
-async def test_create_agent_dm_it_and_watch_the_streamed_reply(browser, site):
+EVIL_AGENT = "<img src=x onerror=\"window.__xss.push('agent')\">诗人"
+POEM = "**Spring** rain\n\n| line | words |\n| --- | --- |\n| 1 | 春雨 |"
+
+
+async def create_agent_in_editor(page, name, soul="", tools=()):
+    await page.click("#btn-agents")
+    await page.click("#agent-new")
+    await page.fill("#agent-name", name)
+    await page.fill("#agent-avatar", "🦐")
+    for tool_name in tools:
+        await page.check(f"#agent-tools input[value='{tool_name}']")
+    if soul:
+        await page.fill("#agent-soul", soul)
+    await page.click("#agent-save")
+    await page.locator(".agent-row", has_text=name).wait_for()
+    await page.keyboard.press("Escape")
+
+
+async def open_dm(page, name):
+    await page.click("#btn-new-dm")
+    await page.locator(".agent-option", has_text=name).click()
+    await expect(page.locator("#chat-name")).to_have_text(name)
+
+
+async def say(page, text):
+    await page.fill("#composer-input", text)
+    await page.press("#composer-input", "Enter")
+
+
+async def test_create_agent_dm_it_watch_the_streamed_reply_and_stop_one(browser, site, fake):
+    from fake_llm import split_text
+
     app, base = site
-    needs(app, "/api/agents", "/api/channels", "/api/messages", "/ws")
     page = await new_page(browser, base)
     await log_in(page, base)
     await page.click("#btn-agents")
     await page.click("#agent-new")
-    await page.fill("#agent-name", "<img src=x onerror=\"window.__xss.push('agent')\">诗人")
-    await page.fill("#agent-avatar", "🦐")
+    await page.fill("#agent-name", EVIL_AGENT)
     await page.fill("#agent-soul", "# 诗人\n\nYou write **short** poems.")
     await page.click("#agent-soul-preview-tab")
     assert await page.text_content("#agent-soul-preview strong") == "short"
     await page.click("#agent-save")
-    await page.wait_for_selector(".agent-row >> text=诗人")
+    await page.locator(".agent-row", has_text="诗人").wait_for()
     await page.keyboard.press("Escape")
-    await page.click("#btn-new-dm")
-    await page.click(".agent-option >> text=诗人")
-    await page.wait_for_selector("#composer-input")
-    name = await page.text_content("#chat-name")
-    assert name == "<img src=x onerror=\"window.__xss.push('agent')\">诗人"
-    await page.fill("#composer-input", "hello <img src=x onerror=\"window.__xss.push('msg')\">")
-    await page.press("#composer-input", "Enter")
-    await page.wait_for_selector(".msg.own .msg-body >> text=hello")
-    reply = page.locator(".msg.agent").last
-    await reply.wait_for(timeout=20000)
-    await page.wait_for_function(
-        "(() => { const m = [...document.querySelectorAll('.msg.agent')].pop();"
-        " return m && !m.classList.contains('streaming') && m.querySelector('.md').textContent.trim().length > 0; })()",
-        timeout=20000)
-    assert await page.locator(".msg.agent .msg-name").last.text_content() == name
+    await open_dm(page, EVIL_AGENT)
+
+    # a reply that stalls half-way: its first half is on screen while it streams, then it is stopped
+    slow = "Spring rain on the roof, falling"
+    fake.script(Reply(text=slow, chunks=4, hang_after=2))
+    await say(page, "hello <img src=x onerror=\"window.__xss.push('msg')\">")
+    own = page.locator(".msg.own .msg-body").last
+    await expect(own).to_have_text("hello")  # the markup is sanitized: an inert image remains
+    attrs = await own.locator("img").evaluate("i => i.getAttributeNames()")
+    assert attrs and not [a for a in attrs if a.startswith("on") or a == "src"]
+    streaming = page.locator(".msg.agent.streaming")
+    await expect(streaming.locator(".md")).to_have_text("".join(split_text(slow, 4)[:2]).strip())
+    await expect(page.locator("#btn-stop")).to_be_visible()
+    await page.click("#btn-stop")
+    await expect(streaming).to_have_count(0)
+    await expect(page.locator("#btn-stop")).to_be_hidden()
+    await expect(page.locator(".msg.agent .msg-flag").last).to_have_text("Stopped")
+
+    # a whole streamed reply in markdown
+    fake.script(Reply(text=POEM, chunks=5))
+    await say(page, "a poem in a table, please")
+    done = page.locator(".msg.agent:not(.streaming)").nth(1)
+    await expect(done.locator(".md strong")).to_have_text("Spring")
+    await expect(done.locator(".md table td").last).to_have_text("春雨")
+    assert await done.locator(".msg-name").text_content() == EVIL_AGENT
+    sent = fake.last.json["messages"]
+    assert sent[0]["role"] == "system" and "You write **short** poems." in sent[0]["content"]
+    assert sent[-1] == {"role": "user", "content": "a poem in a table, please"}
     await no_attack_ran(page)
+    assert page.errors == []
     await page.context.close()
 
 
 async def test_group_mention_autocomplete_and_xss_file_name(browser, site, tmp_path):
     app, base = site
-    needs(app, "/api/agents", "/api/channels", "/api/messages", "/api/upload", "/ws")
     page = await new_page(browser, base)
     await log_in(page, base)
     agents = (await (await page.request.get(base + "/api/agents")).json())["agents"]
@@ -283,28 +354,57 @@ async def test_group_mention_autocomplete_and_xss_file_name(browser, site, tmp_p
     for a in agents[:2]:
         await page.check(f"#group-members input[value='{a['id']}']")
     await page.click("#group-save")
-    await page.wait_for_selector("#chat-name >> text=写作工作室")
-    first = agents[0]["name"]
+    await expect(page.locator("#chat-name")).to_have_text("写作工作室")
+    first, second = agents[0]["name"], agents[1]["name"]
     await page.type("#composer-input", "@" + first[:1])
-    await page.wait_for_selector("#mention-popup:not([hidden]) .mention-item")
+    await page.locator("#mention-popup:not([hidden]) .mention-item").first.wait_for()
     await page.keyboard.press("Enter")
     assert await page.input_value("#composer-input") == f"@{first} "
     await page.type("#composer-input", "写一首诗")
     await page.keyboard.press("Enter")
-    await page.wait_for_selector(f".msg.agent .msg-name >> text={first}", timeout=20000)
+    reply = page.locator(".msg.agent:not(.streaming)")
+    await expect(reply.locator(".md")).to_have_text(f"Echo: @{first} 写一首诗")
+    await expect(reply.locator(".msg-name")).to_have_text(first)
+    assert second != first
     evil = tmp_path / "<img src=x onerror=window.__xss.push(1)>.txt"
     evil.write_text("just text", encoding="utf-8")
     await page.set_input_files("#file-input", str(evil))
     link = page.locator(".msg.own .file-name").last
-    await link.wait_for()
-    assert await link.text_content() == evil.name
+    await expect(link).to_have_text(evil.name)
     await no_attack_ran(page)
+    await page.context.close()
+
+
+async def test_a_tool_call_shows_as_a_card_from_calling_to_completed(browser, site, fake, tool):
+    app, base = site
+    page = await new_page(browser, base)
+    await log_in(page, base)
+    await create_agent_in_editor(page, "Researcher", tools=["slow_lookup"])
+    await open_dm(page, "Researcher")
+    fake.script(Reply(tool_calls=[Call("slow_lookup", {"topic": "虾饺"}, id="call_1")]),
+                Reply(text="A **shrimp dumpling**.", chunks=2))
+    await say(page, "what is 虾饺?")
+    card = page.locator(".msg.agent .tool-card")
+    await expect(card).to_have_attribute("data-status", "calling")
+    await expect(card.locator(".tool-name")).to_have_text("slow_lookup")
+    await expect(card.locator(".tool-status")).to_have_text("calling…")
+    assert tool.calls == [{"topic": "虾饺"}]
+    tool.go.set()
+    await expect(card).to_have_attribute("data-status", "completed")
+    await expect(card.locator(".tool-status")).to_have_text("done")
+    await card.locator("summary").click()
+    await expect(card.locator(".tool-result")).to_have_text("found 虾饺")
+    await expect(page.locator(".msg.agent:not(.streaming) .md strong")).to_have_text("shrimp dumpling")
+    await expect(card).to_have_count(1)
+    # after a reload the stored call shows as one finished card too
+    await page.reload()
+    await page.wait_for_selector("body[data-ready=app]")
+    await expect(page.locator(".msg .tool-card[data-status=completed] .tool-result")).to_have_text("found 虾饺")
     await page.context.close()
 
 
 async def test_upload_a_document_to_an_agent_and_see_it_indexed(browser, site, tmp_path):
     app, base = site
-    needs(app, "/api/agents", "/api/channels", "/api/rag/upload", "/api/rag/documents")
     page = await new_page(browser, base)
     await log_in(page, base)
     await page.click("#btn-new-dm")
@@ -315,8 +415,69 @@ async def test_upload_a_document_to_an_agent_and_see_it_indexed(browser, site, t
     doc.write_text("# 部署\n\n运行 python run.py 即可启动服务。\n" * 20, encoding="utf-8")
     await page.set_input_files("#knowledge-file", str(doc))
     row = page.locator(".doc", has_text="部署指南.md")
-    await row.wait_for()
-    await page.wait_for_function(
-        "['ready','indexed','done'].includes(document.querySelector('.doc').dataset.status)", timeout=30000)
-    assert "chunks" in await row.locator(".doc-chunks").text_content()
+    await expect(row).to_have_attribute("data-status", "ready", timeout=30000)
+    await expect(row.locator(".doc-chunks")).to_have_text(re.compile(r"^[1-9]\d* chunks$"))
+    await page.context.close()
+
+
+async def test_owner_adds_a_provider_tests_it_and_chats_through_it(browser, tmp_path):
+    """The README path on a fresh install: only the offline demo model, then a provider added in Settings."""
+    async with FakeLLM() as other, live_server(make_settings(tmp_path, demo_delay=0.0)) as (app, base):
+        page = await new_page(browser, base)
+        await log_in(page, base)
+        await page.click("#btn-settings")
+        await page.fill("#provider-name", "lab")
+        await page.select_option("#provider-kind", "openai")
+        await page.fill("#provider-base", other.base_url)
+        await page.fill("#provider-key", "sk-lab-secret-123456")
+        await page.fill("#provider-models", "fake-model, fake-model-2")
+        await page.click("#provider-add")
+        row = page.locator(".provider[data-name=lab]")
+        await expect(row.locator(".key-masked")).not_to_contain_text("sk-lab-secret-123456")
+        other.script(Reply(text="ok"))
+        await row.locator(".act-test").click()
+        await expect(row.locator(".test-result")).to_contain_text("✓")
+        await page.select_option("#default-model", "lab/fake-model")
+        await page.click("#default-model-save")
+        await expect(page.locator(".toast").last).to_have_text("Saved")
+        await page.keyboard.press("Escape")
+        name = (await (await page.request.get(base + "/api/agents")).json())["agents"][0]["name"]
+        await open_dm(page, name)
+        other.script(Reply(text="Hello from **lab**", chunks=3))
+        await say(page, "你好")
+        await expect(page.locator(".msg.agent:not(.streaming) .md strong")).to_have_text("lab")
+        assert other.last.json["model"] == "fake-model"
+        assert other.last.headers["authorization"] == "Bearer sk-lab-secret-123456"
+        await page.context.close()
+
+
+async def test_a_chain_runs_in_the_collaboration_panel_with_approval(browser, site, fake):
+    app, base = site
+    page = await new_page(browser, base)
+    await log_in(page, base)
+    agents = (await (await page.request.get(base + "/api/agents")).json())["agents"][:2]
+    await page.click("#btn-new-group")
+    await page.fill("#group-name", "接力")
+    for a in agents:
+        await page.check(f"#group-members input[value='{a['id']}']")
+    for a in agents:
+        await page.select_option("#group-chain-add", a["id"])
+    await page.check("#group-approval")
+    await page.click("#group-save")
+    await expect(page.locator("#chat-name")).to_have_text("接力")
+    fake.script(Reply(text="Draft: 虾饺 are dumplings."), Reply(text="Final: shrimp dumplings."))
+    await say(page, "write about 虾饺")
+    chain = page.locator("#panel .chain")
+    await expect(chain).to_have_attribute("data-status", "paused")
+    await expect(chain.locator(".handoff")).to_have_value("Draft: 虾饺 are dumplings.")
+    await expect(chain.locator(".step").first).to_have_attribute("data-state", "completed")
+    await chain.locator(".handoff").fill("Draft: shrimp dumplings (edited).")
+    await chain.locator(".act-approve").click()
+    await expect(chain).to_have_attribute("data-status", "completed")
+    await expect(chain.locator(".step[data-state=completed]")).to_have_count(2)
+    replies = page.locator(".msg.agent:not(.streaming)")
+    await expect(replies).to_have_count(2)
+    await expect(replies.nth(1).locator(".md")).to_have_text("Final: shrimp dumplings.")
+    await expect(replies.nth(1).locator(".msg-name")).to_have_text(agents[1]["name"])
+    assert "Draft: shrimp dumplings (edited)." in fake.last.json["messages"][-1]["content"]
     await page.context.close()

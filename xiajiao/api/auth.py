@@ -1,7 +1,7 @@
 """Login, logout and who-am-I. Also installs the rate limiters on the core."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic.dataclasses import dataclass
 
 from quart import Blueprint, current_app, g, jsonify, request
 from quart_schema import validate_request
@@ -17,6 +17,12 @@ bp = Blueprint("auth", __name__)
 def _install_limiters(state) -> None:
     core = state.app.xj
     core.limiter, core.login_limiter = limiters_for(core.settings)
+
+
+@bp.app_errorhandler(UnicodeDecodeError)
+async def _not_utf8(err: UnicodeDecodeError):
+    # a request body (JSON, form) that is not UTF-8 is bad input, for every route
+    return jsonify({"error": "The request body is not valid UTF-8", "code": "invalid_encoding"}), 400
 
 
 @dataclass

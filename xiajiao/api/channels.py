@@ -1,7 +1,9 @@
 """Channels: DMs (one user, one agent) and groups, and their members."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from pydantic.dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field

@@ -1,7 +1,7 @@
 """Invite links: the owner and admins invite people to a role; accepting one logs in."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic.dataclasses import dataclass
 
 from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request

@@ -1,7 +1,7 @@
 """Personal API keys: each user creates, lists and revokes his own (the secret is shown once)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic.dataclasses import dataclass
 
 from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request

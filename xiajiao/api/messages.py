@@ -1,7 +1,9 @@
 """Messages: history pages, posting, editing, deleting, and full-text search."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from pydantic.dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field

@@ -1,9 +1,13 @@
-"""Model providers and their health (circuit breaker state, failures, latency)."""
+"""Model providers and their health (circuit breaker state, failures, latency); a connection test."""
 from __future__ import annotations
+
+import time
 
 from quart import Blueprint, current_app, jsonify
 
 from .. import auth
+from ..errors import BadRequest, NotFound, ProviderError
+from ..models import ChatMessage, ChatRequest, TextDelta
 
 bp = Blueprint("providers", __name__)
 
@@ -12,3 +16,24 @@ bp = Blueprint("providers", __name__)
 @auth.requires("member")
 async def list_providers():
     return jsonify({"providers": current_app.xj.engine.gateway.provider_status()})
+
+
+@bp.post("/api/providers/<provider_id>/test")
+@auth.requires("admin")
+async def test_provider(provider_id: str):
+    """Ask the provider's first model for a few tokens: ``{"ok", "model", "latencyMs"}`` or ``{"ok": false, "error", "code"}``."""
+    gw = current_app.xj.engine.gateway
+    cfg = gw.config(provider_id)
+    if cfg is None:
+        raise NotFound(f"Provider {provider_id!r} not found", "provider_not_found")
+    if not cfg.models:
+        raise BadRequest(f"Provider {provider_id!r} lists no model to test", "no_models")
+    model = f"{cfg.id}/{cfg.models[0]}"
+    request = ChatRequest(model=model, messages=[ChatMessage("user", "Reply with one word: ok")], max_tokens=8)
+    t0 = time.perf_counter()
+    try:
+        text = "".join([e.text async for e in gw.stream(request, fallback=[]) if isinstance(e, TextDelta)])
+    except ProviderError as exc:
+        return jsonify({"ok": False, "model": model, "error": exc.message, "code": exc.code})
+    return jsonify({"ok": True, "model": model, "reply": text[:200],
+                    "latencyMs": round((time.perf_counter() - t0) * 1000, 1)})

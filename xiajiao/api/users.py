@@ -1,7 +1,7 @@
 """Accounts, managed by the owner and admins."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic.dataclasses import dataclass
 
 from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request

@@ -147,7 +147,9 @@ function preview(m) {
   if (m.type === "file") return `📎 ${fileName(m)}`;
   if (m.type === "tool_call" || m.type === "tool_result") return `🔧 ${t("tool.label")}`;
   const who = m.agentId ? agentName(m.agentId) : userName(m.userId);
-  return `${who}: ${String(m.content || "").replace(/\s+/g, " ").slice(0, 80)}`;
+  // plain text: markdown marks (emphasis, code, headings, quotes, table bars) left out
+  const text = String(m.content || "").replace(/[*_`#>|~]+/g, "").replace(/\s+/g, " ").trim();
+  return `${who}: ${text.slice(0, 80)}`;
 }
 
 export function renderChatList() {
@@ -663,7 +665,7 @@ function onFrame(frame) {
       renderChatList();
       break;
     case "error":
-      if (d.code && d.code !== "unknown_type") toast(d.message || d.code, "error");
+      if (d.code && d.code !== "unknown_type") toast(d.message || d.error || d.code, "error");
       if (d.messageId && S.streams.has(d.messageId)) {
         S.streams.delete(d.messageId);
         updateStopButton();

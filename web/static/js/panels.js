@@ -112,15 +112,18 @@ export function openCollab() {
   if (!chains.length) body.appendChild(h("p", { class: "muted", text: t("collab.none") }));
   for (const c of chains.reverse()) {
     const total = c.totalSteps || Object.keys(c.steps).length;
+    const planned = ((S.channels.get(c.channelId) || {}).chain) || [];
     const steps = h("ol", { class: "collab-steps" });
     for (let i = 1; i <= total; i++) {
       const s = c.steps[i];
       let state = "waiting";
       if (s) state = s.status;
       if (i < c.step) state = "completed";
-      if (i === c.step) state = c.status;
+      if (i === c.step) state = c.status === "paused" ? "completed" : c.status;
+      if (i === c.step + 1 && c.status === "paused") state = "paused"; // the next agent waits for approval
+      const who = (i === c.step + 1 && c.nextAgent) || (s && s.agent) || planned[i - 1];
       steps.appendChild(h("li", { class: `step ${state}`, dataset: { state } },
-        h("span", { class: "step-agent", text: s ? agentName(s.agent) : `#${i}` }),
+        h("span", { class: "step-agent", text: who ? agentName(who) : `#${i}` }),
         h("span", { class: "step-state", text: t(`collab.${state}`) })));
     }
     const card = h("section", { class: `chain ${c.status}`, dataset: { chainId: c.chainId, status: c.status } },
@@ -467,15 +470,17 @@ async function modelOptions() {
   return [...models].filter(Boolean);
 }
 
+// The tools an agent may be given: the plugins' registrations (owner), else every tool some agent has.
 async function toolOptions() {
-  try {
-    const r = await get("/api/tools");
-    return (r.tools || []).map((x) => (typeof x === "string" ? { name: x } : x));
-  } catch (e) {
-    const names = new Set();
-    for (const a of S.agents.values()) for (const n of a.tools || []) names.add(n);
-    return [...names].map((name) => ({ name }));
+  const names = new Set();
+  if (roleAtLeast(S.me.role, "owner")) {
+    try {
+      const r = await get("/-/plugins");
+      for (const p of r.plugins || []) for (const n of (p.registered || {}).tools || []) names.add(n);
+    } catch (e) { /* fall back to the agents' tools */ }
   }
+  for (const a of S.agents.values()) for (const n of a.tools || []) names.add(n);
+  return [...names].sort().map((name) => ({ name }));
 }
 
 export async function editAgent(id) {

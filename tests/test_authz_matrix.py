@@ -1,0 +1,206 @@
+"""Who may call what: every chat-core route for anonymous, guest, member, a second member
+(outside the channel), admin and owner; plus the declaration of every route's caller."""
+from __future__ import annotations
+
+import io
+import itertools
+
+import pytest
+from quart.datastructures import FileStorage
+
+from chat_helpers import PASSWORD, make_agent, make_user
+from conftest import make_settings, running_app
+from xiajiao import auth, chat, hookimpl
+
+ROLES = ("anon", "guest", "member", "second", "admin", "owner")
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000")
+
+# (method, path, body, expected status for anon, guest, member, second, admin, owner)
+# {channel}: a fresh group of the owner with guest and member in it; {message}: the member's
+# message there; {user}: a fresh member; {key}: the caller's own key; {invite}: an owner's invite.
+MATRIX = [
+    ("GET", "/health", None, (200, 200, 200, 200, 200, 200)),
+    ("GET", "/-/plugins", None, (401, 403, 403, 403, 403, 200)),
+    ("GET", "/api/me", None, (401, 200, 200, 200, 200, 200)),
+    ("POST", "/api/login", {"password": "wrong-password"}, (401, 401, 401, 401, 401, 401)),
+    ("POST", "/api/logout", None, (200, 200, 200, 200, 200, 200)),
+    ("GET", "/api/users", None, (401, 403, 403, 403, 200, 200)),
+    ("POST", "/api/users", {"username": "{uname}", "password": PASSWORD}, (401, 403, 403, 403, 201, 201)),
+    ("PUT", "/api/users/{user}", {"displayName": "X"}, (401, 403, 403, 403, 200, 200)),
+    ("DELETE", "/api/users/{user}", None, (401, 403, 403, 403, 200, 200)),
+    ("GET", "/api/keys", None, (401, 200, 200, 200, 200, 200)),
+    ("POST", "/api/keys", {"name": "k"}, (401, 201, 201, 201, 201, 201)),
+    ("DELETE", "/api/keys/{key}", None, (401, 200, 200, 200, 200, 200)),
+    ("GET", "/api/invites", None, (401, 403, 403, 403, 200, 200)),
+    ("POST", "/api/invites", {"role": "guest"}, (401, 403, 403, 403, 201, 201)),
+    ("DELETE", "/api/invites/{invite}", None, (401, 403, 403, 403, 200, 200)),
+    ("POST", "/api/invites/accept", {"token": "{invite_token}", "username": "{uname}", "password": PASSWORD},
+     (200, 200, 200, 200, 200, 200)),
+    ("GET", "/api/channels", None, (401, 200, 200, 200, 200, 200)),
+    ("POST", "/api/channels", {"name": "n", "type": "group", "agentIds": ["agent_poet"]},
+     (401, 403, 201, 201, 201, 201)),
+    ("GET", "/api/channels/{channel}", None, (401, 200, 200, 404, 200, 200)),
+    ("PUT", "/api/channels/{channel}", {"name": "n"}, (401, 403, 403, 404, 200, 200)),
+    ("DELETE", "/api/channels/{channel}", None, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/channels/{channel}/members", {"agentIds": ["agent_coder"]}, (401, 403, 403, 404, 200, 200)),
+    ("DELETE", "/api/channels/{channel}/members/agent_poet", None, (401, 403, 403, 404, 200, 200)),
+    ("GET", "/api/messages?channelId={channel}", None, (401, 200, 200, 404, 200, 200)),
+    ("POST", "/api/messages", {"channelId": "{channel}", "content": "hi"}, (401, 200, 200, 404, 403, 200)),
+    ("PUT", "/api/messages/{message}", {"content": "x"}, (401, 403, 200, 404, 403, 403)),
+    ("DELETE", "/api/messages/{message}", None, (401, 403, 200, 404, 200, 200)),
+    ("GET", "/api/messages/search?q=hi", None, (401, 200, 200, 200, 200, 200)),
+    ("POST", "/api/upload", "FILE", (401, 200, 200, 200, 200, 200)),
+    ("GET", "/uploads/{upload}", None, (401, 200, 200, 200, 200, 200)),
+]
+# /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
+WS_COVERED = {("GET", "/ws")}
+OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "system"}
+_names = itertools.count()
+
+
+class World:
+    def __init__(self, app):
+        self.app = app
+        self.clients: dict = {}
+        self.users: dict = {}
+
+    async def build(self):
+        app = self.app
+        await make_agent(app, "agent_poet")
+        await make_agent(app, "agent_coder", "代码助手")
+        self.clients["anon"] = app.test_client()
+        self.users["owner"] = await auth.owner(app.xj.db)
+        for role, name in (("guest", "guest"), ("member", "member"), ("member", "second"), ("admin", "admin")):
+            self.users[name] = await make_user(app, name, role)
+        for name in ROLES[1:]:  # sessions made directly: logging in itself is tested in test_auth.py
+            token = await auth.create_session(app.xj.db, self.users[name]["id"], days=1)
+            self.clients[name] = app.test_client()
+            self.clients[name].set_cookie("localhost", auth.SESSION_COOKIE, token)
+        return self
+
+    async def fill(self, text: str, caller: str) -> str:
+        app, db = self.app, self.app.xj.db
+        if "{channel}" in text or "{message}" in text:
+            ch = await chat.create_channel(db, name="c", type="group", creator_id=self.users["owner"]["id"],
+                                           agent_ids=["agent_poet"],
+                                           user_ids=[self.users["guest"]["id"], self.users["member"]["id"]])
+            text = text.replace("{channel}", ch["id"])
+            if "{message}" in text:
+                msg = await chat.create_message(app.xj, channel_id=ch["id"], content="hi",
+                                                user_id=self.users["member"]["id"])
+                text = text.replace("{message}", msg["id"])
+        if "{uname}" in text:
+            text = text.replace("{uname}", f"fresh{next(_names)}")
+        if "{user}" in text:
+            text = text.replace("{user}", (await make_user(app, f"target{next(_names)}"))["id"])
+        if "{key}" in text:
+            owner_id = self.users.get(caller, self.users["owner"])["id"]
+            key, _ = await auth.create_api_key(db, owner_id)
+            text = text.replace("{key}", key["id"])
+        if "{invite" in text:
+            inv, token = await auth.create_invite(db, created_by=auth.Actor(self.users["owner"]["id"], "owner"),
+                                                  role="member")
+            text = text.replace("{invite}", inv["id"]).replace("{invite_token}", token)
+        if "{upload}" in text:
+            resp = await self.clients["owner"].post("/api/upload", files={
+                "file": FileStorage(io.BytesIO(PNG), filename="a.png")})
+            text = text.replace("{upload}", (await resp.get_json())["url"].removeprefix("/uploads/"))
+        return text
+
+
+async def call(world: World, role: str, method: str, path: str, body):
+    client = world.clients[role]
+    path = await world.fill(path, role)
+    if body == "FILE":
+        return await client.post(path, files={"file": FileStorage(io.BytesIO(PNG), filename="a.png")})
+    if isinstance(body, dict):
+        import json
+        body = json.loads(await world.fill(json.dumps(body), role))
+        return await client.open(path, method=method, json=body)
+    return await client.open(path, method=method)
+
+
+@pytest.mark.parametrize("method,path,body,expected", MATRIX, ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
+async def test_route_matrix(app, method, path, body, expected):
+    world = await World(app).build()
+    got = []
+    for role in ROLES:
+        resp = await call(world, role, method, path, body)
+        got.append(resp.status_code)
+        if resp.status_code >= 400:
+            err = await resp.get_json()
+            assert set(err) >= {"error", "code"} and isinstance(err["code"], str)
+    assert dict(zip(ROLES, got)) == dict(zip(ROLES, expected))
+
+
+def _routes(app):
+    for rule in app.url_map.iter_rules():
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield method, rule
+
+
+async def test_every_chat_route_is_in_the_matrix(app):
+    covered = {(m, p.split("?")[0]) for m, p, _, _ in MATRIX} | WS_COVERED
+    ours = set()
+    for method, rule in _routes(app):
+        if rule.endpoint.split(".")[0] in OURS:
+            path = rule.rule
+            for arg in rule.arguments:
+                path = path.replace(f"<{arg}>", "{x}")
+            ours.add((method, path))
+    normalise = {(m, p.replace("{channel}", "{x}").replace("{message}", "{x}").replace("{user}", "{x}")
+                  .replace("{key}", "{x}").replace("{invite}", "{x}").replace("agent_poet", "{x}")
+                  .replace("/uploads/{upload}", "/uploads/{x}/{x}")) for m, p in covered}
+    assert ours - normalise == set()
+
+
+async def test_every_route_declares_its_caller(app):
+    exempt = {"static", "openapi"}  # the framework's static files and the public API description
+    undeclared = [rule.rule for rule in app.url_map.iter_rules()
+                  if rule.endpoint not in exempt
+                  and not hasattr(app.view_functions[rule.endpoint], "required_role")]
+    assert undeclared == []
+
+
+async def test_openapi_is_served(client):
+    resp = await client.get("/openapi.json")
+    doc = await resp.get_json()
+    assert resp.status_code == 200
+    assert {"/api/messages", "/api/channels", "/api/login", "/api/upload"} <= set(doc["paths"])
+
+
+class HiddenChannels:
+    """Hides channels named 'hidden' from everyone and lets guests manage channels."""
+
+    @hookimpl
+    def authorize(self, actor, action, resource):
+        if resource.get("name") == "hidden":
+            return False
+        if action == "channel.manage" and actor.role == "guest" and resource.get("_member"):
+            return True
+        return None
+
+
+async def test_plugins_take_part_in_authorization(tmp_path):
+    async with running_app(make_settings(tmp_path), plugins=[HiddenChannels()]) as app:
+        world = await World(app).build()
+        owner, guest = world.clients["owner"], world.clients["guest"]
+        hidden = await owner.post("/api/channels", json={"name": "hidden", "type": "group", "agentIds": []})
+        hid = (await hidden.get_json())["id"]
+        assert (await owner.get(f"/api/channels/{hid}")).status_code == 404
+        cid = await world.fill("{channel}", "owner")
+        resp = await guest.put(f"/api/channels/{cid}", json={"name": "renamed by guest"})
+        assert (resp.status_code, (await resp.get_json())["channel"]["name"]) == (200, "renamed by guest")
+
+
+BAD_BODIES = [b"", b"null", b"[]", b'"text"', b"42", b"{", b"\xff\xfe\x00"]
+
+
+@pytest.mark.parametrize("method,path", sorted({(m, p) for m, p, b, _ in MATRIX if isinstance(b, dict)}))
+async def test_bad_bodies_are_4xx_never_500(app, method, path):
+    world = await World(app).build()
+    for raw in BAD_BODIES:
+        resp = await world.clients["owner"].open(await world.fill(path, "owner"), method=method, data=raw,
+                                                 headers={"Content-Type": "application/json"})
+        assert 400 <= resp.status_code < 500, (raw, resp.status_code, await resp.get_data(as_text=True))
+        assert set(await resp.get_json()) >= {"error", "code"}
