@@ -202,7 +202,8 @@ async def user_says(app, channel, content, actor=None):
 def llm_settings(tmp_path, fake, **overrides):
     base = dict(openai_base_url=fake.base_url, openai_api_key="sk-test-key-123456", openai_models="fake-model,fake-model-2",
                 anthropic_base_url=fake.anthropic_base_url, anthropic_api_key="sk-ant-test-123456",
-                anthropic_models="fake-claude", default_model="env-openai/fake-model", demo_delay=0.0)
+                anthropic_models="fake-claude", default_model="env-openai/fake-model", demo_delay=0.0,
+                stream_coalesce_ms=0.0)  # one frame per delta, so tests can assert each chunk
     base.update(overrides)
     return make_settings(tmp_path, **base)
 

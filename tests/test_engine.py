@@ -248,7 +248,7 @@ async def test_complete_is_a_non_streaming_helper(llm_app, fake_llm):
 async def test_the_demo_model_answers_when_nothing_is_configured(tmp_path):
     from conftest import make_settings
 
-    async with running_app(make_settings(tmp_path, demo_delay=0.0)) as app:
+    async with running_app(make_settings(tmp_path, demo_delay=0.0, stream_coalesce_ms=0.0)) as app:
         ch = await make_channel(app, ["translator"], type="dm")
         frames = Frames(app, ch["id"])
         await user_says(app, ch, "hello")
@@ -331,3 +331,19 @@ async def test_end_to_end_over_http_and_a_real_websocket(tmp_path, fake_llm):
                 await ws.send(json.dumps({"type": "stop", "data": {"messageId": first["data"]["messageId"]}}))
                 assert (await until("stopped"))["data"] == {"messageIds": [first["data"]["messageId"]]}
                 assert (await until("stream_end"))["data"]["status"] == "stopped"
+
+
+async def test_deltas_arriving_together_share_one_frame(tmp_path, fake_llm):
+    settings = llm_settings(tmp_path, fake_llm, stream_coalesce_ms=15.0)
+    async with running_app(settings) as app:
+        ch = await make_channel(app, ["translator"], type="dm")
+        frames = Frames(app, ch["id"])
+        fake_llm.script(text="abcdefghijkl", chunks=6)  # all six deltas arrive in one read
+        await user_says(app, ch, "hi")
+        end, row = await reply_row(app, frames)
+    chunks = [d["content"] for d in frames.of("stream_chunk")]
+    assert chunks[0] == "ab"  # the first delta goes out at once
+    assert "".join(chunks) == row["content"] == "abcdefghijkl"
+    assert len(chunks) < 6
+    kinds = [f["type"] for f in frames.items if f["type"].startswith("stream_")]
+    assert kinds[-1] == "stream_end" and kinds.count("stream_end") == 1

@@ -80,6 +80,7 @@ SETTINGS: list[Setting] = [
     Setting("tool_timeout", 30.0, "Seconds one tool call may run.", float),
     Setting("hop_limit", 3, "Most agent-to-agent mention hops triggered by one user message.", int),
     Setting("call_agent_depth", 3, "Deepest nesting of the call_agent tool.", int),
+    Setting("stream_coalesce_ms", 15.0, "Text deltas of a streamed reply closer than this share one stream_chunk frame (0: one frame per delta).", float),
     Setting("demo_delay", 0.01, "Seconds between the offline demo model's streamed words.", float),
     # memory and knowledge
     Setting("embedder", "", "Embedder for memory and knowledge (empty: the best one installed)."),

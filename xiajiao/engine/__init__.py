@@ -208,6 +208,7 @@ class Engine:
                 error = exc
         finally:
             self.running.pop(reply["id"], None)
+            self.runner.flush(turn)
         extra = {"usage": {"promptTokens": turn.call.usage.prompt_tokens,
                            "completionTokens": turn.call.usage.completion_tokens}}
         if error is not None:

@@ -53,6 +53,9 @@ class Turn:
     loop: asyncio.Future | None = None  # the model-tool loop (cancelled to stop the turn)
     last_save: float = 0.0
     tool_rounds: int = 0
+    pending: list[str] = field(default_factory=list)  # text not yet published (coalescing)
+    last_flush: float = 0.0
+    flush_handle: asyncio.TimerHandle | None = None
 
     @property
     def text(self) -> str:
@@ -156,24 +159,45 @@ class TurnRunner:
         self.app = engine.app
         self.gateway = engine.gateway
         self.agents = engine.agents
+        self.coalesce = max(0.0, engine.app.settings.stream_coalesce_ms / 1000)
 
     # ------------------------------------------------------------------ streaming helpers
 
     def _emit(self, turn: Turn, text: str) -> None:
+        """Record a text delta and publish it; deltas closer than ``stream_coalesce_ms`` share one frame."""
         if not text:
             return
         turn.parts.append(text)
         if not turn.publish:
             return
-        cid = turn.channel["id"]
-        self.app.hub.publish(cid, "stream_chunk", {"messageId": turn.reply_id, "content": text})
         now = time.monotonic()
+        window = self.coalesce
+        if turn.pending or (window and now - turn.last_flush < window):
+            turn.pending.append(text)
+            if turn.flush_handle is None:
+                turn.flush_handle = asyncio.get_running_loop().call_later(
+                    max(0.0, turn.last_flush + window - now), self.flush, turn)
+        else:
+            turn.last_flush = now
+            self.app.hub.publish(turn.channel["id"], "stream_chunk", {"messageId": turn.reply_id, "content": text})
         if now - turn.last_save >= PARTIAL_SAVE_SECONDS:
             turn.last_save = now
             self.app.spawn(chat.save_partial(self.app, turn.reply_id, turn.text), name="save-partial")
 
+    def flush(self, turn: Turn) -> None:
+        """Publish the coalesced text now (before any other frame of the turn, and at its end)."""
+        if turn.flush_handle is not None:
+            turn.flush_handle.cancel()
+            turn.flush_handle = None
+        if turn.pending:
+            text = "".join(turn.pending)
+            turn.pending.clear()
+            turn.last_flush = time.monotonic()
+            self.app.hub.publish(turn.channel["id"], "stream_chunk", {"messageId": turn.reply_id, "content": text})
+
     def _frame(self, turn: Turn, type_: str, data: dict) -> None:
         if turn.publish:
+            self.flush(turn)
             self.app.hub.publish(turn.channel["id"], type_, data)
 
     # ------------------------------------------------------------------ the model-tool loop
