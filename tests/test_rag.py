@@ -454,3 +454,24 @@ async def test_paraphrased_questions_find_documents_across_languages_with_the_de
             agent_id = "agent_en" if page in dict(PAGES["agent_en"]) else "agent_zh"
             results = await ask(owner, agent_id, question, 3)
             assert results[0]["documentName"] == page, question
+
+
+class RstParser:
+    """A plugin adding a document type."""
+
+    @staticmethod
+    @hookimpl
+    def register_parsers(register):
+        from xiajiao import Parser
+
+        register(Parser("rst", [".rst"], ["text/x-rst"], lambda data, name: data.decode().replace("=", "").strip()))
+
+
+async def test_a_plugin_parser_is_used_for_its_extension(tmp_path):
+    async with running_app(make_settings(tmp_path, embedder="hash"), plugins=[RstParser]) as app:
+        await add_agent(app, "agent_kb", knowledge=1)
+        owner = app.test_client()
+        await login(owner)
+        doc = await ingest(owner, "agent_kb", "guide.rst", b"Title\n=====\n\nReStructuredText body.")
+        assert (doc["status"], doc["parser"]) == ("ready", "rst")
+        assert (await ask(owner, "agent_kb", "ReStructuredText"))[0]["text"] == "Title\n\n\nReStructuredText body."
