@@ -55,7 +55,7 @@ MATRIX = [
 ]
 # /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
 WS_COVERED = {("GET", "/ws")}
-OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "system"}
+OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws"}  # the chat core's blueprints
 _names = itertools.count()
 
 
