@@ -308,3 +308,19 @@ async def test_a_failed_summary_gives_its_range_back(tmp_path, fake_llm):
         state = await db.fetchone("SELECT turns, summarized_seq, summaries FROM conversations")
         assert state == {"turns": 0, "summarized_seq": 0, "summaries": 0}
         assert await db.fetchval("SELECT COUNT(*) FROM memories WHERE class = 'episodic'") == 0
+
+
+async def test_an_agent_without_memories_gets_no_memory_section_and_no_memory_db(tmp_path):
+    async with running_app(make_settings(tmp_path, embedder="hash")) as app:
+        agent = await add_agent(app, agent_id="agent_blank")
+        prompt = Prompt(soul="s")
+        await app.xj.hook("prepare_prompt", prompt=prompt, agent=agent, channel={"id": "c"},
+                          message={"content": "what do you remember?"}, actor=OWNER)
+        assert [s for s in prompt.sections if s[0] == "Memories"] == []
+        assert not (app.xj.workspace("agent_blank") / "memory.db").exists()
+        await call(app, "memory_write", {"content": "The owner likes green tea", "class": "semantic"},
+                   ctx(app, agent))
+        prompt = Prompt(soul="s")
+        await app.xj.hook("prepare_prompt", prompt=prompt, agent=agent, channel={"id": "c"},
+                          message={"content": "what tea does the owner like?"}, actor=OWNER)
+        assert [s[0] for s in prompt.sections] == ["Memories"] and "green tea" in prompt.sections[0][1]

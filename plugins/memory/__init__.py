@@ -73,8 +73,8 @@ def register_routes(register):
 async def prepare_prompt(app, prompt, agent, message):
     query = (message or {}).get("content") or ""
     budget = app.settings.memory_prompt_chars
-    if not query.strip() or budget <= 0:
-        return
+    if not query.strip() or budget <= 0 or not await store.has_memories(app, agent["id"]):
+        return  # nothing to recall: spare the turn an embedding of its question
     rows = await store.search(app, agent["id"], query, limit=20)
     text = store.prompt_text(rows, budget)
     if text:

@@ -35,6 +35,14 @@ async def open_db(app: Any, agent_id: str):
     return await app.workspace_db(agent_id, "memory.db", MIGRATIONS)
 
 
+async def has_memories(app: Any, agent_id: str) -> bool:
+    """Whether the agent remembers anything (without creating its memory.db)."""
+    if not (app.workspace(agent_id) / "memory.db").exists():
+        return False
+    db = await open_db(app, agent_id)
+    return bool(await db.fetchval("SELECT 1 FROM memories LIMIT 1"))
+
+
 async def ready_index(app: Any, db) -> Any:
     """The active embedder, with this database's vectors rebuilt for it if needed."""
     embedder = await active_embedder(app)
