@@ -1,6 +1,8 @@
 """Agents over the API: the default team, CRUD, SOUL.md, validation, roles; packs and agent hooks."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from xiajiao import Pack, Persona, hookimpl
@@ -8,16 +10,16 @@ from conftest import login, make_settings, running_app
 
 DEFAULT = [
     {"id": "butler", "name": "虾饺管家", "avatar": "🦐", "description": "虾饺团队的管家:回答问题、分派任务 / The team's butler",
-     "model": "", "tools": ["memory_write", "memory_search", "rag_query", "call_agent"], "status": "online"},
+     "model": "", "tools": ["memory_write", "memory_search", "rag_query", "call_agent"], "status": "online", "knowledge": True},
     {"id": "novelist", "name": "小说家", "avatar": "✍️", "description": "写小说、诗歌和故事 / Writes fiction and poems",
-     "model": "", "tools": ["memory_write", "memory_search"], "status": "online"},
+     "model": "", "tools": ["memory_write", "memory_search"], "status": "online", "knowledge": False},
     {"id": "editor", "name": "编辑", "avatar": "📝", "description": "审稿、润色、提出修改意见 / Reviews and polishes drafts",
-     "model": "", "tools": ["memory_search", "rag_query"], "status": "online"},
+     "model": "", "tools": ["memory_search", "rag_query"], "status": "online", "knowledge": True},
     {"id": "translator", "name": "翻译官", "avatar": "🌐",
      "description": "中英互译,保留语气 / Translates between Chinese and English", "model": "", "tools": [],
-     "status": "online"},
+     "status": "online", "knowledge": False},
     {"id": "coder", "name": "代码助手", "avatar": "💻", "description": "写代码、解释代码、排查错误 / Writes and explains code",
-     "model": "", "tools": ["memory_search", "rag_query", "call_agent"], "status": "online"},
+     "model": "", "tools": ["memory_search", "rag_query", "call_agent"], "status": "online", "knowledge": False},
 ]
 
 
@@ -47,12 +49,17 @@ async def test_create_read_update_delete(owner, app):
     aid = created["id"]
     assert aid.startswith("agent_")
     assert created == {"id": aid, "name": "Poet", "avatar": "🤖", "description": "writes haiku", "model": "demo",
-                       "tools": ["call_agent"], "status": "online", "soul": "# Poet\nOnly haiku."}
+                       "tools": ["call_agent"], "status": "online", "knowledge": False, "soul": "# Poet\nOnly haiku."}
     assert (app.xj.workspace(aid) / "SOUL.md").read_text(encoding="utf-8") == "# Poet\nOnly haiku."
-    resp = await owner.put(f"/api/agents/{aid}", json={"name": "诗人", "model": "", "tools": [], "soul": "新的灵魂"})
-    assert await resp.get_json() == {**created, "name": "诗人", "model": "", "tools": [], "soul": "新的灵魂"}
-    row = await app.xj.db.fetchone("SELECT name, tools FROM agents WHERE id = ?", (aid,))
-    assert row == {"name": "诗人", "tools": "[]"}
+    resp = await owner.put(f"/api/agents/{aid}", json={"name": "诗人", "model": "", "tools": [], "soul": "新的灵魂",
+                                                       "knowledge": True})
+    assert await resp.get_json() == {**created, "name": "诗人", "model": "", "tools": [], "soul": "新的灵魂",
+                                     "knowledge": True}
+    row = await app.xj.db.fetchone("SELECT name, tools, knowledge FROM agents WHERE id = ?", (aid,))
+    assert row == {"name": "诗人", "tools": "[]", "knowledge": 1}
+    manifest = json.loads((app.xj.workspace(aid) / "agent.json").read_text(encoding="utf-8"))
+    assert manifest == {"name": "诗人", "avatar": "🤖", "description": "writes haiku", "model": "", "tools": [],
+                        "status": "online", "knowledge": True, "config": {}}
     assert (await owner.delete(f"/api/agents/{aid}")).status_code == 200
     assert not app.xj.workspace(aid).exists()
     assert (await owner.get(f"/api/agents/{aid}")).status_code == 404

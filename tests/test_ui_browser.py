@@ -305,11 +305,14 @@ async def test_create_agent_dm_it_watch_the_streamed_reply_and_stop_one(browser,
     await page.click("#agent-new")
     await page.fill("#agent-name", EVIL_AGENT)
     await page.fill("#agent-soul", "# 诗人\n\nYou write **short** poems.")
+    await page.check("#agent-knowledge")
     await page.click("#agent-soul-preview-tab")
     assert await page.text_content("#agent-soul-preview strong") == "short"
     await page.click("#agent-save")
     await page.locator(".agent-row", has_text="诗人").wait_for()
     await page.keyboard.press("Escape")
+    created = [a for a in app.xj.engine.agents.all() if a["name"] == EVIL_AGENT]
+    assert len(created) == 1 and created[0]["knowledge"] is True  # the editor's knowledge switch reached the API
     await open_dm(page, EVIL_AGENT)
 
     # a reply that stalls half-way: its first half is on screen while it streams, then it is stopped

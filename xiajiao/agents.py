@@ -25,9 +25,14 @@ SEEDED_KEY = "agents_seeded"
 MAX_SOUL_CHARS = 100_000
 
 
+MANIFEST = "agent.json"  # the agent's settings, kept in its folder so the folder alone carries the agent
+MANIFEST_FIELDS = ("name", "avatar", "description", "model", "tools", "status", "knowledge", "config")
+
+
 def agent_json(row: dict, soul: str | None = None) -> dict:
     out = {"id": row["id"], "name": row["name"], "avatar": row["avatar"], "description": row["description"],
-           "model": row["model"], "tools": list(row["tools"]), "status": row["status"]}
+           "model": row["model"], "tools": list(row["tools"]), "status": row["status"],
+           "knowledge": bool(row.get("knowledge"))}
     if soul is not None:
         out["soul"] = soul
     return out
@@ -91,6 +96,14 @@ class Agents:
         self._souls[agent_id] = (st.st_mtime_ns, st.st_size, text)
         return text
 
+    def write_manifest(self, row: dict) -> None:
+        path = self.app.workspace(row["id"]) / MANIFEST
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({k: row[k] for k in MANIFEST_FIELDS}, ensure_ascii=False, indent=2) + "\n",
+                       encoding="utf-8")
+        tmp.replace(path)
+
     def write_soul(self, agent_id: str, text: str) -> None:
         path = self.soul_path(agent_id)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +161,7 @@ class Agents:
                "created_at": now, "updated_at": now}
         soul = fields.get("soul") or f"# {row['name']}\n\nYou are {row['name']}. {row['description']}".strip()
         self.write_soul(agent_id, soul)
+        self.write_manifest(row)
         try:
             await self.app.db.execute(
                 "INSERT INTO agents (id, name, avatar, description, model, tools, status, knowledge, pack, config, "
@@ -167,20 +181,69 @@ class Agents:
         fields = {k: v for k, v in fields.items() if v is not None}
         self._check_fields(fields, current=current)
         row = dict(current)
-        for key in ("name", "avatar", "description", "model", "tools", "status"):
+        for key in ("name", "avatar", "description", "model", "tools", "status", "knowledge"):
             if key in fields:
-                row[key] = fields[key]
+                row[key] = bool(fields[key]) if key == "knowledge" else fields[key]
         if "config" in fields:
             row["config"] = {**current["config"], **fields["config"]}
         row["updated_at"] = now_iso()
         await self.app.db.execute(
-            "UPDATE agents SET name=?, avatar=?, description=?, model=?, tools=?, status=?, config=?, updated_at=? "
-            "WHERE id=?",
+            "UPDATE agents SET name=?, avatar=?, description=?, model=?, tools=?, status=?, knowledge=?, config=?, "
+            "updated_at=? WHERE id=?",
             (row["name"], row["avatar"], row["description"], row["model"], json.dumps(row["tools"], ensure_ascii=False),
-             row["status"], json.dumps(row["config"], ensure_ascii=False), row["updated_at"], agent_id))
+             row["status"], int(row["knowledge"]), json.dumps(row["config"], ensure_ascii=False), row["updated_at"],
+             agent_id))
         if "soul" in fields:
             self.write_soul(agent_id, fields["soul"])
+        self.write_manifest(row)
         self.by_id[agent_id] = row
+        return row
+
+    async def register(self, agent_id: str) -> dict:
+        """Register an agent folder copied in from another installation: ``SOUL.md`` and
+        ``agent.json`` give the persona; its memory.db and rag.db come along untouched."""
+        if not _AGENT_ID.match(agent_id or ""):
+            raise BadRequest("invalid agent id", "invalid_agent_id")
+        if agent_id in self.by_id:
+            raise Conflict(f"Agent {agent_id!r} exists", "agent_exists")
+        folder = self.app.workspace(agent_id)
+        if not (folder / "SOUL.md").is_file():
+            raise NotFound(f"No agent folder with a SOUL.md at workspaces/{agent_id}", "agent_folder_not_found")
+        fields: dict[str, Any] = {}
+        manifest = folder / MANIFEST
+        if manifest.is_file():
+            try:
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                raise BadRequest(f"workspaces/{agent_id}/{MANIFEST} is not valid JSON", "invalid_manifest") from None
+            if not isinstance(data, dict):
+                raise BadRequest(f"workspaces/{agent_id}/{MANIFEST} must hold an object", "invalid_manifest")
+            fields = {k: data[k] for k in MANIFEST_FIELDS if k in data}
+        fields.setdefault("name", agent_id)
+        # tools or a model this installation lacks are dropped rather than refused
+        if isinstance(fields.get("tools"), list):
+            fields["tools"] = [t for t in fields["tools"] if isinstance(t, str) and t in self.app.tools]
+        if fields.get("model"):
+            try:
+                self.app.engine.gateway.check_model(fields["model"])
+            except BadRequest:
+                fields["model"] = ""
+        self._check_fields(fields)
+        now = now_iso()
+        row = {"id": agent_id, "name": fields["name"], "avatar": fields.get("avatar") or "🤖",
+               "description": fields.get("description") or "", "model": fields.get("model") or "",
+               "tools": fields.get("tools") or [], "status": fields.get("status") or "online",
+               "knowledge": bool(fields.get("knowledge")), "pack": "", "config": fields.get("config") or {},
+               "created_at": now, "updated_at": now}
+        await self.app.db.execute(
+            "INSERT INTO agents (id, name, avatar, description, model, tools, status, knowledge, pack, config, "
+            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (agent_id, row["name"], row["avatar"], row["description"], row["model"],
+             json.dumps(row["tools"], ensure_ascii=False), row["status"], int(row["knowledge"]), "",
+             json.dumps(row["config"], ensure_ascii=False), now, now))
+        self.by_id[agent_id] = row
+        self.write_manifest(row)
+        await self.app.hook("on_agent_created", agent=row)
         return row
 
     async def delete(self, agent_id: str) -> None:

@@ -19,6 +19,7 @@ class AgentUpdate(BaseModel):
     tools: list[str] | None = None
     soul: str | None = None
     status: str | None = None
+    knowledge: bool | None = None
 
 
 class AgentCreate(AgentUpdate):
@@ -47,6 +48,19 @@ async def get_agent(agent_id: str):
 @validate_request(AgentCreate)
 async def create_agent(data: AgentCreate):
     agent = await _agents().create(data.model_dump(exclude_none=True))
+    return jsonify(agent_json(agent, soul=_agents().soul(agent["id"]))), 201
+
+
+class AgentRegister(BaseModel):
+    id: str = Field(min_length=1, max_length=64)
+
+
+@bp.post("/api/agents/register")
+@auth.requires("admin")
+@validate_request(AgentRegister)
+async def register_agent(data: AgentRegister):
+    """Register a folder copied into data/workspaces/<id>/ from another installation."""
+    agent = await _agents().register(data.id)
     return jsonify(agent_json(agent, soul=_agents().soul(agent["id"]))), 201
 
 

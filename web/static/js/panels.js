@@ -504,6 +504,7 @@ export async function editAgent(id) {
         onchange: (ev) => (ev.target.checked ? chosen.add(tool.name) : chosen.delete(tool.name)) }),
       h("span", { text: tool.name })));
   }
+  const knowledge = h("input", { type: "checkbox", id: "agent-knowledge", checked: Boolean(a.knowledge) });
   const soul = h("textarea", { id: "agent-soul", rows: "14", class: "mono", value: a.soul || "" });
   const preview = h("div", { class: "md soul-preview", id: "agent-soul-preview", hidden: true });
   const tabEdit = h("button", { type: "button", class: "tab active", text: t("agents.soulEdit") });
@@ -522,6 +523,7 @@ export async function editAgent(id) {
     field(t("agents.description"), desc),
     field(t("agents.model"), h("div", {}, model, dl)),
     field(t("agents.tools"), toolBox),
+    h("label", { class: "check" }, knowledge, h("span", { text: t("agents.knowledge") })),
     field("SOUL.md", h("div", {}, h("div", { class: "tabs" }, tabEdit, tabPrev), soul, preview)),
     h("div", { class: "row" }, save,
       id ? h("button", { type: "button", class: "danger", text: t("agents.delete"), onclick: async () => {
@@ -535,7 +537,7 @@ export async function editAgent(id) {
       } }) : null));
   form.addEventListener("submit", busy(save, async () => {
     const body = { name: name.value.trim(), avatar: avatar.value.trim(), description: desc.value.trim(),
-      model: model.value.trim(), tools: [...chosen], soul: soul.value };
+      model: model.value.trim(), tools: [...chosen], soul: soul.value, knowledge: knowledge.checked };
     if (id) await put(`/api/agents/${encodeURIComponent(id)}`, body);
     else await post("/api/agents", body);
     await loadAgents();
