@@ -475,3 +475,37 @@ async def test_a_plugin_parser_is_used_for_its_extension(tmp_path):
         doc = await ingest(owner, "agent_kb", "guide.rst", b"Title\n=====\n\nReStructuredText body.")
         assert (doc["status"], doc["parser"]) == ("ready", "rst")
         assert (await ask(owner, "agent_kb", "ReStructuredText"))[0]["text"] == "Title\n\n\nReStructuredText body."
+
+
+KEYWORD_CHUNKS = ["the word alpha", "the word beta", "the rare gamma", "the theme delta", "the words", "the",
+                  "zeta", "zeta", "zeta", "zeta"]
+
+
+@pytest.mark.parametrize("query, budget, expected", [
+    ("the rare word", 100, '"the"* OR "rare"* OR "word"*'),  # a base within the budget: every term
+    ("the rare word", 3, '"rare"*'),  # rare (1 chunk) fits; word* (3) would pass the budget
+    ("the rare word", 5, '"rare"* OR "word"*'),  # the* (7 chunks) and even "the" (6) are too common
+    ("the thx", 6, '"the" OR "thx"*'),  # the* is too common, the exact word fits next to thx* (0)
+    ("theme", 1, '"theme"*'),  # one term always stays
+    ("部署 the", 2, '"部署"'),  # a gram found nowhere is the rarest
+])
+async def test_the_keyword_half_leaves_out_the_most_common_terms_of_a_large_base(tmp_path, query, budget, expected):
+    from plugins.rag.store import MIGRATIONS, keyword_expression
+    from xiajiao import fts_any_parts, index_text
+    from xiajiao.db import Database
+
+    db = await Database(tmp_path / "rag.db", migrations=MIGRATIONS).open()
+    try:
+        def fill(conn):
+            conn.execute("INSERT INTO documents (id, uid, name, parser, size, sha256, status, created_at, updated_at) "
+                         "VALUES (1, 'doc_1', 'a.md', 'markdown', 1, '', 'ready', '', '')")
+            conn.execute("INSERT INTO parents (id, document_id, position, start, text) VALUES (1, 1, 0, 0, '')")
+            for i, text in enumerate(KEYWORD_CHUNKS, 1):
+                conn.execute("INSERT INTO chunks (id, document_id, parent_id, position, start, text) "
+                             "VALUES (?, 1, 1, ?, 0, ?)", (i, i, text))
+                conn.execute("INSERT INTO chunks_fts (rowid, body) VALUES (?, ?)", (i, index_text(text)))
+
+        await db.run_write(fill)
+        assert await db.run_read(lambda conn: keyword_expression(conn, fts_any_parts(query), budget)) == expected
+    finally:
+        await db.close()

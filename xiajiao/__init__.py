@@ -18,7 +18,7 @@ from .auth import requires  # noqa: E402
 from .db import migrations_from_dir  # noqa: E402
 from .db.driver import errors as db_errors  # noqa: E402
 from .ids import new_id, now_iso  # noqa: E402
-from .text import fts_any, fts_query, index_text, query_terms, snippet, within_budget  # noqa: E402
+from .text import fts_any, fts_any_parts, fts_query, index_text, query_terms, snippet, within_budget  # noqa: E402
 from .vectors import VectorIndex, active_embedder  # noqa: E402
 
 __all__ = [
@@ -29,5 +29,5 @@ __all__ = [
     "XiajiaoError", "BadRequest", "Conflict", "Forbidden", "NotFound", "ProviderError", "RateLimited", "TooLarge",
     "Unauthorized", "UnsupportedMediaType",
     "requires", "migrations_from_dir", "db_errors", "new_id", "now_iso",
-    "fts_any", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
+    "fts_any", "fts_any_parts", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
 ]

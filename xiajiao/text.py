@@ -64,11 +64,16 @@ def fts_any(query: str) -> str | None:
     paraphrase that shares some of them still matches; the more it shares, the
     better it ranks.
     """
+    return " OR ".join(fts_any_parts(query)) or None
+
+
+def fts_any_parts(query: str) -> list[str]:
+    """The terms ``fts_any`` joins with OR, each a quoted word (``"word"*``, a prefix) or CJK gram (``"部署"``)."""
     parts: list[str] = []
     for tok in _TOKEN.findall(query or ""):
         grams = [tok[i:i + 2] for i in range(len(tok) - 1)] if _CJK_RUN.match(tok) and len(tok) > 2 else [tok]
         parts.extend(p for p in (fts_query(g) for g in grams) if p)
-    return " OR ".join(dict.fromkeys(parts)) or None
+    return list(dict.fromkeys(parts))
 
 
 def snippet(text: str, query: str, *, width: int = 120, mark: tuple[str, str] = ("<mark>", "</mark>")) -> str:

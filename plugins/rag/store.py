@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
-from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, fts_any, index_text,
+from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, fts_any_parts, index_text,
                      migrations_from_dir, new_id, now_iso)
 
 log = logging.getLogger("xiajiao.rag")
@@ -27,6 +27,7 @@ INDEX = VectorIndex("chunk_vec", rows="chunks", text="text")
 RUNNING: set[tuple[str, int]] = set()  # (agent id, document id) ingested by this process right now
 _checked: "weakref.WeakSet[Any]" = weakref.WeakSet()  # rag.db handles already cleaned of interrupted work
 MAX_QUERY_CHARS = 2000
+KEYWORD_BUDGET = 10_000  # chunks the keyword half may score with bm25 for one query
 INTERRUPTED = "interrupted: the server stopped during ingestion; upload the document again"
 
 
@@ -313,21 +314,17 @@ async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: st
     await INDEX.ensure(db, embedder, progress=reindex_progress, batch=app.settings.embed_batch)
     vector = (await embedder.embed([text], kind="query"))[0]
     pool = max(top_k * 8, 40)
-    expression = fts_any(text)
+    parts = fts_any_parts(text)
     k = app.settings.rrf_k
 
-    def work(conn):
-        fused: dict[int, float] = {}
-        near = INDEX.nearest_sync(conn, vector, pool)
-        for rank, (cid, _) in enumerate(near):
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank + 1)
-        if expression:
-            hits = conn.execute("SELECT rowid AS id FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
-                                (expression, pool)).fetchall()
-            for rank, h in enumerate(hits):
-                fused[h["id"]] = fused.get(h["id"], 0.0) + 1.0 / (k + rank + 1)
-        if not fused:
+    def keyword(conn):
+        expression = keyword_expression(conn, parts)
+        if not expression:
             return []
+        return conn.execute("SELECT rowid AS id FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
+                            (expression, pool)).fetchall()
+
+    def passages(conn, fused: dict[int, float]):
         marks = ",".join("?" * len(fused))
         rows = conn.execute(
             "SELECT c.id, c.parent_id, c.position, c.text AS chunk, p.text AS passage, p.position AS passage_position, "
@@ -340,10 +337,60 @@ async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: st
             best.setdefault(row["parent_id"], row)
         return list(best.values())
 
-    candidates = await db.run_read(work)
+    # The two halves are independent SQLite scans: run them on two read connections at once.
+    near, hits = await asyncio.gather(db.run_read(lambda conn: INDEX.nearest_sync(conn, vector, pool)),
+                                      db.run_read(keyword))
+    fused: dict[int, float] = {}
+    for rank, (cid, _) in enumerate(near):
+        fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank + 1)
+    for rank, h in enumerate(hits):
+        fused[h["id"]] = fused.get(h["id"], 0.0) + 1.0 / (k + rank + 1)
+    candidates = await db.run_read(lambda conn: passages(conn, fused)) if fused else []
     if app.settings.rerank and len(candidates) > 1:
         candidates = await rerank(app, agent, text, candidates[:top_k * 3])
     return [result_json(r) for r in candidates[:top_k]]
+
+
+def keyword_expression(conn, parts: list[str], budget: int = KEYWORD_BUDGET) -> str | None:
+    """The FTS5 OR expression of a query's terms (``fts_any_parts``), bounded in cost.
+
+    bm25 scores every chunk holding any of the terms, so a question with common words costs
+    a scan of most of a large base. Up to ``budget`` chunks nothing changes. Above it, each
+    term's document count is read from ``chunks_vocab``: a prefix (``"word"*``) whose
+    expansions are too common falls back to the exact word, and the terms are kept rarest
+    first while their counts add up to at most ``budget`` (the rarest always stays). The
+    words left out are the most common ones, which weigh least in bm25.
+    """
+    if len(parts) <= 1:
+        return parts[0] if parts else None
+    if conn.execute("SELECT COALESCE(MAX(id), 0) AS n FROM chunks").fetchone()["n"] <= budget:
+        return " OR ".join(parts)
+    counted = []
+    for position, part in enumerate(parts):
+        count, part = _term_count(conn, part, budget)
+        counted.append((count, position, part))
+    kept, total = [], 0
+    for count, position, part in sorted(counted):
+        if kept and total + count > budget:
+            break
+        kept.append((position, part))
+        total += count
+    return " OR ".join(part for _, part in sorted(kept))
+
+
+def _term_count(conn, part: str, budget: int) -> tuple[int, str]:
+    """Chunks holding the term ``part`` (a prefix counts all its expansions, up to a limit), and the term to use."""
+    term = part[1:part.rindex('"')].replace('""', '"')
+    exact = part.endswith('"')
+    if not exact:
+        rows = conn.execute("SELECT doc FROM chunks_vocab WHERE term >= ? AND term < ? LIMIT 33",
+                            (term, term + "\U0010ffff")).fetchall()
+        count = sum(r["doc"] for r in rows)
+        if len(rows) <= 32 and count <= budget:
+            return count, part
+        part = part[:-1]  # too many or too common expansions: the word itself
+    row = conn.execute("SELECT doc FROM chunks_vocab WHERE term = ?", (term,)).fetchone()
+    return (row["doc"] if row else 0), part
 
 
 def result_json(row: dict) -> dict:
