@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import threading
-from typing import Any, Literal, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from xiajiao import ProviderError, hookimpl
+
+if TYPE_CHECKING:  # numpy is imported on first use: the server starts without it
+    import numpy as np
 
 
 class _LocalModel:
@@ -49,6 +50,8 @@ class _LocalModel:
         await asyncio.to_thread(self.model)
 
     def _embed_sync(self, texts: list[str], kind: str) -> list[list[float]]:
+        import numpy as np
+
         model = self.model()
         out: list[list[float]] = []
         for i in range(0, len(texts), self.batch):
@@ -120,6 +123,8 @@ class HashEmbedder:
         return None
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
         n = len(texts)
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)

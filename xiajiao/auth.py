@@ -24,7 +24,13 @@ from .models import ROLES, Actor, role_rank
 
 # Argon2id with the OWASP minimum (19 MiB, 2 passes): memory-hard, ~20 ms a check.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-_DUMMY_HASH = _hasher.hash("timing-equaliser")
+
+
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist (same time as a real check); made on first use."""
+    return _hasher.hash("timing-equaliser")
+
 
 SESSION_COOKIE = "session"
 
@@ -35,7 +41,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(stored: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _hasher.verify(stored or _dummy_hash(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import weakref
 from typing import Any, Awaitable, Callable, Sequence
 
 from .db import vec_blob
@@ -62,6 +63,9 @@ class VectorIndex:
         self.table = table
         self.source = f"SELECT id, {text} AS text FROM {rows} WHERE id > ? ORDER BY id LIMIT ?"
         self.count = f"SELECT COUNT(*) AS n FROM {rows}"
+        # (embedder, dim) each open database's table is known to be ready for; only ``ensure``
+        # rebuilds a table, so once checked a query skips the read of vector_meta.
+        self._ready: "weakref.WeakKeyDictionary[Any, tuple[str, int]]" = weakref.WeakKeyDictionary()
 
     # -- building
 
@@ -83,15 +87,21 @@ class VectorIndex:
 
     async def ensure(self, db, embedder, *, progress: Progress | None = None, batch: int = 64) -> bool:
         """Make the table match ``embedder``; rebuild it when it does not. Returns True after a rebuild."""
+        wanted = (embedder.name, embedder.dim)
+        if self._ready.get(db) == wanted:
+            return False
         info = await self.info(db)
-        if info and (info["embedder"], info["dim"], info["state"]) == (embedder.name, embedder.dim, "ready"):
+        if info and (info["embedder"], info["dim"], info["state"]) == (*wanted, "ready"):
+            self._ready[db] = wanted
             return False
         lock = _locks.setdefault((str(db.path), self.table), asyncio.Lock())
         async with lock:
             info = await self.info(db)
-            if info and (info["embedder"], info["dim"], info["state"]) == (embedder.name, embedder.dim, "ready"):
+            if info and (info["embedder"], info["dim"], info["state"]) == (*wanted, "ready"):
+                self._ready[db] = wanted
                 return False
             await self._rebuild(db, embedder, progress, batch, previous=info)
+            self._ready[db] = wanted
             return True
 
     async def _rebuild(self, db, embedder, progress: Progress | None, batch: int, previous: dict | None) -> None:
