@@ -114,7 +114,7 @@ class Xiajiao:
                            migrations=migrations_from_dir(MIGRATIONS), readers=settings.db_readers,
                            skip_migrations=settings.skip_migrations, on_connect=self._prepare_connection)
         self.workspaces = WorkspaceDatabases(self.data_dir / "workspaces", idle_seconds=settings.workspace_idle_seconds,
-                                             skip_migrations=settings.skip_migrations,
+                                             readers=settings.db_readers, skip_migrations=settings.skip_migrations,
                                              on_connect=self._prepare_connection)
         self.hub = Hub(replay_size=settings.ws_replay_size, queue_size=settings.ws_queue_size)
         self.engine: Any = None  # the conversation engine, set up in start()
