@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 
-import psutil
 from quart import Blueprint, Response, current_app, jsonify
 
 from ..auth import requires
@@ -51,5 +50,7 @@ async def metrics():
             lines.append(f"xiajiao_http_requests_total{{{label}}} {value}")
     gauge("websocket_connections", len(core.hub.connections), "Open WebSocket connections.")
     gauge("workspace_databases_open", core.workspaces.open_count(), "Agent databases currently open.")
+    import psutil  # only the metrics page needs it: not imported at start
+
     gauge("resident_memory_bytes", psutil.Process(os.getpid()).memory_info().rss, "Resident memory of the server.")
     return Response("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")
