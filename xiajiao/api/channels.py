@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request
-from typing_extensions import Annotated
+from typing import Annotated
 
 from .. import auth, chat
 

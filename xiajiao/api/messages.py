@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_querystring, validate_request
-from typing_extensions import Annotated
+from typing import Annotated
 
 from .. import auth, chat
 from ..errors import BadRequest, NotFound, TooLarge

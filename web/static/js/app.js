@@ -263,6 +263,7 @@ async function loadPage() {
   const frag = document.createDocumentFragment();
   for (const m of msgs) {
     if (list().querySelector(`[data-id="${CSS.escape(m.id)}"]`)) continue;
+    if (m.type === "tool_result" && mergeStoredResult(m, frag)) continue;
     frag.appendChild(messageEl(m));
   }
   list().insertBefore(frag, list().firstChild);
@@ -271,6 +272,18 @@ async function loadPage() {
   }
   renderHistoryTop();
   return msgs.length;
+}
+
+// A stored tool call and its stored result are one card, as they were live.
+function mergeStoredResult(m, frag) {
+  const meta = m.metadata || {};
+  if (!meta.callId) return false;
+  const sel = `.tool-card[data-call-id="${CSS.escape(meta.callId)}"]`;
+  const card = frag.querySelector(sel) || list().querySelector(sel);
+  if (!card) return false;
+  const failed = meta.isError || meta.error || meta.status === "error";
+  setToolResult(card, meta.result ?? m.content, failed ? "error" : "completed");
+  return true;
 }
 
 function renderHistoryTop() {
@@ -366,6 +379,7 @@ function bodyFor(m, body) {
   if (m.type === "tool_call") {
     const card = toolCard(meta.toolName || meta.name || "tool", meta.arguments ?? m.content, "calling");
     card.dataset.messageId = meta.replyTo || meta.messageId || "";
+    if (meta.callId) card.dataset.callId = meta.callId;
     body.appendChild(card);
     return;
   }
