@@ -116,7 +116,8 @@ class Xiajiao:
         self.workspaces = WorkspaceDatabases(self.data_dir / "workspaces", idle_seconds=settings.workspace_idle_seconds,
                                              readers=settings.db_readers, skip_migrations=settings.skip_migrations,
                                              on_connect=self._prepare_connection)
-        self.hub = Hub(replay_size=settings.ws_replay_size, queue_size=settings.ws_queue_size)
+        self.hub = Hub(replay_size=settings.ws_replay_size, queue_size=settings.ws_queue_size,
+                       replay_channels=settings.ws_replay_channels)
         self.engine: Any = None  # the conversation engine, set up in start()
         self.ws_handlers: dict[str, Any] = {}  # WebSocket frame type -> async fn(conn, data); see xiajiao.api.ws
         self.quart: Quart | None = None

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,11 +129,15 @@ class Connection:
 
 
 class Hub:
-    def __init__(self, *, replay_size: int = 2000, queue_size: int = 1000):
+    def __init__(self, *, replay_size: int = 2000, queue_size: int = 1000, replay_channels: int = 1000):
         self.replay_size = replay_size
         self.queue_size = queue_size
+        self.replay_channels = max(1, replay_channels)
         self.epoch = secrets.token_hex(4)
-        self.channels: dict[str, ChannelState] = {}
+        # most recently used last; channels nobody follows are evicted past ``replay_channels``
+        self.channels: OrderedDict[str, ChannelState] = OrderedDict()
+        # the last sequence number of each evicted channel, so numbering never restarts
+        self._evicted_seq: dict[str, int] = {}
         self.connections: set[Connection] = set()
 
     # -- connections
@@ -183,8 +187,27 @@ class Hub:
     def _state(self, channel_id: str) -> ChannelState:
         state = self.channels.get(channel_id)
         if state is None:
-            state = self.channels[channel_id] = ChannelState()
+            # an evicted channel keeps counting where it stopped; its replay buffer is gone,
+            # so a client asking for that gap is told to resync
+            state = self.channels[channel_id] = ChannelState(seq=self._evicted_seq.pop(channel_id, 0))
+            self._evict()
+        else:
+            self.channels.move_to_end(channel_id)
         return state
+
+    def _evict(self) -> None:
+        """Forget the replay buffers of the least recently used channels nobody follows."""
+        excess = len(self.channels) - self.replay_channels
+        if excess <= 0:
+            return
+        for channel_id in list(self.channels):
+            if excess <= 0:
+                break
+            state = self.channels[channel_id]
+            if not state.subscribers:
+                self._evicted_seq[channel_id] = state.seq
+                del self.channels[channel_id]
+                excess -= 1
 
     def subscribe(self, conn: Connection, channel_id: str, since: int | None = None,
                   epoch: str | None = None) -> dict:
@@ -219,6 +242,7 @@ class Hub:
 
     def drop_channel(self, channel_id: str) -> None:
         """Forget a deleted channel: its subscribers, sequence and replay buffer."""
+        self._evicted_seq.pop(channel_id, None)
         state = self.channels.pop(channel_id, None)
         if state:
             for conn in state.subscribers:

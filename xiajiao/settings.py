@@ -61,6 +61,7 @@ SETTINGS: list[Setting] = [
     Setting("max_message_chars", 32000, "Longest accepted chat message, in characters.", int),
     Setting("ws_queue_size", 1000, "Frames queued per WebSocket before a slow client is told to resync and dropped.", int),
     Setting("ws_replay_size", 2000, "Frames kept per channel for replay after a reconnect.", int),
+    Setting("ws_replay_channels", 1000, "Channels whose replay buffers are kept; the least recently used unfollowed ones are dropped.", int),
     # models and agents
     Setting("default_model", "", "Model used by agents that name none (empty: the first configured model, else the demo model)."),
     Setting("openai_api_key", "", "API key of an OpenAI-compatible provider configured from the environment.", str, True),
