@@ -11,6 +11,7 @@ docs/embedders.md compares them on the bundled corpus.
 """
 from __future__ import annotations
 
+import abc
 import asyncio
 import importlib.util
 import threading
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # numpy is imported on first use: the server starts without i
     import numpy as np
 
 
-class _LocalModel:
+class _LocalModel(abc.ABC):
     """An in-process model loaded lazily (once, thread-safe) and run in a worker thread."""
 
     name = ""
@@ -34,11 +35,13 @@ class _LocalModel:
         self._model: Any = None
         self._lock = threading.Lock()
 
+    @abc.abstractmethod
     def _load(self) -> Any:
-        raise NotImplementedError
+        """Load the model (called once, in a worker thread)."""
 
+    @abc.abstractmethod
     def _encode(self, model: Any, texts: list[str], kind: str) -> np.ndarray:
-        raise NotImplementedError
+        """Embed ``texts`` as rows of a float array."""
 
     def model(self) -> Any:
         with self._lock:
