@@ -44,6 +44,7 @@ MATRIX = [
     ("PUT", "/api/channels/{channel}", {"name": "n"}, (401, 403, 403, 404, 200, 200)),
     ("DELETE", "/api/channels/{channel}", None, (401, 403, 403, 404, 200, 200)),
     ("POST", "/api/channels/{channel}/members", {"agentIds": ["agent_coder"]}, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/channels/{channel}/read", {}, (401, 200, 200, 404, 200, 200)),
     ("DELETE", "/api/channels/{channel}/members/agent_poet", None, (401, 403, 403, 404, 200, 200)),
     ("GET", "/api/messages?channelId={channel}", None, (401, 200, 200, 404, 200, 200)),
     ("POST", "/api/messages", {"channelId": "{channel}", "content": "hi"}, (401, 200, 200, 404, 403, 200)),

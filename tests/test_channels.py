@@ -153,3 +153,49 @@ async def test_member_cannot_rename_or_delete_anothers_channel(app, agents):
     assert (await bob.put(f"/api/channels/{cid}", json={"name": "mine"})).status_code == 403
     assert (await bob.delete(f"/api/channels/{cid}")).status_code == 403
     assert (await (await alice.get(f"/api/channels/{cid}")).get_json())["channel"]["name"] == "写作工作室"
+
+
+async def test_unread_counts_follow_the_read_marker(app, owner):
+    from chat_helpers import user_client
+
+    core = app.xj
+    mc, member = await user_client(app, "reader")
+    ch = await (await owner.post("/api/channels", json={"name": "读书会", "type": "group", "agentIds": [],
+                                                        "userIds": [member["id"]]})).get_json()
+    cid = ch["id"]
+
+    async def unread(client):
+        chans = (await (await client.get("/api/channels")).get_json())["channels"]
+        return next(c.get("unread") for c in chans if c["id"] == cid)
+
+    ids = []
+    for text in ("一", "二", "三"):
+        ids.append((await (await owner.post("/api/messages", json={"channelId": cid, "content": text,
+                                                                    "type": "text"})).get_json())["id"])
+    await mc.post("/api/messages", json={"channelId": cid, "content": "mine", "type": "text"})
+    assert await unread(mc) == 3  # others' messages only
+    assert await unread(owner) == 1  # the member's one
+    seq_two = (await core.db.fetchone("SELECT seq FROM messages WHERE id = ?", (ids[1],)))["seq"]
+    resp = await mc.post(f"/api/channels/{cid}/read", json={"seq": seq_two})
+    assert (await resp.get_json()) == {"ok": True, "lastReadSeq": seq_two}
+    assert await unread(mc) == 1
+    resp = await mc.post(f"/api/channels/{cid}/read", json={"seq": 1})  # never moves back
+    assert (await resp.get_json())["lastReadSeq"] == seq_two
+    assert (await (await mc.post(f"/api/channels/{cid}/read", json={})).get_json())["ok"] is True
+    assert await unread(mc) == 0
+    await owner.delete(f"/api/messages/{ids[2]}")
+    assert await unread(owner) == 1
+
+
+async def test_read_marker_bad_input(app, owner):
+    from chat_helpers import user_client
+
+    oc, _ = await user_client(app, "outsider")
+    ch = await (await owner.post("/api/channels", json={"name": "x", "type": "group", "agentIds": []})).get_json()
+    cases = [(oc, f"/api/channels/{ch['id']}/read", {}, 404),
+             (owner, "/api/channels/ch_nope/read", {}, 404),
+             (owner, f"/api/channels/{ch['id']}/read", {"seq": -1}, 400),
+             (owner, f"/api/channels/{ch['id']}/read", {"seq": "x"}, 400),
+             (app.test_client(), f"/api/channels/{ch['id']}/read", {}, 401)]
+    for client, path, body, status in cases:
+        assert (await client.post(path, json=body)).status_code == status

@@ -485,3 +485,46 @@ async def test_a_chain_runs_in_the_collaboration_panel_with_approval(browser, si
     await expect(replies.nth(1).locator(".msg-name")).to_have_text(agents[1]["name"])
     assert "Draft: shrimp dumplings (edited)." in fake.last.json["messages"][-1]["content"]
     await page.context.close()
+
+
+async def test_unread_counts_come_from_the_server_and_opening_a_chat_clears_them(browser, site):
+    from xiajiao import auth, chat
+
+    app, base = site
+    core = app.xj
+    guest = await auth.create_user(core.db, username="visitor", password="visitor-pass-1", role="guest")
+    owner = await auth.owner(core.db)
+    lobby = await chat.create_channel(core.db, name="Lobby", type="group", creator_id=owner["id"], agent_ids=[],
+                                      user_ids=[guest["id"]], default_agent_id=None)
+    for text in ("one", "two", "three"):
+        await chat.create_message(core, channel_id=lobby["id"], content=text, user_id=owner["id"])
+    # a newer chat is the one the app opens first, so the lobby stays unread on arrival
+    later = await chat.create_channel(core.db, name="Later", type="group", creator_id=owner["id"], agent_ids=[],
+                                      user_ids=[guest["id"]], default_agent_id=None)
+    await chat.create_message(core, channel_id=later["id"], content="newest", user_id=owner["id"])
+    # a fresh browser (nothing in its storage): the badge can only come from the server
+    page = await new_page(browser, base)
+    await log_in(page, base, password="visitor-pass-1", username="visitor")
+    item = page.locator(".chat-item", has_text="Lobby")
+    await expect(item.locator(".badge")).to_have_text("3")
+    await item.click()
+    await expect(page.locator("#chat-name")).to_have_text("Lobby")
+    await expect(item.locator(".badge")).to_have_count(0)
+
+    async def marker():
+        return await core.db.fetchval("SELECT last_read_seq FROM channel_members WHERE channel_id = ? "
+                                      "AND member_id = ?", (lobby["id"], guest["id"]))
+
+    last = await core.db.fetchval("SELECT MAX(seq) FROM messages WHERE channel_id = ?", (lobby["id"],))
+    for _ in range(100):  # the read marker reaches the server (debounced by a second)
+        if await marker() == last:
+            break
+        await asyncio.sleep(0.05)
+    assert await marker() == last
+    again = await new_page(browser, base)
+    await log_in(again, base, password="visitor-pass-1", username="visitor")
+    await expect(again.locator("#chat-name")).to_have_text("Later")
+    await expect(again.locator(".chat-item", has_text="Lobby")).to_be_visible()
+    await expect(again.locator(".chat-item", has_text="Lobby").locator(".badge")).to_have_count(0)
+    await page.context.close()
+    await again.context.close()

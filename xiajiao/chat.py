@@ -316,8 +316,16 @@ async def channel_view(db, channel_id: str) -> dict:
     return channel_json(row, await channel_members(db, channel_id))
 
 
-async def list_channels(db, reader_id: str | None) -> list[dict]:
-    """Channels with their members, most recently active first; ``reader_id`` None: all of them."""
+UNREAD_CAP = 100  # counts stop here ("99+" in the UI); keeps the count an index range scan
+
+
+async def list_channels(db, reader_id: str | None, viewer_id: str | None = None) -> list[dict]:
+    """Channels with their members, most recently active first; ``reader_id`` None: all of them.
+
+    With ``viewer_id``, each channel the viewer belongs to carries ``unread``: messages of others
+    after the viewer's read marker (at most ``UNREAD_CAP``).
+    """
+    viewer_id = viewer_id or reader_id
 
     def work(conn):
         if reader_id is None:
@@ -334,9 +342,35 @@ async def list_channels(db, reader_id: str | None) -> list[dict]:
                     f"WHERE channel_id IN ({marks}) ORDER BY joined_at, rowid", list(members)):
                 members[m["channel_id"]].append(m)
         rows.sort(key=lambda r: (r["last_message_at"] or r["created_at"], r["created_at"]), reverse=True)
-        return [channel_json(r, members[r["id"]]) for r in rows]
+        out = [channel_json(r, members[r["id"]]) for r in rows]
+        if viewer_id:
+            marks = {m["channel_id"]: m["last_read_seq"] for m in conn.execute(
+                "SELECT channel_id, last_read_seq FROM channel_members WHERE member_type = 'user' AND member_id = ?",
+                (viewer_id,))}
+            for ch in out:
+                if ch["id"] in marks:
+                    ch["unread"] = conn.execute(
+                        "SELECT COUNT(*) AS n FROM (SELECT 1 FROM messages WHERE channel_id = ? AND seq > ? "
+                        "AND (user_id IS NULL OR user_id != ?) AND deleted_at IS NULL LIMIT ?)",
+                        (ch["id"], marks[ch["id"]], viewer_id, UNREAD_CAP)).fetchone()["n"]
+        return out
 
     return await db.run_read(work)
+
+
+async def mark_read(db, channel_id: str, user_id: str, seq: int | None = None) -> int:
+    """Move a member's read marker forward (to ``seq``, or to the channel's last message)."""
+
+    def work(conn):
+        top = conn.execute("SELECT MAX(seq) AS s FROM messages WHERE channel_id = ?", (channel_id,)).fetchone()["s"] or 0
+        target = top if seq is None else max(0, min(int(seq), top))
+        conn.execute("UPDATE channel_members SET last_read_seq = MAX(last_read_seq, ?) WHERE channel_id = ? "
+                     "AND member_type = 'user' AND member_id = ?", (target, channel_id, user_id))
+        row = conn.execute("SELECT last_read_seq FROM channel_members WHERE channel_id = ? AND member_type = 'user' "
+                           "AND member_id = ?", (channel_id, user_id)).fetchone()
+        return row["last_read_seq"] if row else 0
+
+    return await db.run_write(work)
 
 
 async def update_channel(db, channel_id: str, *, name: str | None = None,

@@ -48,7 +48,7 @@ def _reader_id() -> str | None:
 @bp.get("/api/channels")
 @auth.requires("guest")
 async def list_channels():
-    return jsonify({"channels": await chat.list_channels(current_app.xj.db, _reader_id())})
+    return jsonify({"channels": await chat.list_channels(current_app.xj.db, _reader_id(), g.actor.id)})
 
 
 @bp.post("/api/channels")
@@ -118,3 +118,18 @@ async def remove_member(channel_id: str, member_id: str):
     view = await chat.channel_view(core.db, channel_id)
     core.hub.publish(channel_id, "channel_updated", view)
     return jsonify({"ok": True, "channel": view})
+
+
+class ReadMark(BaseModel):
+    seq: int | None = Field(default=None, ge=0)
+
+
+@bp.post("/api/channels/<channel_id>/read")
+@auth.requires("guest")
+@validate_request(ReadMark)
+async def mark_read(channel_id: str, data: ReadMark):
+    """Move the caller's read marker (to ``seq``, or to the last message); unread counts follow it."""
+    core = current_app.xj
+    await auth.authorized_channel(core, g.actor, channel_id)
+    seq = await chat.mark_read(core.db, channel_id, g.actor.id, data.seq)
+    return jsonify({"ok": True, "lastReadSeq": seq})

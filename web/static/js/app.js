@@ -238,11 +238,20 @@ function showEmpty(empty) {
   $(".chat-head").hidden = empty;
 }
 
+const readTimers = {};
+
 function markRead(id) {
   S.unread[id] = 0;
   const last = S.lastMsg[id];
   if (last) S.lastRead[id] = last.createdAt;
   saveState();
+  // the server keeps the read marker, so counts agree across devices; one request a second at most
+  if (!readTimers[id]) {
+    readTimers[id] = setTimeout(() => {
+      delete readTimers[id];
+      post(`/api/channels/${encodeURIComponent(id)}/read`, {}).catch(() => { /* retried on the next view */ });
+    }, 1000);
+  }
 }
 
 async function loadPage() {
