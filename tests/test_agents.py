@@ -138,3 +138,18 @@ async def test_agent_hooks_and_a_pack_plugin(tmp_path):
             ("诗人", ["call_agent"], "", {"aliases": ["Poet"]}, "writers")
         await engine.agents.delete("poet")
     assert events.events[-2:] == [("created", "poet", True), ("deleted", "poet", True)]
+
+
+async def test_tools_list_every_registered_tool_for_members(app, owner):
+    from chat_helpers import user_client
+
+    body = await (await owner.get("/api/tools")).get_json()
+    names = [t["name"] for t in body["tools"]]
+    assert names == sorted(app.xj.tools.names())
+    assert {"call_agent", "memory_write", "memory_search", "rag_query"} <= set(names)
+    write = next(t for t in body["tools"] if t["name"] == "memory_write")
+    assert write["readOnly"] is False and write["mutating"] is True and write["plugin"] == "plugins.memory"
+    assert write["parameters"]["type"] == "object" and write["description"]
+    guest, _ = await user_client(app, "guesty", "guest")
+    assert (await guest.get("/api/tools")).status_code == 403
+    assert (await app.test_client().get("/api/tools")).status_code == 401

@@ -77,3 +77,15 @@ async def update_agent(agent_id: str, data: AgentUpdate):
 async def delete_agent(agent_id: str):
     await _agents().delete(agent_id)
     return jsonify({"ok": True})
+
+
+@bp.get("/api/tools")
+@auth.requires("member")
+async def list_tools():
+    """Every tool plugins registered: what an agent's allow-list may name."""
+    core = current_app.xj
+    tools = [{"name": reg.name, "description": reg.item.description, "parameters": reg.item.parameters,
+              "readOnly": reg.item.read_only, "mutating": reg.item.mutating, "minRole": reg.item.min_role,
+              "plugin": reg.plugin}
+             for reg in sorted(core.tools.entries.values(), key=lambda r: r.name)]
+    return jsonify({"tools": tools})

@@ -472,15 +472,15 @@ async function modelOptions() {
 
 // The tools an agent may be given: the plugins' registrations (owner), else every tool some agent has.
 async function toolOptions() {
-  const names = new Set();
-  if (roleAtLeast(S.me.role, "owner")) {
-    try {
-      const r = await get("/-/plugins");
-      for (const p of r.plugins || []) for (const n of (p.registered || {}).tools || []) names.add(n);
-    } catch (e) { /* fall back to the agents' tools */ }
+  try {
+    const r = await get("/api/tools");
+    return (r.tools || []).map((tool) => ({ name: tool.name, description: tool.description || "" }));
+  } catch (e) {
+    // older servers: the tools agents already have
+    const names = new Set();
+    for (const a of S.agents.values()) for (const n of a.tools || []) names.add(n);
+    return [...names].sort().map((name) => ({ name }));
   }
-  for (const a of S.agents.values()) for (const n of a.tools || []) names.add(n);
-  return [...names].sort().map((name) => ({ name }));
 }
 
 export async function editAgent(id) {
