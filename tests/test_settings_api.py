@@ -102,7 +102,10 @@ async def test_guests_may_read_but_not_change_settings(admin):
     await auth.accept_invite(app.xj.db, token, username="gus", password="guest-password-1")
     guest = app.test_client()
     await login(guest, "guest-password-1", "gus")
-    assert (await guest.get("/api/settings")).status_code == 200
+    seen = await (await guest.get("/api/settings")).get_json()
+    assert set(seen) == {"defaultModel", "models"}  # no providers, keys or server settings
+    full = await (await admin.get("/api/settings")).get_json()
+    assert seen == {"defaultModel": full["defaultModel"], "models": full["models"]}
     resp = await guest.put("/api/settings", json={"defaultModel": "demo"})
     assert (resp.status_code, (await resp.get_json())["code"]) == (403, "forbidden")
 

@@ -5,7 +5,7 @@ import json
 import re
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, current_app, jsonify
+from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request
 
 from .. import auth
@@ -53,7 +53,11 @@ def settings_json(core) -> dict:
 @bp.get("/api/settings")
 @auth.requires("guest")
 async def get_settings():
-    return jsonify(settings_json(current_app.xj))
+    """Admins see everything (keys masked); others only which models exist and the default."""
+    full = settings_json(current_app.xj)
+    if g.actor.at_least("admin"):
+        return jsonify(full)
+    return jsonify({"defaultModel": full["defaultModel"], "models": full["models"]})
 
 
 def _check_provider(core, body: ProviderBody, stored: dict) -> dict:
