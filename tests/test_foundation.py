@@ -475,3 +475,15 @@ async def test_metrics_count_requests_and_are_admin_only(client, owner):
     assert 'xiajiao_http_requests_total{status="4xx"}' in text
     assert "xiajiao_websocket_connections 0" in text
     assert "xiajiao_resident_memory_bytes " in text
+
+
+async def test_every_route_is_in_the_api_reference(app):
+    doc = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    missing = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            if f"| {method} | `{rule.rule}` |" not in doc:
+                missing.append(f"{method} {rule.rule}")
+    assert missing == []
