@@ -487,3 +487,19 @@ async def test_every_route_is_in_the_api_reference(app):
             if f"| {method} | `{rule.rule}` |" not in doc:
                 missing.append(f"{method} {rule.rule}")
     assert missing == []
+
+
+async def test_a_closed_database_refuses_late_work_but_an_idle_one_reopens(tmp_path):
+    from xiajiao.db.driver import DatabaseClosed
+
+    db = Database(tmp_path / "late.db", migrations=[(1, "t", "CREATE TABLE t (n)")])
+    await db.open()
+    await db.close(final=False)  # closed for being idle: the next use reopens it
+    assert await db.fetchval("SELECT COUNT(*) FROM t") == 0
+    await db.close()  # closed for good (the app is stopping)
+    with pytest.raises(DatabaseClosed):
+        await db.execute("INSERT INTO t VALUES (1)")
+    await db.open()  # an explicit open is always allowed
+    await db.execute("INSERT INTO t VALUES (1)")
+    assert await db.fetchval("SELECT COUNT(*) FROM t") == 1
+    await db.close()

@@ -126,6 +126,10 @@ def vec_unblob(blob: bytes) -> list[float]:
 Migration = tuple[int, str, Union[str, Callable[[Any], None]]]
 
 
+class DatabaseClosed(RuntimeError):
+    """Work arrived for a database after it was closed (the app is stopping)."""
+
+
 class MigrationError(StartupError):
     """A migration failed and was rolled back."""
 
@@ -250,6 +254,7 @@ class Database:
         self._next_reader = itertools.count()
         self.last_used = time.monotonic()
         self._open_lock = asyncio.Lock()
+        self._shut = False  # closed on purpose: late work must not quietly reopen it
 
     @property
     def is_open(self) -> bool:
@@ -257,6 +262,7 @@ class Database:
 
     async def open(self) -> "Database":
         async with self._open_lock:
+            self._shut = False
             if self._writer is not None:
                 return self
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,8 +308,10 @@ class Database:
             if applied:
                 log.info("migrated", extra={"db": self.label, "applied": applied})
 
-    async def close(self) -> None:
+    async def close(self, *, final: bool = True) -> None:
+        """Close every connection. ``final=False`` (an idle close) lets the next use reopen it."""
         async with self._open_lock:
+            self._shut = final
             conns = ([self._writer] if self._writer else []) + self._readers
             self._writer, self._readers = None, []
             for c in conns:
@@ -314,6 +322,8 @@ class Database:
 
     async def _ensure(self) -> None:
         if self._writer is None:
+            if self._shut:
+                raise DatabaseClosed(f"{self.label} is closed")
             await self.open()
         self.last_used = time.monotonic()
 
@@ -427,7 +437,7 @@ class WorkspaceDatabases:
         async with self._lock:
             for key, db in list(self._open.items()):
                 if now - db.last_used >= self.idle_seconds:
-                    await db.close()
+                    await db.close(final=False)
                     del self._open[key]
                     closed += 1
         return closed
