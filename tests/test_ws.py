@@ -99,6 +99,23 @@ async def test_nested_frames_ping_and_cookie_only_auth(live):
         assert (await recv(ws))["type"] == "subscribed"
 
 
+async def test_a_cookie_from_another_sites_page_does_not_authenticate(live):
+    app, base, http = live
+    token = http.cookies["session"]
+    host = base.split("//", 1)[1]
+    own = {"Cookie": f"session={token}", "Origin": f"http://{host}"}
+    async with connect(ws_url(base), additional_headers=own) as ws:
+        await send(ws, {"type": "auth", "data": {}})
+        assert (await recv(ws))["type"] == "auth_ok"
+    foreign = {"Cookie": f"session={token}", "Origin": "http://evil.example"}
+    async with connect(ws_url(base), additional_headers=foreign) as ws:
+        await send(ws, {"type": "auth", "data": {}})
+        frame = await recv(ws)
+        assert (frame["type"], frame["data"]["code"]) == ("error", "invalid_token")
+        await send(ws, {"type": "auth", "token": token})  # a token it knows still works
+        assert (await recv(ws))["type"] == "auth_ok"
+
+
 async def test_api_key_authenticates_a_socket(live):
     app, base, http = live
     secret = (await http.post("/api/keys", json={"name": "bot"})).json()["secret"]
