@@ -149,32 +149,53 @@ class Agents:
             raise BadRequest("name is required", "invalid_name")
         self._check_fields(fields)
         agent_id = agent_id or new_id("agent")
-        if not _AGENT_ID.match(agent_id):
-            raise BadRequest("invalid agent id", "invalid_agent_id")
-        if agent_id in self.by_id:
-            raise Conflict(f"Agent {agent_id!r} exists", "agent_exists")
-        now = now_iso()
-        row = {"id": agent_id, "name": fields["name"], "avatar": fields.get("avatar") or "🤖",
-               "description": fields.get("description") or "", "model": fields.get("model") or "",
-               "tools": fields.get("tools") or [], "status": fields.get("status") or "online",
-               "knowledge": bool(fields.get("knowledge")), "pack": pack, "config": fields.get("config") or {},
-               "created_at": now, "updated_at": now}
+        self._check_new_id(agent_id)
+        row = self._new_row(agent_id, fields, pack)
         soul = fields.get("soul") or f"# {row['name']}\n\nYou are {row['name']}. {row['description']}".strip()
         self.write_soul(agent_id, soul)
         self.write_manifest(row)
         try:
-            await self.app.db.execute(
-                "INSERT INTO agents (id, name, avatar, description, model, tools, status, knowledge, pack, config, "
-                "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (agent_id, row["name"], row["avatar"], row["description"], row["model"],
-                 json.dumps(row["tools"], ensure_ascii=False), row["status"], int(row["knowledge"]), pack,
-                 json.dumps(row["config"], ensure_ascii=False), now, now))
+            await self._insert(row)
         except BaseException:
             shutil.rmtree(self.app.workspace(agent_id), ignore_errors=True)
             raise
-        self.by_id[agent_id] = row
         await self.app.hook("on_agent_created", agent=row)
         return row
+
+    def _check_new_id(self, agent_id: str) -> None:
+        if not _AGENT_ID.match(agent_id or ""):
+            raise BadRequest("invalid agent id", "invalid_agent_id")
+        if agent_id in self.by_id:
+            raise Conflict(f"Agent {agent_id!r} exists", "agent_exists")
+
+    @staticmethod
+    def _new_row(agent_id: str, fields: dict, pack: str) -> dict:
+        now = now_iso()
+        return {"id": agent_id, "name": fields["name"], "avatar": fields.get("avatar") or "🤖",
+                "description": fields.get("description") or "", "model": fields.get("model") or "",
+                "tools": fields.get("tools") or [], "status": fields.get("status") or "online",
+                "knowledge": bool(fields.get("knowledge")), "pack": pack, "config": fields.get("config") or {},
+                "created_at": now, "updated_at": now}
+
+    async def _insert(self, row: dict) -> None:
+        await self.app.db.execute(
+            "INSERT INTO agents (id, name, avatar, description, model, tools, status, knowledge, pack, config, "
+            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (row["id"], row["name"], row["avatar"], row["description"], row["model"],
+             json.dumps(row["tools"], ensure_ascii=False), row["status"], int(row["knowledge"]), row["pack"],
+             json.dumps(row["config"], ensure_ascii=False), row["created_at"], row["updated_at"]))
+        self.by_id[row["id"]] = row
+
+    def _keep_available(self, fields: dict, origin: str) -> None:
+        """Drop the tools and the model this installation lacks (a pack or a copied folder may name them)."""
+        if isinstance(fields.get("tools"), list):
+            fields["tools"] = [t for t in fields["tools"] if isinstance(t, str) and t in self.app.tools]
+        if fields.get("model"):
+            try:
+                self.app.engine.gateway.check_model(fields["model"])
+            except BadRequest:
+                log.info("%s: model %s is not configured; using the default", origin, fields["model"])
+                fields["model"] = ""
 
     async def update(self, agent_id: str, fields: dict) -> dict:
         current = self.require(agent_id)
@@ -202,10 +223,7 @@ class Agents:
     async def register(self, agent_id: str) -> dict:
         """Register an agent folder copied in from another installation: ``SOUL.md`` and
         ``agent.json`` give the persona; its memory.db and rag.db come along untouched."""
-        if not _AGENT_ID.match(agent_id or ""):
-            raise BadRequest("invalid agent id", "invalid_agent_id")
-        if agent_id in self.by_id:
-            raise Conflict(f"Agent {agent_id!r} exists", "agent_exists")
+        self._check_new_id(agent_id)
         folder = self.app.workspace(agent_id)
         if not (folder / "SOUL.md").is_file():
             raise NotFound(f"No agent folder with a SOUL.md at workspaces/{agent_id}", "agent_folder_not_found")
@@ -220,28 +238,10 @@ class Agents:
                 raise BadRequest(f"workspaces/{agent_id}/{MANIFEST} must hold an object", "invalid_manifest")
             fields = {k: data[k] for k in MANIFEST_FIELDS if k in data}
         fields.setdefault("name", agent_id)
-        # tools or a model this installation lacks are dropped rather than refused
-        if isinstance(fields.get("tools"), list):
-            fields["tools"] = [t for t in fields["tools"] if isinstance(t, str) and t in self.app.tools]
-        if fields.get("model"):
-            try:
-                self.app.engine.gateway.check_model(fields["model"])
-            except BadRequest:
-                fields["model"] = ""
+        self._keep_available(fields, f"workspaces/{agent_id}")
         self._check_fields(fields)
-        now = now_iso()
-        row = {"id": agent_id, "name": fields["name"], "avatar": fields.get("avatar") or "🤖",
-               "description": fields.get("description") or "", "model": fields.get("model") or "",
-               "tools": fields.get("tools") or [], "status": fields.get("status") or "online",
-               "knowledge": bool(fields.get("knowledge")), "pack": "", "config": fields.get("config") or {},
-               "created_at": now, "updated_at": now}
-        await self.app.db.execute(
-            "INSERT INTO agents (id, name, avatar, description, model, tools, status, knowledge, pack, config, "
-            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (agent_id, row["name"], row["avatar"], row["description"], row["model"],
-             json.dumps(row["tools"], ensure_ascii=False), row["status"], int(row["knowledge"]), "",
-             json.dumps(row["config"], ensure_ascii=False), now, now))
-        self.by_id[agent_id] = row
+        row = self._new_row(agent_id, fields, "")
+        await self._insert(row)
         self.write_manifest(row)
         await self.app.hook("on_agent_created", agent=row)
         return row
@@ -281,12 +281,6 @@ class Agents:
         fields: dict[str, Any] = {"name": persona.name, "avatar": persona.avatar, "description": persona.description,
                                   "soul": persona.soul, "knowledge": persona.knowledge,
                                   "config": {"aliases": list(persona.aliases)} if persona.aliases else {}}
-        # a pack may name tools or a model that this installation lacks: keep what exists
-        fields["tools"] = [t for t in persona.tools if t in self.app.tools]
-        try:
-            if persona.model:
-                self.app.engine.gateway.check_model(persona.model)
-                fields["model"] = persona.model
-        except BadRequest:
-            log.info("persona %s: model %s is not configured; using the default", persona.id, persona.model)
+        fields["tools"], fields["model"] = list(persona.tools), persona.model
+        self._keep_available(fields, f"persona {persona.id}")
         return await self.create(fields, agent_id=persona.id, pack=pack)
