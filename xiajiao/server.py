@@ -30,11 +30,13 @@ def check_port(host: str, port: int) -> None:
 
 
 async def preflight(app) -> None:
-    """Open and migrate the database once before serving, so errors surface as one clear line."""
+    """Open and migrate the database before serving, so errors surface as one clear line.
+
+    It stays open: the app's start finds it ready (same event loop) instead of opening it again.
+    """
     core = app.xj
     core._check_data_dir()
     await core.db.open()
-    await core.db.close()
 
 
 async def serve(settings: Settings, *, ready=None) -> None:
