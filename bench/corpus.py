@@ -1,10 +1,13 @@
 """Realistic bilingual text generated from the sentences of the project's doc corpus.
 
-The corpus (/work/shared/corpus/xiajiao-docs) is read at run time, never copied. Markdown
-markup, HTML and code are stripped; what is left is cut into English and Chinese sentences.
+The corpus is the Markdown folder named by ``XIAJIAO_BENCH_CORPUS`` (docs/benchmarks.md names
+the bilingual one its figures were measured on), else the project's own README and docs/. It is
+read at run time, never copied. Markdown markup, HTML and code are stripped; what is left is cut
+into English and Chinese sentences.
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections import Counter
@@ -12,7 +15,13 @@ from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "xiajiao-docs"
+CORPUS = Path(os.environ["XIAJIAO_BENCH_CORPUS"]) if os.environ.get("XIAJIAO_BENCH_CORPUS") else None
+
+
+def corpus_files() -> list[Path]:
+    if CORPUS is not None:
+        return sorted(CORPUS.rglob("*.md"))
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 _FENCE = re.compile(r"```.*?```", re.S)
 _TAG = re.compile(r"<[^>]+>")
@@ -27,7 +36,7 @@ _WORD = re.compile(r"[A-Za-z]+")
 def sentences() -> tuple[str, ...]:
     """Every sentence of the corpus (English and Chinese), 12 to 300 characters long."""
     found: list[str] = []
-    for path in sorted(CORPUS.rglob("*.md")):
+    for path in corpus_files():
         text = path.read_text(encoding="utf-8")
         text = _FRONT.sub("", text)
         text = _FENCE.sub(" ", text)
@@ -41,7 +50,7 @@ def sentences() -> tuple[str, ...]:
                 if 12 <= len(s) <= 300:
                     found.append(s)
     if not found:
-        raise SystemExit(f"bench: no sentences found in {CORPUS}")
+        raise SystemExit(f"bench: no sentences found in {CORPUS or ROOT / 'docs'}")
     return tuple(found)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import signal
 import socket
 import sys
@@ -39,12 +40,32 @@ async def preflight(app) -> None:
     await core.db.open()
 
 
+class _SlowCallbacks(logging.Filter):
+    """Marks asyncio's "Executing <handle> took N seconds" warnings (debug mode) so they can be found."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Executing "):
+            record.msg = "slow callback: " + record.msg
+        return True
+
+
+def watch_loop(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    """asyncio debug mode: every callback holding the loop longer than ``seconds`` is logged as a warning."""
+    loop.set_debug(True)
+    loop.slow_callback_duration = seconds
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _SlowCallbacks) for f in logger.filters):
+        logger.addFilter(_SlowCallbacks())
+
+
 async def serve(settings: Settings, *, ready=None) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
     from .app import create_app
 
+    if settings.loop_slow_ms > 0:
+        watch_loop(asyncio.get_running_loop(), settings.loop_slow_ms / 1000)
     check_port(settings.host, settings.port)
     app = create_app(settings)
     await preflight(app)
