@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
         if f.type in ("int", "float"):
             p.add_argument("--" + f.name.replace("_", "-"), type=int if f.type == "int" else float,
                            help=f"(default {f.default})")
+        elif f.type == "tuple":
+            p.add_argument("--" + f.name.replace("_", "-"), type=lambda v: tuple(int(x) for x in v.split(",")),
+                           help=f"comma-separated (default {','.join(map(str, f.default))})")
     p.add_argument("--no-access-log", action="store_true", help="turn the server's per-request log line off")
     args = p.parse_args(argv)
     from . import harness

@@ -19,7 +19,7 @@ from .db import migrations_from_dir  # noqa: E402
 from .db.driver import errors as db_errors  # noqa: E402
 from .ids import new_id, now_iso  # noqa: E402
 from .text import fts_any, fts_any_parts, fts_query, index_text, query_terms, snippet, within_budget  # noqa: E402
-from .vectors import VectorIndex, active_embedder  # noqa: E402
+from .vectors import VectorIndex, active_embedder, embed  # noqa: E402
 
 __all__ = [
     "__version__", "hookimpl", "find_mentions", "pooled_client",
@@ -30,4 +30,5 @@ __all__ = [
     "Unauthorized", "UnsupportedMediaType",
     "requires", "migrations_from_dir", "db_errors", "new_id", "now_iso",
     "fts_any", "fts_any_parts", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
+    "embed",
 ]

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xiajiao import (BadRequest, NotFound, VectorIndex, within_budget, active_embedder, fts_any, index_text, migrations_from_dir,
+from xiajiao import (BadRequest, NotFound, VectorIndex, within_budget, active_embedder, embed, fts_any, index_text, migrations_from_dir,
                      new_id, now_iso)
 
 CLASSES = ("semantic", "episodic", "procedural")
@@ -111,7 +111,7 @@ async def write(app: Any, agent_id: str, content: str, *, klass: str = "semantic
     content = content.strip()
     db = await open_db(app, agent_id)
     embedder = await ready_index(app, db)
-    vector = (await embedder.embed([content], kind="passage"))[0]
+    vector = (await embed(embedder, [content], kind="passage"))[0]
     threshold = app.settings.memory_dedup_threshold
     now, ts = now_iso(), time.time()
 
@@ -161,7 +161,7 @@ async def update(app: Any, agent_id: str, uid: str, *, content: str | None = Non
     if content is not None:
         content = content.strip()
         embedder = await ready_index(app, db)
-        vector = (await embedder.embed([content], kind="passage"))[0]
+        vector = (await embed(embedder, [content], kind="passage"))[0]
 
     def work(conn):
         row = conn.execute("SELECT * FROM memories WHERE uid = ?", (uid,)).fetchone()
@@ -214,7 +214,7 @@ async def search(app: Any, agent_id: str, query: str, *, klass: str | None = Non
         raise BadRequest("query must be a non-empty text", "invalid_query")
     db = await open_db(app, agent_id)
     embedder = await ready_index(app, db)
-    vector = (await embedder.embed([query], kind="query"))[0]
+    vector = (await embed(embedder, [query], kind="query"))[0]
     pool = max(limit * 5, 50)
     expression = fts_any(query)
     now = time.time()
@@ -317,7 +317,7 @@ async def consolidate(app: Any, agent: dict, channel_id: str, after_seq: int, up
     if not summary:
         return None
     embedder = await ready_index(app, db)
-    vector = (await embedder.embed([summary], kind="passage"))[0]
+    vector = (await embed(embedder, [summary], kind="passage"))[0]
     now, ts = now_iso(), time.time()
 
     def work(conn):

@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
-from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, fts_any_parts, index_text,
+from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, embed, fts_any_parts, index_text,
                      migrations_from_dir, new_id, now_iso)
 
 log = logging.getLogger("xiajiao.rag")
@@ -234,7 +234,7 @@ async def ingest(app: Any, agent_id: str, doc: dict, data: bytes, parser: Any, u
         batch = max(1, settings.embed_batch)
         for i in range(0, len(chunks), batch):
             part = chunks[i:i + batch]
-            vectors = await embedder.embed([c[2] for c in part], kind="passage")
+            vectors = await embed(embedder, [c[2] for c in part], kind="passage", bulk=True)
             rows = [(c, v) for c, v in zip(part, vectors)]
             done = min(len(chunks), i + batch)
             await db.run_write(lambda conn, rows=rows, done=done: _write_batch(
@@ -312,7 +312,7 @@ async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: st
                                                           "done": done, "total": total})
 
     await INDEX.ensure(db, embedder, progress=reindex_progress, batch=app.settings.embed_batch)
-    vector = (await embedder.embed([text], kind="query"))[0]
+    vector = (await embed(embedder, [text], kind="query"))[0]
     pool = max(top_k * 8, 40)
     parts = fts_any_parts(text)
     k = app.settings.rrf_k
