@@ -29,6 +29,7 @@ EMBED_DIM = 384  # the dimension the realistic profile asks of the embedding end
 # longer than this; ``Server.stop`` collects those lines into SLOW_CALLBACKS (the smoke run sets 50)
 LOOP_CHECK_MS = 0.0
 SLOW_CALLBACKS: list[str] = []
+LOOP_STACKS: list[str] = []  # where the loop's thread was while held (the server's watchdog), to find the culprit
 
 
 def realistic() -> bool:
@@ -183,8 +184,9 @@ class Server:
                 self.proc.wait()
         if LOOP_CHECK_MS and self.log_path.exists() and self.proc is not None:
             self.proc, proc = None, self.proc
-            SLOW_CALLBACKS.extend(line.strip()[:600] for line in self.log_path.read_text(errors="replace").splitlines()
-                                  if "slow callback" in line)
+            lines = self.log_path.read_text(errors="replace").splitlines()
+            SLOW_CALLBACKS.extend(line.strip()[:600] for line in lines if "slow callback" in line)
+            LOOP_STACKS.extend(line.strip()[-3000:] for line in lines if "loop held" in line)
 
     async def __aenter__(self) -> "Server":
         await self.start()

@@ -190,7 +190,8 @@ def run(opts: Options, names: list[str] | None = None, *, out_dir: Path | None =
     smoke = opts.history_messages < Options.history_messages
     report = {"machine": machine(), "profile": harness.LOAD_PROFILE, "options": dataclasses.asdict(opts),
               "smoke": smoke, "results": results, "targets": verdicts(results, judge=not smoke),
-              "loop_check_ms": harness.LOOP_CHECK_MS, "slow_callbacks": list(harness.SLOW_CALLBACKS)}
+              "loop_check_ms": harness.LOOP_CHECK_MS, "slow_callbacks": list(harness.SLOW_CALLBACKS),
+              "loop_stacks": list(harness.LOOP_STACKS)}
     out_dir = out_dir or ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / (dt.datetime.now().strftime("%Y-%m-%d-%H%M%S") + ".json")
@@ -254,4 +255,6 @@ def main(argv: list[str] | None = None) -> None:
               f"{len(report['slow_callbacks'])}")
         for line in report["slow_callbacks"]:
             print("  " + line)
+        for line in report["loop_stacks"]:
+            print("  where: " + line)
     print(f"\nJSON: {report['path']}")

@@ -7,6 +7,9 @@ import logging
 import signal
 import socket
 import sys
+import threading
+import time
+import traceback
 
 from .errors import StartupError
 from .settings import Settings
@@ -50,12 +53,39 @@ class _SlowCallbacks(logging.Filter):
 
 
 def watch_loop(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-    """asyncio debug mode: every callback holding the loop longer than ``seconds`` is logged as a warning."""
+    """asyncio debug mode: every callback holding the loop longer than ``seconds`` is logged as a warning.
+
+    asyncio names only the task; a watchdog thread also logs where the loop's thread is while a
+    callback holds it (a heartbeat on the loop that is late by ``seconds``), so the culprit is found.
+    """
     loop.set_debug(True)
     loop.slow_callback_duration = seconds
     logger = logging.getLogger("asyncio")
     if not any(isinstance(f, _SlowCallbacks) for f in logger.filters):
         logger.addFilter(_SlowCallbacks())
+    beat = [time.monotonic()]
+
+    def heartbeat() -> None:
+        beat[0] = time.monotonic()
+        loop.call_later(seconds / 5, heartbeat)
+
+    loop.call_soon(heartbeat)
+    loop_thread = threading.get_ident()
+
+    def watchdog() -> None:
+        reported = 0.0
+        while not loop.is_closed():
+            time.sleep(seconds / 5)
+            last = beat[0]
+            if time.monotonic() - last > seconds and last != reported:
+                reported = last
+                frame = sys._current_frames().get(loop_thread)  # noqa: SLF001 (the only way to see another thread)
+                if frame is not None:
+                    stack = " <- ".join(f"{f.filename}:{f.lineno} {f.name}"
+                                        for f in reversed(traceback.extract_stack(frame)[-14:]))
+                    logging.getLogger("xiajiao.loop").warning("loop held; its thread is at: %s", stack)
+
+    threading.Thread(target=watchdog, name="loop-watchdog", daemon=True).start()
 
 
 async def serve(settings: Settings, *, ready=None) -> None:
