@@ -16,6 +16,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from . import __version__, auth, chat
+from .bodies import BoundedRequest
 from .db import Database, WorkspaceDatabases, migrations_from_dir
 from .errors import PluginError, StartupError, XiajiaoError
 from .errors import HTTP_CODES
@@ -253,6 +254,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
 
     app = Quart(__name__, static_folder=str(WEB_DIR / "static"), static_url_path="/static",
                 template_folder=str(WEB_DIR / "templates"))
+    app.request_class = BoundedRequest  # body limits counted as bytes arrive, chunked ones included
     app.xj = core
     core.quart = app
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 64 * 1024

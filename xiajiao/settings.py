@@ -97,6 +97,8 @@ SETTINGS: list[Setting] = [
     Setting("parent_chunk_size", 800, "Characters of the parent passage given to the model as context.", int),
     Setting("rrf_k", 60, "The k of Reciprocal Rank Fusion for hybrid retrieval.", int),
     Setting("rerank", False, "Rerank retrieved passages with the agent's model.", _bool),
+    Setting("rag_max_document_bytes", 10 * 1024 * 1024, "Largest knowledge document accepted for an agent, in bytes.", int),
+    Setting("rag_max_agent_bytes", 200 * 1024 * 1024, "Most bytes of knowledge documents one agent keeps.", int),
     Setting("rag_prompt_chars", 3000, "Characters of knowledge passages injected into an agent's system prompt.", int),
 ]
 

@@ -161,6 +161,14 @@ async def create_document(app: Any, agent_id: str, name: str, data: bytes, parse
     return await db.run_write(work)
 
 
+async def stored_bytes(app: Any, agent_id: str) -> int:
+    """Bytes of the documents an agent keeps (failed ones hold nothing)."""
+    if not has_knowledge_base(app, agent_id):
+        return 0
+    db = await open_db(app, agent_id)
+    return await db.fetchval("SELECT COALESCE(SUM(size), 0) FROM documents WHERE status != 'failed'")
+
+
 async def get_document(app: Any, agent_id: str, uid: str) -> dict:
     if not has_knowledge_base(app, agent_id):
         raise NotFound("Document not found", "document_not_found")
