@@ -109,7 +109,8 @@ def server_env(settings, *extra: str) -> dict:
     """The environment of a real server process (``python -m xiajiao.cli serve``) with these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIAJIAO_")}
     for name in ("data_dir", "port", "owner_password", "openai_base_url", "openai_api_key", "openai_models",
-                 "default_model", "load_entrypoint_plugins", "access_log", *extra):
+                 "default_model", "load_entrypoint_plugins", "access_log", "rate_limit_per_minute",
+                 "rate_limit_burst", "login_attempts_per_minute", *extra):
         env["XIAJIAO_" + name.upper()] = str(getattr(settings, name))
     env["PYTHONPATH"] = str(ROOT)
     return env

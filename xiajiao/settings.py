@@ -99,6 +99,13 @@ SETTINGS: list[Setting] = [
     Setting("rerank", False, "Rerank retrieved passages with the agent's model.", _bool),
     Setting("rag_max_document_bytes", 10 * 1024 * 1024, "Largest knowledge document accepted for an agent, in bytes.", int),
     Setting("rag_max_agent_bytes", 200 * 1024 * 1024, "Most bytes of knowledge documents one agent keeps.", int),
+    Setting("parse_timeout", 60.0, "Seconds a document parser may run before the document is marked failed.", float),
+    Setting("parse_memory_mb", 512, "Megabytes of memory a document parser's worker process may use.", int),
+    Setting("parse_max_chars", 5_000_000, "Most characters of text extracted from one document.", int),
+    Setting("parse_max_inflated_bytes", 100 * 1024 * 1024, "Most bytes a compressed document (DOCX …) may inflate to.", int),
+    Setting("parse_max_entries", 2000, "Most entries in a compressed document.", int),
+    Setting("parse_max_ratio", 100.0, "Highest compression ratio of an entry in a compressed document.", float),
+    Setting("parse_max_pages", 2000, "Most pages of a PDF document.", int),
     Setting("rag_prompt_chars", 3000, "Characters of knowledge passages injected into an agent's system prompt.", int),
 ]
 
