@@ -285,6 +285,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
         g.t0 = time.perf_counter()
         rid = request.headers.get("X-Request-ID", "")
         g.request_id = rid if (0 < len(rid) <= 128 and rid.isprintable()) else secrets.token_hex(8)
+        auth.check_csrf(request.method, request.headers)
         g.actor = await auth.resolve_actor(core.db, cookie=request.cookies.get(auth.SESSION_COOKIE),
                                            headers=request.headers)
 
