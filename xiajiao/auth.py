@@ -14,6 +14,7 @@ import secrets
 import time
 import weakref
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -508,6 +509,39 @@ def requires(role: str | None) -> Callable:
         return wrapper
 
     return decorator
+
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def same_origin(headers, trusted: frozenset[str] = frozenset()) -> bool:
+    """Whether a browser request comes from our own pages (CSRF and cross-site WebSocket check).
+
+    ``Sec-Fetch-Site`` when the browser sends it (``same-site`` is refused too: another port of
+    the same host is another origin), else ``Origin`` against ``Host``; neither: not a browser.
+    """
+    site = (headers.get("Sec-Fetch-Site") or "").lower()
+    origin = headers.get("Origin")
+    if origin and origin.rstrip("/").lower() in trusted:
+        return True  # an origin the owner listed in cors_origins
+    if site:
+        return site in ("same-origin", "none")
+    if not origin:
+        return True
+    if origin == "null":
+        return False
+    host = (headers.get("X-Forwarded-Host") or headers.get("Host") or "").split(",")[0].strip().lower()
+    return urlsplit(origin).netloc.lower() == host
+
+
+def check_csrf(method: str, headers, trusted: frozenset[str] = frozenset()) -> None:
+    """Refuse a state-changing request a browser sends from another origin, unless it carries a key
+    (a page of another site cannot ride on the user's cookie; a script with a key is not CSRF)."""
+    if method not in UNSAFE_METHODS or same_origin(headers, trusted):
+        return
+    if headers.get("X-API-Key") or (headers.get("Authorization") or "").lower().startswith("bearer "):
+        return
+    raise Forbidden("Requests from another site's pages are refused", "cross_origin_request")
 
 
 async def resolve_actor(db, *, cookie: str | None, headers) -> Actor | None:

@@ -177,6 +177,7 @@ class Parser:
     mime_types: Sequence[str]
     parse: Callable[[bytes, str], str | Awaitable[str]]
     sniff: Callable[[bytes], bool] | None = None  # content check: does this data look like our type?
+    isolate: bool = False  # parse in a worker process capped in memory and time (container formats)
 
 
 # ------------------------------------------------------------------ domain packs

@@ -93,7 +93,9 @@ async def serve(settings: Settings, *, ready=None) -> None:
     from hypercorn.config import Config
 
     from .app import create_app
+    from .logs import setup_logging
 
+    setup_logging(settings.log_level, settings.log_format)
     if settings.loop_slow_ms > 0:
         watch_loop(asyncio.get_running_loop(), settings.loop_slow_ms / 1000)
     check_port(settings.host, settings.port)
