@@ -190,8 +190,7 @@ def run(opts: Options, names: list[str] | None = None, *, out_dir: Path | None =
     smoke = opts.history_messages < Options.history_messages
     report = {"machine": machine(), "profile": harness.LOAD_PROFILE, "options": dataclasses.asdict(opts),
               "smoke": smoke, "results": results, "targets": verdicts(results, judge=not smoke),
-              "loop_check_ms": harness.LOOP_CHECK_MS, "slow_callbacks": list(harness.SLOW_CALLBACKS),
-              "loop_stacks": list(harness.LOOP_STACKS)}
+              "loop_check_ms": harness.LOOP_CHECK_MS, "slow_callbacks": list(harness.SLOW_CALLBACKS)}
     out_dir = out_dir or ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / (dt.datetime.now().strftime("%Y-%m-%d-%H%M%S") + ".json")
@@ -207,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--light", action="store_true",
                    help="the light profile: bare agents and the hash test embedder (default: realistic)")
     p.add_argument("--loop-check", type=float, metavar="MS",
-                   help="run the servers in asyncio debug mode and report every callback holding the loop > MS")
+                   help="report every callback holding a server's event loop > MS of CPU (setting loop_slow_ms)")
     p.add_argument("--only", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
     p.add_argument("--out", type=Path, help="folder for the JSON (default bench/results)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data folders")
@@ -255,6 +254,4 @@ def main(argv: list[str] | None = None) -> None:
               f"{len(report['slow_callbacks'])}")
         for line in report["slow_callbacks"]:
             print("  " + line)
-        for line in report["loop_stacks"]:
-            print("  where: " + line)
     print(f"\nJSON: {report['path']}")

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import importlib
 import importlib.util
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
@@ -159,7 +160,9 @@ class HashEmbedder:
         return (mat / norms).astype(np.float32)
 
     async def embed(self, texts: Sequence[str], *, kind: Literal["query", "passage"] = "passage") -> list[list[float]]:
-        return self.vectors(list(texts)).tolist()
+        if len(texts) <= 1 and "numpy" in sys.modules:  # one short text: less than a thread hop
+            return self.vectors(list(texts)).tolist()
+        return (await asyncio.to_thread(self.vectors, list(texts))).tolist()  # numpy work: off the loop
 
 
 class OpenAIEmbedder:
