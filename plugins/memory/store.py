@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,23 @@ async def open_db(app: Any, agent_id: str):
     return await app.workspace_db(agent_id, "memory.db", MIGRATIONS)
 
 
+_REMEMBERS: "weakref.WeakSet[Any]" = weakref.WeakSet()  # open memory.db handles known to hold memories
+
+
 async def has_memories(app: Any, agent_id: str) -> bool:
-    """Whether the agent remembers anything (without creating its memory.db)."""
+    """Whether the agent remembers anything (without creating its memory.db).
+
+    Once seen, it is not asked again while the database stays open (a turn spares the read; after the
+    last memory is deleted, a recall merely finds nothing)."""
     if not (app.workspace(agent_id) / "memory.db").exists():
         return False
     db = await open_db(app, agent_id)
-    return bool(await db.fetchval("SELECT 1 FROM memories LIMIT 1"))
+    if db in _REMEMBERS:
+        return True
+    found = bool(await db.fetchval("SELECT 1 FROM memories LIMIT 1"))
+    if found:
+        _REMEMBERS.add(db)
+    return found
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ log = logging.getLogger("xiajiao.rag")
 MIGRATIONS = migrations_from_dir(Path(__file__).parent / "migrations")
 INDEX = VectorIndex("chunk_vec", rows="chunks", text="text")
 RUNNING: set[tuple[str, int]] = set()  # (agent id, document id) ingested by this process right now
+_READY: "weakref.WeakSet[Any]" = weakref.WeakSet()  # rag.db handles known to hold a ready document
 _checked: "weakref.WeakSet[Any]" = weakref.WeakSet()  # rag.db handles already cleaned of interrupted work
 MAX_QUERY_CHARS = 2000
 KEYWORD_BUDGET = 10_000  # chunks the keyword half may score with bm25 for one query
@@ -400,8 +401,10 @@ async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: st
     if not has_knowledge_base(app, agent_id):
         return []
     db = await open_db(app, agent_id)
-    if not await db.fetchval("SELECT 1 FROM documents WHERE status = 'ready' LIMIT 1"):
-        return []
+    if db not in _READY:  # once a base has a ready document, turns spare this read while it stays open
+        if not await db.fetchval("SELECT 1 FROM documents WHERE status = 'ready' LIMIT 1"):
+            return []
+        _READY.add(db)
     embedder = await active_embedder(app)
 
     async def reindex_progress(done: int, total: int) -> None:
