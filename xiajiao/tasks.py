@@ -114,12 +114,16 @@ class TaskQueue:
 
     # ------------------------------------------------------------------ creating, reading, cancelling
 
+    async def check_webhook(self, actor: Actor, webhook: str) -> None:
+        """400 unless ``webhook`` is an http(s) URL of a public (or allowed) host and the caller has an API key."""
+        await check_url(webhook, self.allowed_hosts)
+        if not actor.key_id:
+            raise BadRequest("A task with a webhook must be created with an API key (its secret signs the "
+                             "webhook)", "webhook_needs_api_key")
+
     async def create(self, actor: Actor, *, agent: dict, channel_id: str, text: str, webhook: str | None) -> dict:
         if webhook:
-            if not actor.key_id:
-                raise BadRequest("A task with a webhook must be created with an API key (its secret signs the "
-                                 "webhook)", "webhook_needs_api_key")
-            await check_url(webhook, self.allowed_hosts)
+            await self.check_webhook(actor, webhook)
         row = {"id": new_id("task"), "user_id": actor.id, "api_key_id": actor.key_id, "agent_id": agent["id"],
                "channel_id": channel_id, "input": text, "webhook": webhook or None, "status": "queued", "text": "",
                "usage": json.dumps(usage_json(0, 0)), "rounds": 0, "error": None, "deliveries": "[]",
