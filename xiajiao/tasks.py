@@ -268,7 +268,7 @@ class TaskQueue:
             raise NotFound("The task's user no longer exists", "user_not_found")
         actor = Actor(user["id"], user["role"], user["display_name"] or user["username"], key_id=row["api_key_id"])
         engine = self.app.engine
-        agent = engine.agents.get(row["agent_id"])
+        agent = await engine.agents.lookup(row["agent_id"])
         channel = await chat.get_channel(self.db, row["channel_id"]) if row["channel_id"] else None
         if agent is None:
             raise NotFound(f"Agent {row['agent_id']!r} not found", "agent_not_found")

@@ -67,12 +67,12 @@ async def started(events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[tuple
     return chained()
 
 
-def pick_agent(agent: str | None = None, pack: str | None = None, persona: str | None = None) -> dict | None:
+async def pick_agent(agent: str | None = None, pack: str | None = None, persona: str | None = None) -> dict | None:
     """The agent named by id or name, or a domain pack's persona (its first one by default)."""
     core = current_app.xj
     agents = core.engine.agents
     if agent:
-        found = agents.get(agent) or agents.find(agent)
+        found = await agents.lookup(agent)
         if found is None:
             raise NotFound(f"Agent {agent!r} not found", "agent_not_found")
         return found
@@ -84,7 +84,7 @@ def pick_agent(agent: str | None = None, pack: str | None = None, persona: str |
         ids = [p.id for pk in packs for p in pk.personas if persona in (None, p.id, p.name)]
         if not ids:
             raise NotFound(f"Persona {persona!r} not found", "persona_not_found")
-        found = agents.get(ids[0])
+        found = await agents.lookup(ids[0])
         if found is None:
             raise NotFound(f"Persona {ids[0]!r} is not installed as an agent", "persona_not_installed")
         return found
@@ -104,9 +104,9 @@ async def session_for(agent: dict | None, session_id: str | None, *, source: str
         ids = await chat.channel_agent_ids(core.db, channel["id"])
         if agent is None:
             chosen = channel.get("default_agent_id") or (ids[0] if len(ids) == 1 else None)
-            if chosen is None or core.engine.agents.get(chosen) is None:
+            agent = await core.engine.agents.lookup(chosen) if chosen else None
+            if agent is None:
                 raise BadRequest("Name the agent of this session (agent)", "agent_required")
-            agent = core.engine.agents.get(chosen)
         elif agent["id"] not in ids:
             raise BadRequest(f"Agent {agent['id']!r} is not in this session", "agent_not_in_session")
         return agent, channel

@@ -51,7 +51,7 @@ class EventsQuery:
 
 async def _session(data) -> tuple[dict, dict]:
     check_content(data.input)
-    return await session_for(pick_agent(data.agent, data.pack, data.persona), data.sessionId)
+    return await session_for(await pick_agent(data.agent, data.pack, data.persona), data.sessionId)
 
 
 def result_json(result) -> dict:

@@ -9,7 +9,6 @@ Errors are OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
 """
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from typing import Any
@@ -17,9 +16,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from quart import Blueprint, current_app, g, jsonify, request
 from quart_schema import RequestSchemaValidationError, validate_request
+from werkzeug.exceptions import HTTPException
 
 from .. import auth
-from ..errors import BadRequest, NotFound, XiajiaoError
+from ..errors import HTTP_CODES, BadRequest, NotFound, XiajiaoError
 from ..ids import parse_iso
 from ..models import ChatMessage, ChatRequest, TextDelta, ToolCall, ToolCallsDone
 from ..gateway import Call
@@ -42,6 +42,18 @@ def openai_error(status: int, message: str, code: str, param: str | None = None,
 @bp.errorhandler(XiajiaoError)
 async def _error(err: XiajiaoError):
     return openai_error(err.status, err.message, err.code, err.extra.get("param"), err.headers)
+
+
+@bp.errorhandler(HTTPException)
+async def _http_error(err: HTTPException):
+    status = err.code or 500
+    return openai_error(status, "Not found" if status == 404 else err.description or "Bad request",
+                        HTTP_CODES.get(status, "http_error"))
+
+
+@bp.errorhandler(UnicodeDecodeError)
+async def _not_utf8(err: UnicodeDecodeError):
+    return openai_error(400, "The request body is not valid UTF-8", "invalid_encoding")
 
 
 @bp.errorhandler(RequestSchemaValidationError)
@@ -90,11 +102,14 @@ async def models():
     return jsonify({"object": "list", "data": data})
 
 
-def resolve_model(name: str) -> tuple[dict | None, str | None]:
+async def resolve_model(name: str) -> tuple[dict | None, str | None]:
     """(agent, None) for an agent model, (None, "provider/model") for a provider model (admins)."""
     engine = current_app.xj.engine
-    agent = engine.agents.get(name.removeprefix(AGENT_PREFIX))
-    if agent is not None:
+    agent_id = name.removeprefix(AGENT_PREFIX)
+    agent = engine.agents.get(agent_id)
+    if agent is None and (name.startswith(AGENT_PREFIX) or not g.actor.at_least("admin")):
+        agent = await engine.agents.lookup(agent_id)
+    if agent is not None and agent["id"] == agent_id:
         return agent, None
     if g.actor.at_least("admin") and not name.startswith(AGENT_PREFIX):
         try:
@@ -182,7 +197,7 @@ def _tool_calls(calls: list[ToolCall]) -> list[dict]:
 async def chat_completions(data: CompletionBody):
     if data.n not in (None, 1):
         raise BadRequest("Only n = 1 is supported", "unsupported_n", extra={"param": "n"})
-    agent, provider_model = resolve_model(data.model)
+    agent, provider_model = await resolve_model(data.model)
     messages = to_messages(data.messages)
     core = current_app.xj
     engine = core.engine
