@@ -65,11 +65,17 @@ MATRIX = [
     ("GET", "/v1/tasks/{task}", None, (401, 404, 200, 404, 200, 200)),
     ("GET", "/v1/tasks/{task}/events", None, (401, 404, 200, 404, 200, 200)),
     ("POST", "/v1/tasks/{task}/cancel", None, (401, 404, 409, 404, 409, 409)),
+    ("GET", "/api/channels/{channel}/export", None, (401, 403, 200, 404, 200, 200)),
+    ("POST", "/api/channels/import", {"format": "x"}, (401, 403, 403, 403, 400, 400)),
+    ("GET", "/api/backups", None, (401, 403, 403, 403, 403, 200)),
+    ("POST", "/api/backups", None, (401, 403, 403, 403, 403, 201)),
+    ("GET", "/api/backups/{backup}", None, (401, 403, 403, 403, 403, 200)),
+    ("GET", "/api/system", None, (401, 403, 403, 403, 403, 200)),
 ]
 OPENAI_SHAPED = ("/v1/models", "/v1/chat/")  # errors in OpenAI's shape: {"error": {"message", "type", "code"}}
 # /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
 WS_COVERED = {("GET", "/ws")}
-OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws",  # the chat core's blueprints
+OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "backups",  # the chat core's blueprints
         "openai", "machine"}
 _names = itertools.count()
 
@@ -122,6 +128,8 @@ class World:
             await db.execute("INSERT INTO tasks (id, user_id, agent_id, input, status, created_at) VALUES (?,?,?,?,?,?)",
                              (task_id, self.users["member"]["id"], "agent_poet", "hi", "succeeded", "2026-01-01"))
             text = text.replace("{task}", task_id)
+        if "{backup}" in text:
+            text = text.replace("{backup}", (await app.xj.backups.run())["path"].rsplit("/", 1)[-1])
         if "{upload}" in text:
             resp = await self.clients["owner"].post("/api/upload", files={
                 "file": FileStorage(io.BytesIO(PNG), filename="a.png")})
@@ -176,7 +184,7 @@ async def test_every_chat_route_is_in_the_matrix(app):
                 path = path.replace(f"<{arg}>", "{x}")
             ours.add((method, path))
     normalise = {(m, p.replace("{channel}", "{x}").replace("{message}", "{x}").replace("{user}", "{x}")
-                  .replace("{key}", "{x}").replace("{invite}", "{x}").replace("agent_poet", "{x}")
+                  .replace("{key}", "{x}").replace("{invite}", "{x}").replace("{backup}", "{x}").replace("agent_poet", "{x}")
                   .replace("{task}", "{x}")
                   .replace("/uploads/{upload}", "/uploads/{x}/{x}")) for m, p in covered}
     assert ours - normalise == set()
