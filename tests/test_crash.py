@@ -15,10 +15,11 @@ from xiajiao.db import Database
 from conftest import OWNER_PASSWORD, ROOT, llm_settings, make_channel, running_app
 
 
-def server_env(settings) -> dict:
+def server_env(settings, *more: str) -> dict:
+    """The environment of a server process with these settings (and the ``more`` named ones)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIAJIAO_")}
     for name in ("data_dir", "port", "owner_password", "openai_base_url", "openai_api_key", "openai_models",
-                 "default_model", "load_entrypoint_plugins", "access_log"):
+                 "default_model", "load_entrypoint_plugins", "access_log", *more):
         env["XIAJIAO_" + name.upper()] = str(getattr(settings, name))
     env["PYTHONPATH"] = str(ROOT)
     return env

@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -19,7 +18,8 @@ from httpx_sse import aconnect_sse
 
 from chat_helpers import make_user
 from conftest import ROOT, live_server, llm_settings, running_app
-from fake_llm import Call, Reply
+from test_crash import server_env, wait_http
+from fake_llm import Reply
 from xiajiao import auth
 from xiajiao.addresses import is_public
 from xiajiao.db import Database
@@ -290,30 +290,14 @@ async def test_a_failed_turn_fails_the_task(live, fake_llm):
 # ------------------------------------------------------------------ a real server restarted under a running task
 
 
-def server_env(settings) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XIAJIAO_")}
-    for name in ("data_dir", "port", "owner_password", "openai_base_url", "openai_api_key", "openai_models",
-                 "default_model", "load_entrypoint_plugins", "access_log", "webhook_allowed_hosts"):
-        env["XIAJIAO_" + name.upper()] = str(getattr(settings, name))
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
 @contextlib.asynccontextmanager
 async def server_process(settings):
-    proc = subprocess.Popen([sys.executable, "-m", "xiajiao.cli", "serve"], cwd=ROOT, env=server_env(settings),
+    proc = subprocess.Popen([sys.executable, "-m", "xiajiao.cli", "serve"], cwd=ROOT,
+                            env=server_env(settings, "webhook_allowed_hosts"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{settings.port}"
     try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(400):
-                assert proc.poll() is None, "the server exited early"
-                try:
-                    if (await client.get(base + "/health")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.05)
+        await wait_http(base, proc)
         yield proc, base
     finally:
         if proc.poll() is None:

@@ -224,7 +224,6 @@ class TaskQueue:
             self._emit(live, kind, data)
 
     async def _run(self, live: Live) -> None:
-        row = live.row
         status, text, usage, rounds, error = "failed", "", usage_json(0, 0), 0, None
         try:
             async with self.slots:

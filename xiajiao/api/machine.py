@@ -29,12 +29,7 @@ class RunBody:
 
 
 @dataclass
-class TaskBody:
-    input: str
-    agent: str | None = None
-    pack: str | None = None
-    persona: str | None = None
-    sessionId: str | None = None
+class TaskBody(RunBody):
     webhook: str | None = None
 
 
