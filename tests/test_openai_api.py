@@ -2,6 +2,7 @@
 (real HTTP on loopback, the fake model behind it); and /v1/run, /v1/stream."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -249,6 +250,24 @@ async def test_a_recorded_completion_is_a_conversation_in_the_web_app(live, fake
         (None, "Again", "done"), ("translator", "Encore bonjour", "done")]
     # the client's messages were the context, not the stored history twice over
     assert [m["content"] for m in fake_llm.last.messages[1:]] == ["Say hello in French", "Bonjour", "Again"]
+
+
+async def test_a_client_that_goes_away_ends_the_turn(live, fake_llm):
+    app, base = live
+    secret, _ = await key_for(app, "alice")
+    fake_llm.script(Reply(text="never ending story", chunks=6, hang_after=1))
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": secret, "X-Xiajiao-Record": "1"}) as http:
+        async with http.stream("POST", "/v1/chat/completions", json={
+                "model": "agent/novelist", "stream": True, "messages": [{"role": "user", "content": "go"}]}) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                    break  # leave mid-stream: the connection closes
+    for _ in range(500):
+        row = await app.xj.db.fetchone("SELECT content, status FROM messages WHERE agent_id = 'novelist'")
+        if row and row["status"] != "streaming":
+            break
+        await asyncio.sleep(0.02)
+    assert row == {"content": "nev", "status": "interrupted"}  # the model hangs: only the cut ended the turn
 
 
 # ------------------------------------------------------------------ /v1/run and /v1/stream

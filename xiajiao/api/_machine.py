@@ -60,9 +60,12 @@ async def started(events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[tuple
         raise first[1]
 
     async def chained():
-        yield first
-        async for item in events:
-            yield item
+        try:
+            yield first
+            async for item in events:
+                yield item
+        finally:
+            await events.aclose()  # the client went away: the work is cancelled
 
     return chained()
 
