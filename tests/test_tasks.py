@@ -337,3 +337,53 @@ async def test_a_server_killed_mid_task_leaves_it_interrupted_with_its_events(tm
     assert [k for _, k, _ in events] == ["status", "status", "text", "text", "end"]
     assert events[-1][2]["status"] == "interrupted"
     assert after == events[2:]
+
+
+async def test_a_task_stopped_by_a_shutdown_is_interrupted_and_its_webhook_still_sent(tmp_path, fake_llm):
+    settings = task_settings(tmp_path, fake_llm)
+    async with receiver() as (hooks, url):
+        async with running_app(settings) as app:
+            secret, _, _ = await api_key(app)
+            fake_llm.script(Reply(text="abcdefgh", chunks=4, hang_after=2))
+            resp = await app.test_client().post("/v1/tasks", headers={"X-API-Key": secret},
+                                                json={"agent": "translator", "input": "x", "webhook": url})
+            task_id = (await resp.get_json())["taskId"]
+            for _ in range(500):
+                if "abcd" == "".join(d.get("delta", "") for _, k, d in await read_events_now(app, task_id)):
+                    break
+                await asyncio.sleep(0.02)
+        async with running_app(settings) as app:  # the restart delivers what the shutdown cut short
+            await asyncio.wait_for(hooks.arrived.wait(), 10)
+            for _ in range(200):
+                task = await app.xj.tasks.get(await owner_of(app, task_id), task_id)
+                if any(d["ok"] for d in json.loads(task["deliveries"])):
+                    break
+                await asyncio.sleep(0.02)
+    payload = json.loads(hooks.received[-1][1])
+    assert (payload["status"], payload["text"], payload["error"]["code"]) == ("interrupted", "abcd", "interrupted")
+    assert (task["status"], task["text"]) == ("interrupted", "abcd")
+
+
+async def owner_of(app, task_id):
+    row = await app.xj.db.fetchone("SELECT u.id, u.role FROM tasks t JOIN users u ON u.id = t.user_id WHERE t.id = ?",
+                                   (task_id,))
+    return auth.Actor(row["id"], row["role"])
+
+
+async def test_a_quiet_event_stream_sends_keep_alive_comments(live, fake_llm, monkeypatch):
+    from xiajiao.api import machine
+
+    monkeypatch.setattr(machine, "KEEPALIVE_SECONDS", 0.1)
+    app, base = live
+    secret, _, _ = await api_key(app)
+    fake_llm.script(Reply(text="abcd", chunks=2, hang_after=1))
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": secret}, timeout=30) as http:
+        task_id = (await http.post("/v1/tasks", json={"agent": "translator", "input": "x"})).json()["taskId"]
+        seen = []
+        async with http.stream("GET", f"/v1/tasks/{task_id}/events") as resp:
+            async for line in resp.aiter_lines():
+                seen.append(line)
+                if seen.count(": keep-alive") >= 2:
+                    break
+        await http.post(f"/v1/tasks/{task_id}/cancel")
+    assert "event: text" in seen and 'data: {"type": "text", "delta": "ab"}' in seen

@@ -98,6 +98,9 @@ class TaskQueue:
             await self.db.execute("INSERT INTO task_events (task_id, seq, type, data, created_at) VALUES (?,?,?,?,?)",
                                   (row["id"], (events[-1]["seq"] if events else 0) + 1, "end",
                                    json.dumps(end, ensure_ascii=False), now_iso()))
+        # ended with a webhook never tried (the server stopped first): deliver now
+        for row in await self.db.fetchall("SELECT id FROM tasks WHERE webhook IS NOT NULL AND deliveries = '[]' "
+                                          "AND status IN ('succeeded', 'failed', 'cancelled', 'interrupted')"):
             self._deliver_later(row["id"])
         for row in await self.db.fetchall("SELECT * FROM tasks WHERE status = 'queued' ORDER BY created_at"):
             last = await self.db.fetchval("SELECT max(seq) FROM task_events WHERE task_id = ?", (row["id"],)) or 0
@@ -169,8 +172,9 @@ class TaskQueue:
         await asyncio.wait([live.worker], timeout=self.app.settings.shutdown_timeout)
         return task_json(await self.db.fetchone("SELECT * FROM tasks WHERE id = ?", (task_id,)))
 
-    async def events(self, task_id: str, after: int = 0) -> AsyncIterator[dict]:
-        """The task's events after ``after``, then the new ones as they come, until its end."""
+    async def events(self, task_id: str, after: int = 0, *, idle: float | None = None) -> AsyncIterator[dict | None]:
+        """The task's events after ``after``, then the new ones as they come, until its end; ``None``
+        after each ``idle`` seconds without one (a reader's cue to send a keep-alive)."""
         while True:
             live = self.live.get(task_id)
             if live is None:  # ended (or from before a restart): everything is in the database
@@ -185,7 +189,10 @@ class TaskQueue:
                 yield event
             if live.finished:
                 return
-            await changed.wait()
+            try:
+                await asyncio.wait_for(changed.wait(), idle)
+            except TimeoutError:
+                yield None
 
     # ------------------------------------------------------------------ running
 

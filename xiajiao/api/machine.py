@@ -17,6 +17,7 @@ from ._machine import pick_agent, session_for, sse, sse_response, started, turn_
 from .messages import check_content
 
 bp = Blueprint("machine", __name__)
+KEEPALIVE_SECONDS = 15.0
 
 
 @dataclass
@@ -143,8 +144,11 @@ async def task_events(task_id: str, query_args: EventsQuery):
         after = int(raw or 0)
 
     async def body():
-        async for event in tasks.events(task_id, after):
-            yield sse({"type": event["type"], **event["data"]}, event=event["type"], id=event["id"])
+        async for event in tasks.events(task_id, after, idle=KEEPALIVE_SECONDS):
+            if event is None:
+                yield b": keep-alive\n\n"  # a comment line: proxies keep a quiet stream open
+            else:
+                yield sse({"type": event["type"], **event["data"]}, event=event["type"], id=event["id"])
 
     return sse_response(body())
 
