@@ -96,3 +96,53 @@ async def test_health_shows_each_providers_breaker_without_secrets(app, client):
         gw.breaker("demo").failure()
     r = await client.get("/health")
     assert r.status_code == 200 and (await r.get_json())["checks"]["providers"]["demo"] == "open"
+
+
+# ------------------------------------------------------------------ CORS
+
+
+async def test_cors_is_off_by_default(client):
+    r = await client.options("/api/agents", headers={"Origin": "https://other.example",
+                                                     "Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+    r = await client.get("/health", headers={"Origin": "https://other.example"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_listed_origins_get_preflights_and_credentials(tmp_path):
+    from conftest import running_app
+
+    settings = make_settings(tmp_path, cors_origins="https://app.example, https://ops.example",
+                             cors_credentials=True, cors_max_age=120)
+    async with running_app(settings) as app:
+        c = app.test_client()
+        r = await c.options("/api/messages", headers={"Origin": "https://app.example",
+                                                      "Access-Control-Request-Method": "POST",
+                                                      "Access-Control-Request-Headers": "content-type,x-api-key"})
+        assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert r.headers["Access-Control-Allow-Credentials"] == "true"
+        assert r.headers["Access-Control-Max-Age"] == "120"
+        assert "POST" in r.headers["Access-Control-Allow-Methods"]
+        assert "x-api-key" in r.headers["Access-Control-Allow-Headers"].lower()
+        r = await c.get("/health", headers={"Origin": "https://app.example"})
+        assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        r = await c.get("/health", headers={"Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in r.headers
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"XIAJIAO_CORS_ORIGINS": "*", "XIAJIAO_CORS_CREDENTIALS": "true"}, "cannot be combined"),
+    ({"XIAJIAO_CORS_ORIGINS": "app.example"}, "must be an origin"),
+    ({"XIAJIAO_CORS_ORIGINS": "https://app.example/path"}, "must be an origin"),
+])
+def test_unsafe_cors_settings_are_refused_at_start(env, needle):
+    with pytest.raises(SettingsError, match=needle):
+        load_settings(env=env)
+
+
+def test_the_cli_refuses_a_wildcard_with_credentials_with_the_reason(tmp_path):
+    env = {"XIAJIAO_CORS_ORIGINS": "*", "XIAJIAO_CORS_CREDENTIALS": "true", "XIAJIAO_DATA_DIR": str(tmp_path),
+           "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "xiajiao.cli", "serve"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "cannot be combined" in proc.stderr

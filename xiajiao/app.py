@@ -278,6 +278,15 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
     QuartSchema(app, openapi_path="/openapi.json", redoc_ui_path=None, swagger_ui_path=None, scalar_ui_path=None,
                 info={"title": "Xiajiao", "version": __version__})
 
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:  # off by default: only pages of the listed origins may call the API from a browser
+        from quart_cors import cors
+
+        cors(app, allow_origin="*" if "*" in origins else origins, allow_credentials=settings.cors_credentials,
+             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+             allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID", "Last-Event-ID"],
+             expose_headers=["X-Request-ID", "Retry-After"], max_age=settings.cors_max_age)
+
     from .api import register_blueprints
 
     register_blueprints(app)
