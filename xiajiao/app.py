@@ -120,6 +120,7 @@ class Xiajiao:
         self.hub = Hub(replay_size=settings.ws_replay_size, queue_size=settings.ws_queue_size,
                        replay_channels=settings.ws_replay_channels)
         self.engine: Any = None  # the conversation engine, set up in start()
+        self.tasks: Any = None  # the background task queue (xiajiao.tasks), set up in start()
         self.ws_handlers: dict[str, Any] = {}  # WebSocket frame type -> async fn(conn, data); see xiajiao.api.ws
         self.quart: Quart | None = None
         self.generated_password: str | None = None
@@ -220,6 +221,10 @@ class Xiajiao:
 
         self.engine = Engine(self)
         await self.engine.start()
+        from .tasks import TaskQueue
+
+        self.tasks = TaskQueue(self)
+        await self.tasks.start()
         await self.hook("startup")
         if self.settings.backup_interval_hours > 0:
             self.spawn(self.backups.loop(), name="backups")
@@ -228,6 +233,8 @@ class Xiajiao:
 
     async def stop(self) -> None:
         await self.hub.close_all(1001)
+        if self.tasks is not None:
+            await self.tasks.stop()
         if self.engine is not None:
             await self.engine.stop()
         for task in list(self._background):

@@ -289,16 +289,36 @@ async def actor_from_session(db, token: str) -> Actor | None:
 API_KEY_PREFIX = "xj_"
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
 async def create_api_key(db, user_id: str, name: str = "") -> tuple[dict, str]:
+    """A new key: (its public row, the secret shown once). Its webhook signing secret is in
+    the row as ``webhookSecret`` (the key's owner can read it again: :func:`webhook_secret`)."""
     secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = new_id("key")
     row = {"id": key_id, "name": (name or "")[:100], "prefix": secret[:7], "createdAt": now_iso(),
            "lastUsedAt": None}
+    signing = WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
     await db.execute(
-        "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at) VALUES (?,?,?,?,?,?)",
-        (key_id, user_id, row["name"], row["prefix"], token_hash(secret), row["createdAt"]),
+        "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at, webhook_secret) VALUES (?,?,?,?,?,?,?)",
+        (key_id, user_id, row["name"], row["prefix"], token_hash(secret), row["createdAt"], signing),
     )
-    return row, secret
+    return {**row, "webhookSecret": signing}, secret
+
+
+async def webhook_secret(db, user_id: str, key_id: str) -> str:
+    """The secret that signs the webhooks of tasks created with this key of ``user_id``
+    (made on first use for keys older than webhooks)."""
+    row = await db.fetchone("SELECT webhook_secret FROM api_keys WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+                            (key_id, user_id))
+    if row is None:
+        raise NotFound("API key not found", "api_key_not_found")
+    if row["webhook_secret"]:
+        return row["webhook_secret"]
+    signing = WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+    await db.execute("UPDATE api_keys SET webhook_secret = coalesce(webhook_secret, ?) WHERE id = ?", (signing, key_id))
+    return await db.fetchval("SELECT webhook_secret FROM api_keys WHERE id = ?", (key_id,))
 
 
 async def list_api_keys(db, user_id: str) -> list[dict]:
@@ -327,7 +347,7 @@ async def actor_from_api_key(db, secret: str) -> Actor | None:
     )
     if row is None or row["disabled"]:
         return None
-    return Actor(row["id"], row["role"], row["display_name"] or row["username"])
+    return Actor(row["id"], row["role"], row["display_name"] or row["username"], key_id=row["key_id"])
 
 
 # ------------------------------------------------------------------ invites
@@ -475,7 +495,9 @@ async def is_member(db, channel_id: str, member_type: str, member_id: str) -> bo
 
 
 def client_key(actor: Actor | None, address: str | None) -> str:
-    """The rate-limit key: the user, or the client address before login."""
+    """The rate-limit key: the API key, else the user, or the client address before login."""
+    if actor is not None and actor.key_id:
+        return f"key:{actor.key_id}"
     return f"user:{actor.id}" if actor is not None else f"addr:{address or 'unknown'}"
 
 

@@ -22,6 +22,7 @@ class Actor:
     role: str
     name: str = ""
     kind: Literal["user", "agent", "system"] = "user"
+    key_id: str | None = None  # the API key the request came with (None: a session or no key)
 
     def at_least(self, role: str) -> bool:
         return role_rank(self.role) >= role_rank(role)

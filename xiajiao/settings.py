@@ -83,6 +83,13 @@ SETTINGS: list[Setting] = [
     Setting("call_agent_depth", 3, "Deepest nesting of the call_agent tool.", int),
     Setting("stream_coalesce_ms", 15.0, "Text deltas of a streamed reply closer than this share one stream_chunk frame (0: one frame per delta).", float),
     Setting("demo_delay", 0.01, "Seconds between the offline demo model's streamed words.", float),
+    # machine API: OpenAI-compatible endpoint, background tasks, webhooks
+    Setting("api_record_chats", False, "Record every /v1/chat/completions turn of an agent in a conversation the user sees in the web app (a request may ask with the header X-Xiajiao-Record).", _bool),
+    Setting("task_concurrency", 2, "Background tasks (/v1/tasks) run at the same time; the others wait queued.", int),
+    Setting("webhook_allowed_hosts", "", "Comma-separated hosts (or host:port) a task webhook may reach even when they resolve to loopback, private or link-local addresses."),
+    Setting("webhook_attempts", 5, "Deliveries tried per task webhook before giving up.", int),
+    Setting("webhook_backoff", 2.0, "Seconds before the second webhook attempt; doubled for each later one.", float),
+    Setting("webhook_timeout", 10.0, "Seconds one webhook delivery may take.", float),
     # memory and knowledge
     Setting("embedder", "", "Embedder for memory and knowledge (empty: the best one installed)."),
     Setting("embedding_model", "text-embedding-3-small", "Model of the 'openai' embedder (an OpenAI-compatible /v1/embeddings endpoint)."),
