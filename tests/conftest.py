@@ -14,7 +14,7 @@ from xiajiao.settings import load_settings
 
 OWNER_PASSWORD = "owner-password-1"
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "xiajiao-docs"
+CORPUS = ROOT / "tests" / "corpus"  # small bilingual pages written for the tests; see its README.md
 
 
 def make_settings(tmp_path: Path, **overrides):
