@@ -25,6 +25,17 @@ def make_settings(tmp_path: Path, **overrides):
     return load_settings(env={}, **base)
 
 
+def with_bundled_plugins(settings):
+    """``settings`` completed with those the bundled plugins declare (what ``app.xj.settings`` holds)."""
+    from xiajiao.app import build_plugins, resolve_settings
+
+    return resolve_settings(settings, build_plugins(load_settings(env={}, load_entrypoint_plugins=False)))
+
+
+def bundled_settings(tmp_path: Path | None = None, **overrides):
+    return with_bundled_plugins(make_settings(tmp_path or Path("."), **overrides))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

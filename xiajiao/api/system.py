@@ -28,7 +28,7 @@ async def health():
 @requires("owner")
 async def plugins():
     core = current_app.xj
-    return jsonify({"plugins": core.plugins.describe(core.registries)})
+    return jsonify({"plugins": core.describe_plugins()})
 
 
 @bp.get("/metrics")
