@@ -12,10 +12,11 @@ import httpx
 
 from fake_llm import Reply
 from xiajiao.db import Database
-from conftest import OWNER_PASSWORD, ROOT, llm_settings, make_channel, running_app
+from conftest import OWNER_PASSWORD, ROOT, llm_settings, make_channel, running_app, with_bundled_plugins
 
 
 def server_env(settings) -> dict:
+    settings = with_bundled_plugins(settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIAJIAO_")}
     for name in ("data_dir", "port", "owner_password", "openai_base_url", "openai_api_key", "openai_models",
                  "default_model", "load_entrypoint_plugins", "access_log"):
