@@ -143,6 +143,10 @@ class Xiajiao:
         self._background: set[asyncio.Task] = set()
         self.state: dict[str, Any] = {}  # room for plugins' own state, keyed by plugin name
         self.metrics: dict[tuple[str, str], int] = {}  # (name, label) -> count, shown at /metrics
+        from .backup import Backups
+
+        self.backups = Backups(self)
+        self.started_at: float | None = None
 
     def _prepare_connection(self, conn, label: str) -> None:
         # runs in the connection's thread when it opens; plugins add functions or pragmas
@@ -246,6 +250,9 @@ class Xiajiao:
         self.engine = Engine(self)
         await self.engine.start()
         await self.hook("startup")
+        if self.settings.backup_interval_hours > 0:
+            self.spawn(self.backups.loop(), name="backups")
+        self.started_at = time.time()
         self.started = True
 
     async def stop(self) -> None:

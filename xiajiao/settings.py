@@ -111,6 +111,11 @@ SETTINGS: list[Setting] = [
     # memory and knowledge
     Setting("embedder", "", "Embedder for memory and knowledge (empty: the best one installed)."),
     Setting("embed_batch", 64, "Texts embedded and written per batch (one transaction each) when indexing.", int),
+    # operations
+    Setting("log_format", "json", "Log line format: 'json' (one object per line) or 'text'."),
+    Setting("backup_dir", "", "Folder of backup archives (empty: <data dir>/backups).", str),
+    Setting("backup_interval_hours", 0.0, "Hours between automatic backups (0: none).", float),
+    Setting("backup_keep", 7, "Automatic and on-demand backups kept in the backup folder; older ones are deleted.", int),
 ]
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -215,4 +220,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     if not (0 < values["port"] < 65536):
         raise SettingsError(f"XIAJIAO_PORT={values['port']} is out of range 1-65535; change XIAJIAO_PORT.")
     values["data_dir"] = Path(values["data_dir"]).expanduser()
+    if values["log_format"] not in ("json", "text"):
+        raise SettingsError(f"XIAJIAO_LOG_FORMAT={values['log_format']!r} must be 'json' or 'text'.")
     return Settings(values, {s.name: (s, CORE) for s in SETTINGS}, overrides, env)
