@@ -27,8 +27,11 @@ from .settings import SETTINGS_BY_NAME, Setting, Settings, load_settings
 log = logging.getLogger("xiajiao")
 access_log = logging.getLogger("xiajiao.access")
 
-ROOT = Path(__file__).resolve().parent.parent
-WEB_DIR = ROOT / "web"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The web UI: inside an installed package it is xiajiao/web (setup.py maps the checkout's web/ there);
+# run from a checkout (or an editable install) it is the top-level web/.
+WEB_DIR = next((d for d in (PACKAGE_DIR / "web", PACKAGE_DIR.parent / "web") if (d / "templates").is_dir()),
+               PACKAGE_DIR.parent / "web")
 MIGRATIONS = Path(__file__).resolve().parent / "db" / "migrations"
 
 
