@@ -12,7 +12,9 @@ from .models import (Actor, ChatMessage, ChatRequest, Embedder, Pack, Parser, Pe
                      Provider, ProviderConfig, ProviderKind, TextDelta, Timeouts, Tool, ToolCall,
                      ToolCallsDone, ToolContext, Usage)
 from .plugins import hookimpl  # noqa: E402
+from .settings import Setting  # noqa: E402
 from .engine.mentions import find_mentions  # noqa: E402
+from .gateway import env_provider_configs, env_provider_settings  # noqa: E402
 from .gateway.http import pooled_client  # noqa: E402
 from .auth import authorized_channel, requires  # noqa: E402
 from .chat import create_message as post_message  # noqa: E402
@@ -25,7 +27,8 @@ from .text import fts_any, fts_any_parts, fts_query, index_text, query_terms, sn
 from .vectors import VectorIndex, active_embedder  # noqa: E402
 
 __all__ = [
-    "__version__", "hookimpl", "find_mentions", "pooled_client",
+    "__version__", "hookimpl", "Setting", "find_mentions", "pooled_client", "env_provider_settings",
+    "env_provider_configs",
     "Actor", "ChatMessage", "ChatRequest", "Embedder", "Pack", "Parser", "Persona", "Prompt", "Provider",
     "ProviderConfig", "ProviderKind", "TextDelta", "Timeouts", "Tool", "ToolCall", "ToolCallsDone", "ToolContext",
     "Usage",

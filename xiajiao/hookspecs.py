@@ -18,6 +18,11 @@ hookspec = pluggy.HookspecMarker("xiajiao")
 
 
 @hookspec
+def register_settings(register):
+    """Declare the plugin's settings with register(Setting(name, default, help, type, secret, env))."""
+
+
+@hookspec
 def register_providers(register):
     """Register model provider kinds with register(ProviderKind(...))."""
 

@@ -156,6 +156,9 @@ class ProviderKind:
     needs_key: bool = True
     # configs this kind offers without any user setting (e.g. the offline demo model)
     builtin_configs: Callable[[Any], Sequence[ProviderConfig]] | None = None
+    # configs the owner gave through the plugin's settings (environment), read-only in the UI;
+    # see xiajiao.env_provider_settings / env_provider_configs
+    env_configs: Callable[[Any], Sequence[ProviderConfig]] | None = None
 
 
 # ------------------------------------------------------------------ embedders, parsers
