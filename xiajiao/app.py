@@ -20,7 +20,7 @@ from .bodies import BoundedRequest
 from .db import Database, WorkspaceDatabases, migrations_from_dir
 from .errors import PluginError, StartupError, XiajiaoError
 from .errors import HTTP_CODES
-from .models import Pack, Parser, ProviderKind, Tool
+from .models import Pack, Parser, ProviderKind, SearchBackend, Tool
 from .plugins import (Plugins, Registry, load_bundled, load_directory, load_entrypoints, new_manager)
 from .realtime import Hub
 from .settings import SETTINGS_BY_NAME, Setting, Settings, load_settings
@@ -116,6 +116,7 @@ def new_registries() -> dict[str, Registry]:
         "tools": Registry("tool", lambda t: t.name, _validate_tool),
         "parsers": Registry("parser", lambda p: p.name, _typed(Parser, "Parser")),
         "packs": Registry("pack", lambda p: p.name, _typed(Pack, "Pack")),
+        "search_backends": Registry("search backend", lambda b: b.name, _typed(SearchBackend, "SearchBackend")),
         "routes": Registry("blueprint", lambda b: b.name),
         "commands": Registry("command", lambda c: c.name, build=Command),
     }

@@ -48,6 +48,11 @@ def register_packs(register):
 
 
 @hookspec
+def register_search_backends(register):
+    """Register web search backends for the web_search tool with register(SearchBackend(...))."""
+
+
+@hookspec
 def register_routes(register):
     """Register HTTP routes with register(blueprint) (a Quart Blueprint)."""
 

@@ -184,6 +184,16 @@ class Parser:
     isolate: bool = False  # parse in a worker process capped in memory and time (container formats)
 
 
+@dataclass
+class SearchBackend:
+    """A web search engine for the ``web_search`` tool: ``search(app, query, count)`` returns
+    ``[{"title", "url", "snippet"}]``."""
+
+    name: str
+    description: str
+    search: Callable[[Any, str, int], Awaitable[list[dict]]]
+
+
 # ------------------------------------------------------------------ domain packs
 
 
