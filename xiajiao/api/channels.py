@@ -57,7 +57,7 @@ async def list_channels():
 async def create_channel(data: NewChannel):
     channel = await chat.create_channel(current_app.xj.db, name=data.name.strip() or data.name, type=data.type,
                                         creator_id=g.actor.id, agent_ids=data.agentIds, user_ids=data.userIds,
-                                        default_agent_id=data.defaultAgentId)
+                                        default_agent_id=data.defaultAgentId, creator_role=g.actor.role)
     return jsonify({"id": channel["id"], "ok": True, "channel": channel}), 201
 
 
