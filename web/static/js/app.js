@@ -14,7 +14,8 @@ import { loadOlder, markRead, onFrame, openChannel, scroller, showEmpty } from "
 import { wireComposer } from "./composer.js";
 import { search } from "./search.js";
 import { openCollab } from "./collab.js";
-import { editGroup, newDm } from "./groups.js";
+import { editGroup, newDm, openMembers } from "./groups.js";
+import "./home.js";
 import { openMemory } from "./memory.js";
 import { openKnowledge } from "./knowledge.js";
 import { openAgents } from "./agents.js";
@@ -42,6 +43,11 @@ async function route() {
     openAgents();
   } else if (hash === "#/account") {
     openAccount();
+  } else if (hash === "#/home") {
+    S.active = null;
+    $("#app").dataset.view = "chat";
+    renderChatList();
+    showEmpty(true);
   } else if (!S.active) {
     const first = [...S.channels.values()][0];
     if (first && window.matchMedia("(min-width: 800px)").matches) location.replace(`#/c/${encodeURIComponent(first.id)}`);
@@ -78,6 +84,11 @@ function wire() {
   $("#btn-memory").addEventListener("click", () => openMemory(channelAgents(S.channels.get(S.active))[0]));
   $("#btn-knowledge").addEventListener("click", () => openKnowledge(channelAgents(S.channels.get(S.active))[0]));
   $("#btn-collab").addEventListener("click", () => openCollab());
+  $("#btn-members").addEventListener("click", () => openMembers(S.channels.get(S.active)));
+  $("#brand").addEventListener("click", (ev) => {
+    ev.preventDefault();
+    location.hash = "#/home";
+  });
   $("#btn-agents").addEventListener("click", () => { location.hash = "#/agents"; });
   $("#btn-settings").addEventListener("click", () => { location.hash = "#/settings"; });
   $("#btn-account").addEventListener("click", () => { location.hash = "#/account"; });

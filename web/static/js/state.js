@@ -1,12 +1,15 @@
 // The app's shared state, a small event bus, and the name helpers every view uses.
 import { ApiError } from "./api.js";
-import { toast } from "./dom.js";
+import { initials, toast } from "./dom.js";
 import { t } from "./i18n.js";
 
 export const S = {
   me: null,
   agents: new Map(),
-  users: new Map(),
+  users: new Map(), // admins: every account (GET /api/users)
+  people: new Map(), // the people the caller may see (GET /api/team)
+  team: null, // {model: {model, builtin, configured}}
+  mentions: {}, // channelId -> mentions of the caller not yet read
   channels: new Map(),
   active: null, // channel id
   oldestId: null,
@@ -40,10 +43,20 @@ export function agentName(id) {
   return a ? a.name : id || "";
 }
 
+export function person(id) {
+  if (S.me && id === S.me.id) return S.me;
+  return S.people.get(id) || S.users.get(id) || null;
+}
+
 export function userName(id) {
-  if (S.me && id === S.me.id) return S.me.displayName || S.me.username;
-  const u = S.users.get(id);
+  const u = person(id);
   return u ? (u.displayName || u.username) : t("chat.someone");
+}
+
+// What avatarEl shows for a person: the uploaded image or chosen text, else the name's initials.
+export function personAvatar(u) {
+  if (!u) return "?";
+  return u.avatar || initials(u.displayName || u.username);
 }
 
 export function fileName(m) {
