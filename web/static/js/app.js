@@ -10,7 +10,7 @@ import { S, readState, report } from "./state.js";
 import { closePanel, cycleTheme, syncCodeTheme } from "./ui.js";
 import { channelAgents, loadAgents, loadChannels, loadUsers, onConnState, renderChatList } from "./sidebar.js";
 import { list } from "./messages.js";
-import { loadOlder, markRead, onFrame, openChannel, scroller, showEmpty } from "./chat.js";
+import { focusComposer, loadOlder, markRead, onFrame, openChannel, scroller, showEmpty } from "./chat.js";
 import { wireComposer } from "./composer.js";
 import { search } from "./search.js";
 import { openCollab } from "./collab.js";
@@ -68,6 +68,11 @@ function wire() {
     }
   });
   $("#lightbox").addEventListener("click", () => { $("#lightbox").hidden = true; });
+  // a click on the chat already open changes no route: it still lands in the composer
+  $("#chat-list").addEventListener("click", (ev) => {
+    const item = ev.target.closest(".chat-item");
+    if (item && item.dataset.channelId === S.active) focusComposer();
+  });
   $("#search-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     search($("#search-input").value);

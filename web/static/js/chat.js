@@ -60,8 +60,12 @@ export async function openChannel(id, jumpTo) {
   markRead(id);
   renderChatList();
   updateStopButton();
-  if (!$("#composer").hidden && switching) $("#composer-input").focus();
+  focusComposer();
   emit("channel:opened", c);
+}
+
+export function focusComposer() {
+  if (!$("#composer").hidden) $("#composer-input").focus();
 }
 
 // "3 people · 2 agents: 编辑 · 翻译官"
@@ -382,6 +386,9 @@ export function onFrame(frame) {
       break;
     case "resync":
       onResync(d);
+      break;
+    case "channel_added":
+      loadChannels().catch(() => {});
       break;
     case "unsubscribed":
       if (d.reason !== "removed") break;

@@ -78,8 +78,9 @@ export function mentionCandidates(c, typed) {
     .map((a) => ({ id: a.id, name: a.name, avatar: a.avatar || a.name, description: a.description || "", kind: "agent" }));
   const people = (c.userIds || []).filter((id) => id !== S.me.id).map((id) => person(id)).filter(Boolean)
     .filter((u) => hit(u.displayName, u.username))
+    // a name with spaces would end the mention early: such people are mentioned by username
     .map((u) => ({ id: u.id, name: /\s/.test(u.displayName || "") ? u.username : u.displayName || u.username,
-      avatar: personAvatar(u), description: t(`role.${u.role}`), kind: "person" }));
+      label: u.displayName || u.username, avatar: personAvatar(u), description: t(`role.${u.role}`), kind: "person" }));
   const items = [...agents, ...people];
   if ("all".startsWith(p)) items.push({ id: "@all", name: "all", avatar: "📣", description: t("mention.all"), kind: "all" });
   return items.slice(0, 8);
@@ -113,7 +114,7 @@ function renderMention() {
       class: `mention-item${i === mentionState.index ? " active" : ""}`, role: "option",
       dataset: { kind: a.kind, id: a.id },
       onmousedown: (ev) => { ev.preventDefault(); pickMention(i); },
-    }, avatarEl(a.avatar, "avatar small"), h("span", { class: "mention-name", text: a.name }),
+    }, avatarEl(a.avatar, "avatar small"), h("span", { class: "mention-name", text: a.label || a.name }),
     h("span", { class: "muted", text: a.description || "" })));
   });
   popup.hidden = false;

@@ -90,9 +90,11 @@ export function readState() {
   try {
     S.unread = JSON.parse(localStorage.getItem("xj.unread") || "{}");
     S.lastRead = JSON.parse(localStorage.getItem("xj.lastRead") || "{}");
+    S.mentions = JSON.parse(localStorage.getItem("xj.mentions") || "{}");
   } catch (e) {
     S.unread = {};
     S.lastRead = {};
+    S.mentions = {};
   }
 }
 
@@ -100,5 +102,6 @@ export function saveState() {
   try {
     localStorage.setItem("xj.unread", JSON.stringify(S.unread));
     localStorage.setItem("xj.lastRead", JSON.stringify(S.lastRead));
+    localStorage.setItem("xj.mentions", JSON.stringify(S.mentions));
   } catch (e) { /* private mode: counts live in memory only */ }
 }
