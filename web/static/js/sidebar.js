@@ -1,6 +1,6 @@
 // The sidebar: loading agents, people and chats, the chat list with previews, the connection dot.
 import { ApiError, get, qs } from "./api.js";
-import { $, avatarEl, clear, fmtTime, h, roleAtLeast } from "./dom.js";
+import { $, avatarEl, clear, fmtTime, h, initials, roleAtLeast } from "./dom.js";
 import { t } from "./i18n.js";
 import { S, agentName, fileName, person, personAvatar, report, userName } from "./state.js";
 
@@ -79,7 +79,7 @@ export function channelAvatar(c) {
     const a = channelAgents(c)[0];
     return a ? a.avatar || a.name : "🗄";
   }
-  return "👥";
+  return initials(c.name); // a group: the first letters of its name
 }
 
 export function channelLabel(c) {
