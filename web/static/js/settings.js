@@ -3,6 +3,7 @@ import { ApiError, del, get, post, put } from "./api.js";
 import { avatarEl, clear, fmtTime, h, roleAtLeast, toast } from "./dom.js";
 import { t } from "./i18n.js";
 import { S, errorText, personAvatar, report } from "./state.js";
+import { systemPane } from "./system.js";
 import { busy, field, modal } from "./ui.js";
 
 export async function openSettings() {
@@ -11,6 +12,7 @@ export async function openSettings() {
     return;
   }
   const tabs = [["providers", t("settings.providers")], ["users", t("settings.users")], ["invites", t("settings.invites")]];
+  if (S.me.role === "owner") tabs.push(["system", t("system.tab")]);
   const body = h("div", { class: "settings" });
   const nav = h("nav", { class: "tabs" });
   const pane = h("div", { class: "tab-pane" });
@@ -18,7 +20,7 @@ export async function openSettings() {
     nav.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.tab === key));
     clear(pane).appendChild(h("p", { class: "muted", text: t("common.loading") }));
     try {
-      const el = await { providers: providersPane, users: usersPane, invites: invitesPane }[key]();
+      const el = await { providers: providersPane, users: usersPane, invites: invitesPane, system: systemPane }[key]();
       clear(pane).appendChild(el);
     } catch (e) {
       clear(pane).appendChild(h("p", { class: "error", text: errorText(e) }));
