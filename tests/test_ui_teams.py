@@ -4,6 +4,7 @@ contexts at once (owner, member, guest), on a desktop and a 390 px phone.
 The server runs on the offline demo model (no provider configured), as on a fresh install."""
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 
@@ -20,6 +21,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 PASSWORD = "team-password-1"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 780}
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cfc0f01f0005000201"
+                    "a1e1a3640000000049454e44ae426082")
 SHOTS = os.environ.get("XIAJIAO_SHOTS")  # a folder: also write the screenshots there
 
 
@@ -193,6 +196,13 @@ async def test_a_group_of_people_and_agents_mentions_and_notifications(browser, 
     await guest.reload()
     await guest.wait_for_selector("body[data-ready=app]")
     await expect(guest.locator("#no-chats")).to_contain_text("Ask the owner to add you to a group")
+    # added back: the guest's open app shows the group at once, without a reload
+    await owner.click("#btn-channel-settings")
+    await owner.check("#group-people input[value='%s']" % people["vera"]["id"])
+    await owner.click("#group-save")
+    await expect(owner.locator("#chat-sub")).to_have_text("3 people · 2 agents: 编辑 · 翻译官")
+    await expect(guest.locator(".chat-item", has_text="Launch team")).to_be_visible()
+    await expect(guest.locator("#no-chats")).to_have_count(0)
     await no_page_errors(owner, member, guest)
     for page in (owner, member, guest):
         await page.context.close()
@@ -227,7 +237,7 @@ async def test_a_dm_between_two_people_and_real_names_in_search(browser, team):
     await owner.context.close()
 
 
-async def test_accounts_profile_password_roles_and_deactivation(browser, team):
+async def test_accounts_profile_password_roles_and_deactivation(browser, team, tmp_path):
     app, base, people = team
     member = await page_as(browser, base, "alice")
     await member.click("#btn-account")
@@ -235,6 +245,23 @@ async def test_accounts_profile_password_roles_and_deactivation(browser, team):
     await member.fill("#profile-avatar", "🌸")
     await member.click("#profile-save")
     await expect(member.locator("#me-name")).to_have_text("Alice W.")
+    # an uploaded image as the avatar; it shows on her messages' avatars too
+    png = tmp_path / "face.png"
+    png.write_bytes(PNG)
+    await member.set_input_files("#profile-image", str(png))
+    await expect(member.locator("#profile-form .avatar-preview img")).to_have_attribute("src", re.compile(r"^/uploads/"))
+    await member.click("#profile-save")
+    await expect(member.locator(".toast", has_text="Saved").last).to_be_visible()
+    avatar = (await auth.get_user(app.xj.db, people["alice"]["id"]))["avatar"]
+    assert avatar.startswith("/uploads/")
+    await member.click("#profile-avatar-clear")
+    await member.fill("#profile-avatar", "🌸")
+    await member.click("#profile-save")
+    for _ in range(100):  # the save reaches the server
+        if (await auth.get_user(app.xj.db, people["alice"]["id"]))["avatar"] == "🌸":
+            break
+        await asyncio.sleep(0.05)
+    assert (await auth.get_user(app.xj.db, people["alice"]["id"]))["avatar"] == "🌸"
     # the API key shows its secret once, not [object Object]
     await member.fill("#key-name", "script")
     await member.click("#key-create")

@@ -14,7 +14,7 @@ export async function openAccount() {
   theme.addEventListener("change", () => applyTheme(theme.value));
   body.append(profileForm(),
     h("div", { class: "grid2" }, field(t("settings.language"), langSel), field(t("settings.theme"), theme)),
-    passwordForm());
+    notifyRow(), passwordForm());
   // personal API keys
   const keys = h("div", { class: "keys" });
   const loadKeys = async () => {
@@ -103,4 +103,17 @@ function passwordForm() {
     toast(t("account.passwordChanged"));
   }));
   return form;
+}
+
+// Browser notifications for mentions are opt-in: the browser asks once, on this click.
+function notifyRow() {
+  if (!("Notification" in window)) return null;
+  const state = h("span", { class: "muted small", id: "notify-state", text: t(`account.notify.${Notification.permission}`) });
+  const ask = h("button", { type: "button", id: "notify-enable", text: t("account.notifyEnable"),
+    hidden: Notification.permission !== "default", onclick: async () => {
+      const answer = await Notification.requestPermission();
+      state.textContent = t(`account.notify.${answer}`);
+      ask.hidden = answer !== "default";
+    } });
+  return h("div", { class: "row notify-row" }, ask, state);
 }

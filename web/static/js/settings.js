@@ -177,7 +177,7 @@ async function usersPane() {
   const role = h("select", { id: "user-role" }, ["member", "guest", "admin"].map((x) => h("option", { value: x, text: t(`role.${x}`) })));
   const add = h("button", { type: "submit", class: "primary", text: t("settings.addUser") });
   const form = h("form", { class: "form" }, h("div", { class: "grid2" }, field(t("login.username"), uname),
-    field(t("invite.displayName"), dname), field(t("login.password"), pw), field(t("settings.role"), role)), add);
+    field(t("account.displayName"), dname), field(t("login.password"), pw), field(t("settings.role"), role)), add);
   form.addEventListener("submit", busy(add, async () => {
     await post("/api/users", { username: uname.value.trim(), displayName: dname.value.trim(), password: pw.value, role: role.value });
     await reload();
