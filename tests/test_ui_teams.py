@@ -13,7 +13,7 @@ import pytest_asyncio
 from playwright.async_api import expect
 
 from conftest import OWNER_PASSWORD, live_server, make_settings
-from test_ui_browser import ARGS, CHROMIUM, XSS_HOOK
+from test_ui_browser import XSS_HOOK, browser  # noqa: F401 (browser: the module's Chromium fixture)
 from xiajiao import auth, chat
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -24,16 +24,6 @@ PHONE = {"width": 390, "height": 780}
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cfc0f01f0005000201"
                     "a1e1a3640000000049454e44ae426082")
 SHOTS = os.environ.get("XIAJIAO_SHOTS")  # a folder: also write the screenshots there
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser():
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        await b.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
