@@ -101,7 +101,9 @@ async def login_page():
 @bp.get("/invite/<token>")
 @auth.requires(None)
 async def invite_page(token: str):
-    return await render_template("invite.html", lang=_lang(), boot=_boot(inviteToken=token))
+    state = await auth.invite_state(current_app.xj.db, token)
+    html = await render_template("invite.html", lang=_lang(), boot=_boot(inviteToken=token), state=state)
+    return html, 200 if state == "valid" else 410 if state in ("expired", "used", "revoked") else 404
 
 
 @bp.get("/offline.html")

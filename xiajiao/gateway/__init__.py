@@ -209,6 +209,15 @@ class Gateway:
                 return f"{src.config.id}/{src.config.models[0]}"
         raise BadRequest("No model is configured", "no_model")
 
+    def default_model_info(self) -> dict:
+        """The default model and whether a built-in provider (not one the owner configured) serves it."""
+        try:
+            cfg, name = self.resolve(None)
+        except BadRequest:
+            return {"model": None, "builtin": False, "configured": False}
+        source = next((s.source for s in self.sources if s.config.id == cfg.id), "builtin")
+        return {"model": f"{cfg.id}/{name}", "builtin": source == "builtin", "configured": True}
+
     def resolve(self, model: str | None) -> tuple[ProviderConfig, str]:
         """``provider/model`` or a bare model name → (its provider configuration, the model name)."""
         model = (model or "").strip() or self.default_model()
