@@ -62,6 +62,10 @@ class Registry:
             raise PluginError(f"{self.kind} {name!r} is registered twice: by {other!r} and by {plugin!r}")
         self.entries[name] = Registration(name, item, plugin)
 
+    def remove(self, name: str) -> None:
+        """Forget a thing registered at run time (tools a plugin defines from data)."""
+        self.entries.pop(name, None)
+
     def get(self, name: str) -> Any:
         reg = self.entries.get(name)
         return reg.item if reg else None
