@@ -2,8 +2,8 @@
 
 Roles rank owner > admin > member > guest. Every route declares the least role it
 needs with :func:`requires`; resource visibility (channels) is decided by
-:func:`can_read_channel` / :func:`can_write_channel`, and plugins may take part
-through the ``authorize`` hook.
+:func:`authorized_channel`, and plugins may take part
+through the ``authorize`` hook, which every route, frame and channel action asks.
 """
 from __future__ import annotations
 
@@ -395,14 +395,19 @@ async def accept_invite(db, token: str, *, username: str, password: str, display
 
 # ------------------------------------------------------------------ authorization
 #
-# Channel visibility and rights are decided here, and only here. The caller's
-# relation to a channel is read together with the channel (one query), then the
-# ``authorize`` hook may decide; otherwise the built-in rules apply:
-#   read    owner/admin read every channel; others only channels they belong to
-#   write   members whose membership is not read-only (admins who did not join read only)
-#   manage  owner/admin, or the member who created the channel
+# Every decision is made here, and only here: each route (``requires``), each
+# WebSocket frame and each action on a channel or a chain asks the ``authorize``
+# hook first; a plugin's True or False decides, a plugin that raises denies, and
+# without an answer the built-in rules apply:
+#   route        the route's declared least role (``requires``)
+#   frame        any authenticated caller (``auth`` and ``ping`` also before login)
+#   channel.read    owner/admin read every channel; others only channels they belong to
+#   channel.write   members whose membership is not read-only (admins who did not join read only)
+#   channel.manage  owner/admin, or the member who created the channel (rename, members, chain)
+#   chain.decide    approve, edit or stop a chain run (or stop one of its steps): an admin/owner,
+#                   or who started it while he may still write in the channel
 
-CHANNEL_ACTIONS = ("channel.read", "channel.write", "channel.manage")
+CHANNEL_ACTIONS = ("channel.read", "channel.write", "channel.manage", "chain.decide")
 
 
 def has_role(actor: Actor | None, role: str) -> bool:
@@ -429,42 +434,73 @@ def builtin_allows(actor: Actor, action: str, channel: dict) -> bool:
         return member and bool(channel.get("_can_write"))
     if action == "channel.manage":
         return actor.kind == "user" and (actor.at_least("admin") or (member and channel.get("created_by") == actor.id))
+    if action == "chain.decide":
+        chain = channel.get("_chain") or {}
+        return actor.kind == "user" and (actor.at_least("admin") or (
+            chain.get("startedBy") == actor.id and member and bool(channel.get("_can_write"))))
     raise ValueError(f"unknown action {action!r}")
+
+
+async def ask(core, actor: Actor | None, action: str, resource: dict) -> bool | None:
+    """The ``authorize`` hook's answer (True, False or None to pass); a plugin that raises denies."""
+    decision = await core.plugins.call("authorize", actor=actor, action=action, resource=resource, on_error=False)
+    return None if decision is None else bool(decision)
 
 
 async def allowed(core, actor: Actor, action: str, channel: dict) -> bool:
     """May ``actor`` do ``action`` on ``channel`` (a row from :func:`channel_for`)?"""
-    if core is not None:
-        decision = await core.plugins.call("authorize", actor=actor, action=action, resource=channel)
-        if decision is not None:
-            return bool(decision)
-    return builtin_allows(actor, action, channel)
+    decision = await ask(core, actor, action, channel)
+    return builtin_allows(actor, action, channel) if decision is None else decision
 
 
-async def authorized_channel(core, actor: Actor, channel_id: str, action: str = "channel.read") -> dict:
+async def authorized_channel(core, actor: Actor, channel_id: str, action: str = "channel.read", *,
+                             chain: dict | None = None) -> dict:
     """The channel if ``actor`` may do ``action`` on it.
 
     404 when the channel does not exist or the caller may not see it (its existence is
-    not revealed); 403 when it is visible but the action is not allowed.
+    not revealed); 403 when it is visible but the action is not allowed. For
+    ``chain.decide`` the resource also carries ``_chain`` (``id``, ``startedBy``).
     """
     channel = await channel_for(core.db, actor, channel_id) if isinstance(channel_id, str) else None
     if channel is None or not await allowed(core, actor, "channel.read", channel):
         raise NotFound("Channel not found", "channel_not_found")
-    if action != "channel.read" and not await allowed(core, actor, action, channel):
+    if action == "channel.read":
+        return channel
+    resource = {**channel, "_chain": chain} if action == "chain.decide" else channel
+    if not await allowed(core, actor, action, resource):
         if action == "channel.write":
             raise Forbidden("You may read this channel but not post in it", "read_only")
+        if action == "chain.decide":
+            raise Forbidden("Only who started this chain, or an admin, may decide it", "not_your_chain")
         raise Forbidden("You may not change this channel", "forbidden")
     return channel
 
 
-async def can_read_channel(db, actor: Actor, channel: dict, core=None) -> bool:
-    row = await channel_for(db, actor, channel["id"])
-    return row is not None and await allowed(core, actor, "channel.read", row)
+async def readable(core, actor: Actor, items: list[dict], key: str = "channelId") -> list[dict]:
+    """``items`` (channels or messages, already filtered by the built-in rules) without those whose
+    channel a plugin hides from ``actor`` (lists can hide through the hook, never reveal)."""
+    if not core.plugins.pm.hook.authorize.get_hookimpls():
+        return items
+    verdict: dict[str, bool] = {}
+    for cid in {item[key] for item in items}:
+        verdict[cid] = await may(core, actor, cid, "channel.read")
+    return [item for item in items if verdict[item[key]]]
 
 
-async def can_write_channel(db, actor: Actor, channel: dict, core=None) -> bool:
-    row = await channel_for(db, actor, channel["id"])
-    return row is not None and await allowed(core, actor, "channel.write", row)
+async def may(core, actor: Actor, channel_id: str, action: str, *, chain: dict | None = None) -> bool:
+    """:func:`authorized_channel` as a yes/no (for frames and fan-out that answer without raising)."""
+    try:
+        await authorized_channel(core, actor, channel_id, action, chain=chain)
+    except (NotFound, Forbidden):
+        return False
+    return True
+
+
+async def authorize_frame(core, actor: Actor | None, frame_type: str) -> None:
+    """May the caller send a WebSocket frame of this type? (403 ``forbidden`` when not)."""
+    decision = await ask(core, actor, "frame", {"frame": frame_type})
+    if decision is False:
+        raise Forbidden(f"You may not send {frame_type!r} frames", "forbidden")
 
 
 async def is_member(db, channel_id: str, member_type: str, member_id: str) -> bool:
@@ -483,8 +519,11 @@ def requires(role: str | None) -> Callable:
 
     ``g.actor`` (resolved from the session cookie, ``X-API-Key`` or ``Authorization:
     Bearer`` before the route runs) must exist and rank at least ``role``: 401 when
-    nobody is logged in, 403 when the role is too low. Every call also takes a token
-    from the caller's rate-limit bucket (429 with Retry-After when empty).
+    nobody is logged in, 403 when the role is too low. The ``authorize`` hook is asked
+    first (action ``route``, resource ``{"route", "method", "path", "role"}``): False
+    refuses (401 anonymous, 403 otherwise), True waives the rank (not the login).
+    Every call also takes a token from the caller's rate-limit bucket (429 with
+    Retry-After when empty).
     """
 
     def decorator(fn: Callable) -> Callable:
@@ -492,16 +531,22 @@ def requires(role: str | None) -> Callable:
         async def wrapper(*args: Any, **kwargs: Any):
             from quart import current_app, g, has_request_context, request, websocket
 
+            core = current_app.xj
             actor = g.get("actor")
-            limiter = getattr(current_app.xj, "limiter", None)
+            ctx = request if has_request_context() else websocket
+            limiter = getattr(core, "limiter", None)
             if limiter is not None:
-                address = (request if has_request_context() else websocket).remote_addr
-                limiter.check(client_key(actor, address))
-            if role is not None:
+                limiter.check(client_key(actor, getattr(g, "client_address", None) or ctx.remote_addr))
+            decision = await ask(core, actor, "route", {
+                "route": ctx.endpoint, "method": getattr(ctx, "method", "GET"), "path": ctx.path, "role": role})
+            if role is not None and actor is None:
+                raise Unauthorized("Login required", "unauthenticated")
+            if decision is False:
                 if actor is None:
                     raise Unauthorized("Login required", "unauthenticated")
-                if not actor.at_least(role):
-                    raise Forbidden("You do not have permission to do this", "forbidden")
+                raise Forbidden("You do not have permission to do this", "forbidden")
+            if role is not None and decision is None and not actor.at_least(role):
+                raise Forbidden("You do not have permission to do this", "forbidden")
             return await fn(*args, **kwargs)
 
         wrapper.required_role = role  # read by the test that every route declares its caller

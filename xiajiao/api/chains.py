@@ -8,7 +8,6 @@ from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request
 
 from .. import auth, chat
-from ._channels import writable_channel
 from ..errors import BadRequest
 from ..ids import now_iso
 
@@ -30,8 +29,6 @@ class DecisionBody(BaseModel):
     text: str | None = Field(default=None, max_length=32000)
 
 
-
-
 def _chain_json(channel: dict) -> dict:
     from ..engine import channel_chain, channel_config
 
@@ -42,7 +39,7 @@ def _chain_json(channel: dict) -> dict:
 @bp.get("/api/channels/<channel_id>/chain")
 @auth.requires("guest")
 async def get_chain(channel_id: str):
-    return jsonify(_chain_json(await writable_channel(channel_id)))
+    return jsonify(_chain_json(await auth.authorized_channel(current_app.xj, g.actor, channel_id)))
 
 
 @bp.put("/api/channels/<channel_id>/chain")
@@ -50,7 +47,7 @@ async def get_chain(channel_id: str):
 @validate_request(ChainBody)
 async def put_chain(channel_id: str, data: ChainBody):
     core = current_app.xj
-    channel = await writable_channel(channel_id)
+    channel = await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
     if channel["type"] != "group":
         raise BadRequest("Only a group can have a chain", "not_a_group")
     members = set(await chat.channel_agent_ids(core.db, channel_id))
@@ -76,7 +73,7 @@ async def start_chain(data: StartBody):
     from ..engine import channel_chain
 
     core = current_app.xj
-    channel = await writable_channel(data.channelId)
+    channel = await auth.authorized_channel(core, g.actor, data.channelId, "channel.write")
     chain = channel_chain(channel)
     if not chain:
         raise BadRequest("This channel has no chain", "no_chain")
@@ -85,9 +82,9 @@ async def start_chain(data: StartBody):
     return jsonify(run.json()), 201
 
 
-async def _run(chain_id: str):
+async def _run(chain_id: str, action: str = "channel.read"):
     run = current_app.xj.engine.chains.get(chain_id)
-    await writable_channel(run.channel["id"])
+    await current_app.xj.engine.chains.authorize(g.actor, run, action)
     return run
 
 
@@ -101,6 +98,6 @@ async def get_run(chain_id: str):
 @auth.requires("guest")
 @validate_request(DecisionBody)
 async def decide(chain_id: str, data: DecisionBody):
-    run = await _run(chain_id)
+    run = await _run(chain_id, "chain.decide")
     current_app.xj.engine.chains.decide(run.id, data.action, data.text)
     return jsonify(run.json())

@@ -123,4 +123,4 @@ async def search(query_args: SearchQuery):
         reader_id = None  # the channel itself is readable
     results = await chat.search_messages(core.db, query_args.q, reader_id=reader_id,
                                          channel_id=query_args.channelId, limit=query_args.limit)
-    return jsonify({"query": query_args.q, "results": results})
+    return jsonify({"query": query_args.q, "results": await auth.readable(core, g.actor, results)})

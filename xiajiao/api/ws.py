@@ -174,6 +174,7 @@ async def handle_frame(core, conn: Connection, raw: str | bytes) -> None:
         send_error(conn, "unknown_type", f"Unknown frame type {type_!r}", type=type_)
         return
     try:
+        await auth.authorize_frame(core, conn.actor, type_)
         await handler(conn, frame_fields(frame))
     except asyncio.CancelledError:
         raise

@@ -174,7 +174,8 @@ class Engine:
         except XiajiaoError as exc:
             self.error_frame(cid, agent, exc, message.get("id"))
             return None
-        turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}")
+        turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}",
+                    chain_id=(metadata or {}).get("chainId"))
         try:
             messages = await self.runner.context(turn, handoff)
         except XiajiaoError as exc:
@@ -242,20 +243,44 @@ class Engine:
         return [{"messageId": mid, "agentId": t.agent["id"], "channelId": channel_id}
                 for mid, t in self.running.items() if t.channel and t.channel["id"] == channel_id]
 
-    async def _ws_stop(self, conn, data: dict) -> None:
-        from ..auth import can_write_channel
+    async def authorize_stop(self, actor: Actor, turn: Turn) -> None:
+        """Stopping a reply needs ``channel.write``; a chain's step needs ``chain.decide`` too (else 404/403)."""
+        from .. import auth
 
-        data = data or {}
-        actor = getattr(conn, "actor", None)
+        chain = self.chains.runs.get(turn.chain_id) if turn.chain_id else None
+        if chain is None:
+            await auth.authorized_channel(self.app, actor, turn.channel["id"], "channel.write")
+        else:
+            await self.chains.authorize(actor, chain, "chain.decide")
+
+    async def stop_channel_for(self, actor: Actor, channel_id: str) -> list[str]:
+        """Stop the running replies of a channel that ``actor`` may stop."""
+        stopped = []
+        for mid, turn in list(self.running.items()):
+            if not turn.channel or turn.channel["id"] != channel_id:
+                continue
+            try:
+                await self.authorize_stop(actor, turn)
+            except XiajiaoError:
+                continue
+            if self.stop_turn(mid):
+                stopped.append(mid)
+        return stopped
+
+    async def _ws_stop(self, conn, data: dict) -> None:
+        from .. import auth
+
+        actor = conn.actor
         stopped: list[str] = []
-        if data.get("messageId"):
-            turn = self.running.get(data["messageId"])
-            if turn is not None and actor and await can_write_channel(self.app.db, actor, turn.channel):
-                stopped = [data["messageId"]] if self.stop_turn(data["messageId"]) else []
-        elif data.get("channelId"):
-            channel = await chat.get_channel(self.app.db, data["channelId"])
-            if channel is not None and actor and await can_write_channel(self.app.db, actor, channel):
-                stopped = self.stop_channel(channel["id"])
+        message_id, channel_id = data.get("messageId"), data.get("channelId")
+        if isinstance(message_id, str) and message_id:
+            turn = self.running.get(message_id)
+            if turn is not None:
+                await self.authorize_stop(actor, turn)
+                stopped = [message_id] if self.stop_turn(message_id) else []
+        elif isinstance(channel_id, str) and channel_id:
+            await auth.authorized_channel(self.app, actor, channel_id, "channel.write")
+            stopped = await self.stop_channel_for(actor, channel_id)
         conn.send_frame("stopped", {"messageIds": stopped})
 
     # ------------------------------------------------------------------ helpers for other parts
