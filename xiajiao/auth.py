@@ -308,12 +308,17 @@ async def list_api_keys(db, user_id: str) -> list[dict]:
              "lastUsedAt": r["last_used_at"]} for r in rows]
 
 
-async def revoke_api_key(db, user_id: str, key_id: str) -> None:
-    res = await db.execute(
-        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
-        (now_iso(), key_id, user_id))
-    if res.rowcount == 0:
-        raise NotFound("API key not found", "api_key_not_found")
+async def revoke_api_key(db, user_id: str, key_id: str) -> str:
+    """Revoke one of the user's keys; returns its hash (the credential to disconnect)."""
+    def work(conn):
+        row = conn.execute("SELECT key_hash FROM api_keys WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+                           (key_id, user_id)).fetchone()
+        if row is None:
+            raise NotFound("API key not found", "api_key_not_found")
+        conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now_iso(), key_id))
+        return row["key_hash"]
+
+    return await db.run_write(work)
 
 
 async def actor_from_api_key(db, secret: str) -> Actor | None:
@@ -555,11 +560,17 @@ def requires(role: str | None) -> Callable:
     return decorator
 
 
-async def resolve_actor(db, *, cookie: str | None, headers) -> Actor | None:
+def presented_key(headers) -> str:
+    """The API key (or session token) of ``X-API-Key`` or ``Authorization: Bearer``, or ''."""
     key = headers.get("X-API-Key") or ""
     auth = headers.get("Authorization") or ""
     if not key and auth.lower().startswith("bearer "):
         key = auth[7:].strip()
+    return key
+
+
+async def resolve_actor(db, *, cookie: str | None, headers) -> Actor | None:
+    key = presented_key(headers)
     if key:
         actor = await actor_from_api_key(db, key)
         if actor is None and not key.startswith(API_KEY_PREFIX):

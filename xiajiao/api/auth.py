@@ -70,9 +70,11 @@ async def login(data: LoginBody):
 @bp.post("/api/logout")
 @auth.requires(None)
 async def logout():
+    core = current_app.xj
     token = request.cookies.get(auth.SESSION_COOKIE)
     if token:
-        await auth.end_session(current_app.xj.db, token)
+        await auth.end_session(core.db, token)
+        await core.hub.disconnect_credential(auth.token_hash(token))
     resp = jsonify({"ok": True})
     resp.delete_cookie(auth.SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
     return resp

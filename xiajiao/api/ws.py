@@ -92,6 +92,7 @@ async def on_auth(conn: Connection, data: dict) -> None:
         if actor is None:
             raise Unauthorized("Invalid or expired token", "invalid_token")
         await _become(conn, actor)
+        conn.credential = auth.token_hash(token)
     elif conn.actor is None:
         raise Unauthorized("Send a session token or API key", "invalid_token")
     conn.send_frame("auth_ok", {"userId": conn.actor.id}, userId=conn.actor.id)
@@ -216,6 +217,7 @@ async def ws():
     try:
         if actor is not None:
             await _become(conn, actor)
+            conn.credential = auth.token_hash(auth.presented_key(websocket.headers) or cookie or "")
         while not conn.closed:
             await handle_frame(core, conn, await websocket.receive())
     finally:
