@@ -15,6 +15,7 @@ from .plugins import hookimpl  # noqa: E402
 from .engine.mentions import find_mentions  # noqa: E402
 from .gateway.http import pooled_client  # noqa: E402
 from .auth import requires  # noqa: E402
+from .ratelimit import charge as charge_limit  # noqa: E402
 from .db import migrations_from_dir  # noqa: E402
 from .db.driver import errors as db_errors  # noqa: E402
 from .ids import new_id, now_iso  # noqa: E402
@@ -28,6 +29,6 @@ __all__ = [
     "Usage",
     "XiajiaoError", "BadRequest", "Conflict", "Forbidden", "NotFound", "ProviderError", "RateLimited", "TooLarge",
     "Unauthorized", "UnsupportedMediaType",
-    "requires", "migrations_from_dir", "db_errors", "new_id", "now_iso",
+    "requires", "charge_limit", "migrations_from_dir", "db_errors", "new_id", "now_iso",
     "fts_any", "fts_any_parts", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
 ]

@@ -20,6 +20,7 @@ from .db import Database, WorkspaceDatabases, migrations_from_dir
 from .errors import PluginError, StartupError, XiajiaoError
 from .errors import HTTP_CODES
 from .models import Pack, Parser, ProviderKind, Tool
+from . import proxies
 from .plugins import (Plugins, Registry, load_bundled, load_directory, load_entrypoints, new_manager)
 from .realtime import Hub
 from .settings import Settings, load_settings
@@ -278,8 +279,25 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
     async def _stop() -> None:
         await core.stop()
 
+    try:
+        trusted = proxies.parse_trusted(settings.trusted_proxies)
+    except ValueError as exc:
+        raise StartupError(f"XIAJIAO_TRUSTED_PROXIES: {exc}") from None
+    core.trusted_proxies = trusted
+
+    def _see_client(ctx) -> None:
+        seen = proxies.client(ctx.remote_addr, ctx.scheme, ctx.headers, trusted)
+        g.client_address, g.client_scheme, g.client_host = seen
+
+    @app.before_websocket
+    async def _before_ws() -> None:
+        from quart import websocket
+
+        _see_client(websocket)
+
     @app.before_request
     async def _before() -> None:
+        _see_client(request)
         g.t0 = time.perf_counter()
         rid = request.headers.get("X-Request-ID", "")
         g.request_id = rid if (0 < len(rid) <= 128 and rid.isprintable()) else secrets.token_hex(8)
@@ -303,7 +321,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
                 "request_id": rid, "method": request.method, "path": request.path, "route": rule,
                 "status": response.status_code,
                 "ms": round((time.perf_counter() - g.get("t0", time.perf_counter())) * 1000, 2),
-                "user": actor.id if actor else None,
+                "user": actor.id if actor else None, "address": g.get("client_address"),
             })
         return response
 

@@ -519,7 +519,7 @@ def client_key(actor: Actor | None, address: str | None) -> str:
     return f"user:{actor.id}" if actor is not None else f"addr:{address or 'unknown'}"
 
 
-def requires(role: str | None) -> Callable:
+def requires(role: str | None, *, limit: bool = True) -> Callable:
     """Declare who may call a route: ``None`` (anyone), or the least role.
 
     ``g.actor`` (resolved from the session cookie, ``X-API-Key`` or ``Authorization:
@@ -528,7 +528,7 @@ def requires(role: str | None) -> Callable:
     first (action ``route``, resource ``{"route", "method", "path", "role"}``): False
     refuses (401 anonymous, 403 otherwise), True waives the rank (not the login).
     Every call also takes a token from the caller's rate-limit bucket (429 with
-    Retry-After when empty).
+    Retry-After when empty), unless ``limit`` is off (``/health``).
     """
 
     def decorator(fn: Callable) -> Callable:
@@ -540,8 +540,8 @@ def requires(role: str | None) -> Callable:
             actor = g.get("actor")
             ctx = request if has_request_context() else websocket
             limiter = getattr(core, "limiter", None)
-            if limiter is not None:
-                limiter.check(client_key(actor, getattr(g, "client_address", None) or ctx.remote_addr))
+            if limit and limiter is not None:
+                limiter.check(client_key(actor, g.get("client_address") or ctx.remote_addr))
             decision = await ask(core, actor, "route", {
                 "route": ctx.endpoint, "method": getattr(ctx, "method", "GET"), "path": ctx.path, "role": role})
             if role is not None and actor is None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from quart import Blueprint, current_app, g, jsonify, request
 from quart_schema import validate_querystring, validate_request
 
-from xiajiao import BadRequest, requires
+from xiajiao import BadRequest, charge_limit, requires
 
 from . import store
 
@@ -38,6 +38,7 @@ async def upload():
         raise BadRequest("A file is required (multipart field 'file')", "missing_file")
     parser = store.pick_parser(app, file.filename, file.mimetype)
     data = file.read()
+    charge_limit("upload_bytes", len(data))
     doc = await store.create_document(app, agent_id, file.filename, data, parser, g.actor.id)
     app.spawn(store.ingest(app, agent_id, doc, data, parser, g.actor.id), name=f"ingest:{agent_id}:{doc['uid']}")
     body = store.document_json(doc, agent_id)

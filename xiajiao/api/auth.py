@@ -8,7 +8,7 @@ from quart_schema import validate_request
 
 from .. import auth
 from ..errors import Unauthorized
-from ..ratelimit import limiters_for
+from ..ratelimit import Limits
 
 bp = Blueprint("auth", __name__)
 
@@ -16,7 +16,8 @@ bp = Blueprint("auth", __name__)
 @bp.record_once
 def _install_limiters(state) -> None:
     core = state.app.xj
-    core.limiter, core.login_limiter = limiters_for(core.settings)
+    core.limits = Limits(core.settings)
+    core.limiter = core.limits.requests
 
 
 @bp.app_errorhandler(UnicodeDecodeError)
@@ -32,12 +33,12 @@ class LoginBody:
 
 
 def _secure() -> bool:
-    return current_app.xj.settings.secure_cookies or request.scheme == "https" or \
-        request.headers.get("X-Forwarded-Proto", "") == "https"
+    return current_app.xj.settings.secure_cookies or g.get("client_scheme", request.scheme) == "https"
 
 
 def client_address() -> str:
-    return request.remote_addr or "unknown"
+    """The client's address (from X-Forwarded-For only behind a trusted proxy)."""
+    return g.get("client_address") or request.remote_addr or "unknown"
 
 
 def session_response(body: dict, token: str):
@@ -60,10 +61,14 @@ async def start_session(user_id: str) -> str:
 @validate_request(LoginBody)
 async def login(data: LoginBody):
     core = current_app.xj
-    core.login_limiter.check(client_address(), "Too many login attempts, wait a minute")
+    throttle, address = core.limits.logins, client_address()
+    account = (data.username or "owner").lower()  # no username: the owner
+    throttle.check(address, account)
     user = await auth.login(core.db, username=data.username, password=data.password)
     if user is None:
+        throttle.failed(address, account)
         raise Unauthorized("Invalid password", "invalid_credentials")
+    throttle.succeeded(address, account)
     return session_response({"ok": True}, await start_session(user["id"]))
 
 

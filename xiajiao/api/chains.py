@@ -10,6 +10,7 @@ from quart_schema import validate_request
 from .. import auth, chat
 from ..errors import BadRequest
 from ..ids import now_iso
+from ..ratelimit import charge
 
 bp = Blueprint("chains", __name__)
 
@@ -77,6 +78,7 @@ async def start_chain(data: StartBody):
     chain = channel_chain(channel)
     if not chain:
         raise BadRequest("This channel has no chain", "no_chain")
+    charge("turns")
     message = await chat.create_message(core, channel_id=channel["id"], content=data.input, user_id=g.actor.id)
     run = await core.engine.chains.start(channel, chain, message, g.actor)
     return jsonify(run.json()), 201

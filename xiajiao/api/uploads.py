@@ -12,6 +12,7 @@ from quart import Blueprint, current_app, request, send_file
 
 from .. import auth
 from ..errors import BadRequest, NotFound, TooLarge, UnsupportedMediaType
+from ..ratelimit import charge
 
 bp = Blueprint("uploads", __name__)
 
@@ -69,6 +70,7 @@ async def upload():
         raise TooLarge(f"The file is larger than the limit of {limit} bytes", "file_too_large")
     if not data:
         raise BadRequest("The file is empty", "empty_file")
+    charge("upload_bytes", len(data))
     original = f.filename or "file"
     ext = sniff(data, original)
     month = time.strftime("%Y-%m", time.gmtime())

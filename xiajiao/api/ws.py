@@ -22,7 +22,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from quart import Blueprint, current_app, websocket
+from quart import Blueprint, current_app, g, websocket
 
 from .. import auth
 from ..errors import BadRequest, RateLimited, Unauthorized, XiajiaoError
@@ -190,13 +190,13 @@ async def handle_frame(core, conn: Connection, raw: str | bytes) -> None:
         send_error(conn, "internal_error", "The server failed to handle this frame", type=type_)
 
 
-def same_origin(headers) -> bool:
-    """Whether a browser's upgrade comes from our own pages (no Origin: not a browser)."""
+def same_origin(headers, host: str) -> bool:
+    """Whether a browser's upgrade comes from our own pages (no Origin: not a browser).
+    ``host``: the host the client asked for (X-Forwarded-Host only from a trusted proxy)."""
     origin = headers.get("Origin")
     if not origin:
         return True
-    host = (headers.get("X-Forwarded-Host") or headers.get("Host") or "").split(",")[0].strip().lower()
-    return urlsplit(origin).netloc.lower() == host
+    return urlsplit(origin).netloc.lower() == host.lower()
 
 
 @bp.websocket("/ws")
@@ -205,7 +205,8 @@ async def ws():
     core = current_app.xj
     # A page of another site must not ride on the user's cookie (cross-site WebSocket hijacking);
     # it can still authenticate with a token it knows, like any script.
-    cookie = websocket.cookies.get(auth.SESSION_COOKIE) if same_origin(websocket.headers) else None
+    host = g.get("client_host") or websocket.headers.get("Host", "")
+    cookie = websocket.cookies.get(auth.SESSION_COOKIE) if same_origin(websocket.headers, host) else None
     actor = await auth.resolve_actor(core.db, cookie=cookie, headers=websocket.headers)
     await websocket.accept()
 
@@ -213,7 +214,7 @@ async def ws():
         await websocket.close(code)
 
     conn = core.hub.connect(websocket.send, close)
-    conn.app, conn.address = core, websocket.remote_addr or "unknown"
+    conn.app, conn.address = core, g.get("client_address") or websocket.remote_addr or "unknown"
     try:
         if actor is not None:
             await _become(conn, actor)
