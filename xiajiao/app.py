@@ -124,6 +124,7 @@ class Xiajiao:
         self.quart: Quart | None = None
         self.generated_password: str | None = None
         self.started = False
+        self.stopping = False  # set when the stop begins: late socket clean-ups skip the database
         self._background: set[asyncio.Task] = set()
         self.state: dict[str, Any] = {}  # room for plugins' own state, keyed by plugin name
         self.metrics: dict[tuple[str, str], int] = {}  # (name, label) -> count, shown at /metrics
@@ -219,8 +220,14 @@ class Xiajiao:
         await self.hook("startup")
         self.started = True
 
-    async def stop(self) -> None:
+    async def quiesce(self) -> None:
+        """The first step of a stop, before the server waits for open connections: every
+        WebSocket is closed with 1001 (going away), so none is left to be cut."""
+        self.stopping = True
         await self.hub.close_all(1001)
+
+    async def stop(self) -> None:
+        await self.quiesce()
         if self.engine is not None:
             await self.engine.stop()
         for task in list(self._background):

@@ -226,5 +226,5 @@ async def ws():
         if conn.sender and not conn.sender.done() and conn.close_code is not None:
             await asyncio.wait([conn.sender], timeout=2)  # let the last word (resync, close) go out
         await core.hub.disconnect(conn)
-        if user is not None:
+        if user is not None and not core.stopping:  # at shutdown nobody is left to tell
             await _went_away(core, user.id, conn)
