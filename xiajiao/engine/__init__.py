@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import chat
 from ..agents import Agents
@@ -33,6 +33,14 @@ class Origin:
     message_id: str
     limit: int
     limited: bool = False
+
+
+@dataclass
+class Lane:
+    """The turns of one agent in one channel: run in order; forgotten when nobody waits."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # turns running or waiting
 
 
 def channel_chain(channel: dict) -> list[str]:
@@ -62,7 +70,7 @@ class Engine:
         self.runner = TurnRunner(self)
         self.chains = Chains(self)
         self.running: dict[str, Turn] = {}  # reply message id -> turn
-        self._lanes: dict[tuple[str, str], asyncio.Lock] = {}
+        self._lanes: dict[tuple[str, str], Lane] = {}
 
     async def start(self) -> None:
         await self.gateway.load()
@@ -123,14 +131,16 @@ class Engine:
     async def lane_turn(self, agent: dict, channel: dict, message: dict, actor: Actor, **kw) -> dict | None:
         """``run_turn`` after the turns already queued for this agent in this channel."""
         key = (agent["id"], channel["id"])
-        lock = self._lanes.get(key)
-        if lock is None:
-            lock = self._lanes[key] = asyncio.Lock()
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = Lane()
+        lane.users += 1  # counted here, not read from the lock's private waiters
         try:
-            async with lock:
+            async with lane.lock:
                 return await self.run_turn(agent, channel, message, actor, **kw)
         finally:
-            if not lock.locked() and self._lanes.get(key) is lock and not getattr(lock, "_waiters", None):
+            lane.users -= 1
+            if lane.users == 0 and self._lanes.get(key) is lane:
                 del self._lanes[key]
 
     async def _in_lane(self, agent: dict, channel: dict, message: dict, actor: Actor, origin: Origin | None,
