@@ -1,15 +1,12 @@
 """Collaboration chains: define a group's chain, start a run, approve / edit / stop between steps."""
 from __future__ import annotations
 
-import json
-
 from pydantic import BaseModel, Field
 from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request
 
 from .. import auth, chat
 from ..errors import BadRequest
-from ..ids import now_iso
 from ..ratelimit import charge
 
 bp = Blueprint("chains", __name__)
@@ -56,15 +53,7 @@ async def put_chain(channel_id: str, data: ChainBody):
     if strangers:
         raise BadRequest(f"Not agents of this group: {', '.join(strangers)}", "invalid_chain")
 
-    def work(conn):
-        row = conn.execute("SELECT config FROM channels WHERE id = ?", (channel_id,)).fetchone()
-        config = json.loads(row["config"] or "{}")
-        config["chainApproval"] = data.approval
-        conn.execute("UPDATE channels SET chain = ?, config = ?, updated_at = ? WHERE id = ?",
-                     (json.dumps(data.agentIds), json.dumps(config, ensure_ascii=False), now_iso(), channel_id))
-
-    await core.db.run_write(work)
-    return jsonify(_chain_json(await chat.get_channel(core.db, channel_id)))
+    return jsonify(_chain_json(await chat.set_chain(core.db, channel_id, data.agentIds, approval=data.approval)))
 
 
 @bp.post("/api/chains")
@@ -80,6 +69,7 @@ async def start_chain(data: StartBody):
         raise BadRequest("This channel has no chain", "no_chain")
     charge("turns")
     message = await chat.create_message(core, channel_id=channel["id"], content=data.input, user_id=g.actor.id)
+    await core.hook("on_message", message=message, channel=channel, actor=g.actor)
     run = await core.engine.chains.start(channel, chain, message, g.actor)
     return jsonify(run.json()), 201
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from quart import Blueprint, current_app, g, websocket
 
-from .. import auth
+from .. import auth, chat
 from ..errors import BadRequest, RateLimited, Unauthorized, XiajiaoError
 from ..realtime import Connection
 
@@ -49,14 +49,8 @@ def send_error(conn: Connection, code: str, message: str, **extra: Any) -> None:
     conn.send_frame("error", {"code": code, "message": message, **extra})
 
 
-async def _member_channels(core, user_id: str) -> list[str]:
-    rows = await core.db.fetchall(
-        "SELECT channel_id FROM channel_members WHERE member_type = 'user' AND member_id = ?", (user_id,))
-    return [r["channel_id"] for r in rows]
-
-
 async def _presence(core, user_id: str, status: str) -> None:
-    for channel_id in await _member_channels(core, user_id):
+    for channel_id in await chat.user_channel_ids(core.db, user_id):
         core.hub.publish(channel_id, "presence", {"userId": user_id, "status": status})
 
 

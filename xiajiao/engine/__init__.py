@@ -229,6 +229,7 @@ class Engine:
             self.error_frame(cid, agent, error, reply["id"])
         app.hub.publish(cid, "stream_end", {"messageId": reply["id"], "status": status})
         reply.update(content=turn.text, status=status)
+        app.spawn(app.hook("on_message", message=reply, channel=channel, actor=actor), name="on-message")
         if status == "done":
             app.spawn(app.hook("on_turn_end", agent=agent, channel=channel, message=message, reply=reply,
                                actor=actor), name="on-turn-end")
