@@ -115,6 +115,7 @@ CHANNEL_ROUTES = [
     ("POST", "/api/channels/{channel}/members", {"agentIds": ["translator"]}, "channel.manage"),
     ("DELETE", "/api/channels/{channel}/members/editor", None, "channel.manage"),
     ("POST", "/api/channels/{channel}/read", {}, "channel.read"),
+    ("GET", "/api/channels/{channel}/export", None, "channel.read"),
     ("GET", "/api/channels/{channel}/chain", None, "channel.read"),
     ("PUT", "/api/channels/{channel}/chain", {"agentIds": ["editor"]}, "channel.manage"),
     ("GET", "/api/messages?channelId={channel}", None, "channel.read"),

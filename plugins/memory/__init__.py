@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -81,6 +82,15 @@ async def prepare_prompt(app, prompt, agent, message):
         prompt.add("Memories", "What you remember (most relevant first):\n" + text, priority=60)
 
 
+def _consolidate_prompt(channel: dict) -> str:
+    """The channel's own summary instructions (``consolidatePrompt`` in its config), if any."""
+    config = channel.get("config") or {}
+    if isinstance(config, str):
+        config = json.loads(config or "{}")
+    value = config.get("consolidatePrompt")
+    return value if isinstance(value, str) else ""
+
+
 @hookimpl
 async def on_turn_end(app, agent, channel, reply):
     if not channel or not reply or reply.get("seq") is None:
@@ -91,7 +101,8 @@ async def on_turn_end(app, agent, channel, reply):
 
     async def run() -> None:
         try:
-            await store.consolidate(app, agent, channel["id"], *claim, message_id=reply.get("id"))
+            await store.consolidate(app, agent, channel["id"], *claim, message_id=reply.get("id"),
+                                    instructions=_consolidate_prompt(channel))
         except Exception:  # a failed summary is retried after the next turn; the turn itself is done
             log.exception("memory consolidation failed", extra={"agent": agent["id"], "channel": channel["id"]})
 

@@ -294,7 +294,7 @@ async def transcript(app: Any, channel_id: str, after_seq: int, upto_seq: int) -
 
 
 async def consolidate(app: Any, agent: dict, channel_id: str, after_seq: int, upto_seq: int,
-                      message_id: str | None) -> dict | None:
+                      message_id: str | None, instructions: str = "") -> dict | None:
     """Write (or version) the episodic summary of a conversation covering messages up to ``upto_seq``."""
     from xiajiao import ChatMessage
 
@@ -307,7 +307,8 @@ async def consolidate(app: Any, agent: dict, channel_id: str, after_seq: int, up
     earlier = state["content"] if state and state["content"] else ""
     user = (f"Earlier summary:\n{earlier}\n\n" if earlier else "") + f"Conversation:\n{talk}"
     try:
-        answer = await app.engine.complete(agent, [ChatMessage("system", SUMMARY_PROMPT), ChatMessage("user", user)])
+        system = SUMMARY_PROMPT + (f"\n\nInstructions for this conversation:\n{instructions}" if instructions else "")
+        answer = await app.engine.complete(agent, [ChatMessage("system", system), ChatMessage("user", user)])
     except BaseException:
         # give the range back so the next turn tries again
         await db.execute("UPDATE conversations SET summarized_seq = ? WHERE channel_id = ? AND summarized_seq = ?",

@@ -69,6 +69,11 @@ def channel_type(channel: dict) -> str:
 
 async def build_system(app, agents, agent: dict, channel: dict | None, message: dict | None, actor: Actor) -> str:
     prompt = Prompt(soul=agents.soul(agent["id"]) or f"You are {agent['name']}.")
+    if channel:  # the channel's standing instructions, set by whoever manages it, for every agent in it
+        config = channel.get("config") or {}
+        config = json.loads(config) if isinstance(config, str) else config
+        if isinstance(config.get("systemPrompt"), str):
+            prompt.add("Instructions for this conversation", config["systemPrompt"], priority=90)
     await app.hook("prepare_prompt", prompt=prompt, agent=agent, channel=channel, message=message, actor=actor)
     return prompt.render()
 
