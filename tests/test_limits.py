@@ -9,6 +9,7 @@ from quart.datastructures import FileStorage
 
 from chat_helpers import make_agent, make_channel, post
 from conftest import OWNER_PASSWORD, make_settings, running_app
+from test_ratelimit import Clock
 from xiajiao.ratelimit import Backoff
 from xiajiao.settings import SETTINGS
 
@@ -17,14 +18,6 @@ DEFAULTS = {s.name: s.default for s in SETTINGS if s.name.startswith(("rate_limi
 
 def peer(address: str) -> dict:
     return {"client": (address, 40000)}
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def test_backoff_doubles_after_the_free_failures_and_a_success_clears_it():

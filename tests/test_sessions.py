@@ -37,7 +37,7 @@ async def socket(base: str, *, frame_token: str | None = None, headers: dict | N
 async def closed_with(ws) -> int:
     try:
         while True:
-            await asyncio.wait_for(ws.recv(), 5)
+            await asyncio.wait_for(ws.recv(), 10)
     except ConnectionClosed as exc:
         return exc.rcvd.code if exc.rcvd else -1
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from chat_helpers import recv_until, send
 from conftest import OWNER_PASSWORD, ROOT, free_port
+from test_sessions import closed_with
 
 NOISE = ("Traceback", "Task was destroyed but it is pending", "Cannot change state of finished",
          "CancelledError", "Exception in callback", "was never awaited")
@@ -31,14 +31,6 @@ async def _wait_until_up(base: str, proc) -> None:
                 pass
             await asyncio.sleep(0.05)
     raise AssertionError("the server never answered /health")
-
-
-async def _close_code(ws) -> int:
-    try:
-        while True:
-            await asyncio.wait_for(ws.recv(), 10)
-    except ConnectionClosed as exc:
-        return exc.rcvd.code if exc.rcvd else -1
 
 
 async def test_sigterm_stops_the_server_quietly(tmp_path: Path):
@@ -69,7 +61,7 @@ async def test_sigterm_stops_the_server_quietly(tmp_path: Path):
             await http.post("/api/messages", json={"channelId": channel, "content": "tell me a long story"})
             await recv_until(watching, "stream_chunk", timeout=20)
             proc.send_signal(signal.SIGTERM)
-            codes = [await _close_code(idle), await _close_code(watching)]
+            codes = [await closed_with(idle), await closed_with(watching)]
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
     finally:
         if proc.returncode is None:
