@@ -1,7 +1,7 @@
 """Built-in tool call_agent: ask another agent and get its reply (nesting at most call_agent_depth deep)."""
 from __future__ import annotations
 
-from xiajiao import BadRequest, Tool, hookimpl
+from xiajiao import BadRequest, Setting, Tool, hookimpl
 
 
 async def call_agent(args: dict, ctx) -> str:
@@ -16,6 +16,11 @@ async def call_agent(args: dict, ctx) -> str:
         raise BadRequest("An agent cannot call itself", "call_self")
     return await app.engine.ask(target, str(args.get("message", "")), actor=ctx.actor, channel=ctx.channel,
                                 depth=ctx.depth + 1)
+
+
+@hookimpl
+def register_settings(register):
+    register(Setting("call_agent_depth", 3, "Deepest nesting of the call_agent tool.", int))
 
 
 @hookimpl

@@ -7,7 +7,7 @@ from quart import Blueprint, current_app, g, jsonify, request
 from quart_schema import validate_request
 
 from .. import auth
-from ..errors import Unauthorized
+from ..errors import BadRequest, Unauthorized
 from ..ratelimit import Limits
 
 bp = Blueprint("auth", __name__)
@@ -24,6 +24,18 @@ def _install_limiters(state) -> None:
 async def _not_utf8(err: UnicodeDecodeError):
     # a request body (JSON, form) that is not UTF-8 is bad input, for every route
     return jsonify({"error": "The request body is not valid UTF-8", "code": "invalid_encoding"}), 400
+
+
+@dataclass
+class ProfileChange:
+    displayName: str | None = None
+    avatar: str | None = None
+
+
+@dataclass
+class PasswordChange:
+    currentPassword: str
+    newPassword: str
 
 
 @dataclass
@@ -91,3 +103,31 @@ async def me():
     actor = g.actor
     user = await auth.get_user(current_app.xj.db, actor.id)
     return jsonify({"user": auth.public_user(user)})
+
+
+@bp.put("/api/me")
+@auth.requires("guest")
+@validate_request(ProfileChange)
+async def update_me(data: ProfileChange):
+    """Change one's own display name or avatar."""
+    user = await auth.update_profile(current_app.xj.db, g.actor.id, display_name=data.displayName, avatar=data.avatar)
+    return jsonify({"user": user})
+
+
+@bp.post("/api/me/password")
+@auth.requires("guest")
+@validate_request(PasswordChange)
+async def change_password(data: PasswordChange):
+    """Change one's own password (the current one is checked); every other session of the account ends."""
+    core = current_app.xj
+    throttle, address, account = core.limits.logins, client_address(), f"id:{g.actor.id}"
+    throttle.check(address, account)  # the current password is guessed like a login's
+    try:
+        await auth.change_own_password(core.db, g.actor.id, data.currentPassword, data.newPassword,
+                                       request.cookies.get(auth.SESSION_COOKIE))
+    except BadRequest as exc:
+        if exc.code == "wrong_password":
+            throttle.failed(address, account)
+        raise
+    throttle.succeeded(address, account)
+    return jsonify({"ok": True})

@@ -51,6 +51,12 @@ class NewMembers:
     readOnly: bool = False
 
 
+def _tell_added(channel_id: str, user_ids: list[str]) -> None:
+    """People put in a channel by someone else learn it at once (their app loads and follows it)."""
+    for uid in set(user_ids) - {g.actor.id}:
+        current_app.xj.hub.send_to_user(uid, "channel_added", {"channelId": channel_id})
+
+
 def _reader_id() -> str | None:
     return None if g.actor.at_least("admin") else g.actor.id
 
@@ -69,7 +75,8 @@ async def list_channels():
 async def create_channel(data: NewChannel):
     channel = await chat.create_channel(current_app.xj.db, name=data.name.strip() or data.name, type=data.type,
                                         creator_id=g.actor.id, agent_ids=data.agentIds, user_ids=data.userIds,
-                                        default_agent_id=data.defaultAgentId)
+                                        default_agent_id=data.defaultAgentId, creator_role=g.actor.role)
+    _tell_added(channel["id"], channel["userIds"])
     return jsonify({"id": channel["id"], "ok": True, "channel": channel}), 201
 
 
@@ -119,6 +126,7 @@ async def add_members(channel_id: str, data: NewMembers):
     channel = await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
     view = await chat.add_members(core.db, channel, user_ids=data.userIds, agent_ids=data.agentIds,
                                   read_only=data.readOnly)
+    _tell_added(channel_id, data.userIds)
     core.hub.publish(channel_id, "channel_updated", view)
     return jsonify({"ok": True, "channel": view})
 

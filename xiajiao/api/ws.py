@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from quart import Blueprint, current_app, g, websocket
 
@@ -184,15 +183,6 @@ async def handle_frame(core, conn: Connection, raw: str | bytes) -> None:
         send_error(conn, "internal_error", "The server failed to handle this frame", type=type_)
 
 
-def same_origin(headers, host: str) -> bool:
-    """Whether a browser's upgrade comes from our own pages (no Origin: not a browser).
-    ``host``: the host the client asked for (X-Forwarded-Host only from a trusted proxy)."""
-    origin = headers.get("Origin")
-    if not origin:
-        return True
-    return urlsplit(origin).netloc.lower() == host.lower()
-
-
 @bp.websocket("/ws")
 @auth.requires(None)
 async def ws():
@@ -200,7 +190,7 @@ async def ws():
     # A page of another site must not ride on the user's cookie (cross-site WebSocket hijacking);
     # it can still authenticate with a token it knows, like any script.
     host = g.get("client_host") or websocket.headers.get("Host", "")
-    cookie = websocket.cookies.get(auth.SESSION_COOKIE) if same_origin(websocket.headers, host) else None
+    cookie = websocket.cookies.get(auth.SESSION_COOKIE) if auth.same_origin(websocket.headers, host=host) else None
     actor = await auth.resolve_actor(core.db, cookie=cookie, headers=websocket.headers)
     await websocket.accept()
 
