@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from xiajiao import Tool, hookimpl
+from xiajiao import Setting, Tool, hookimpl
 
 from . import store
 from .api import bp
@@ -19,8 +19,20 @@ from .api import bp
 log = logging.getLogger("xiajiao.memory")
 
 
+@hookimpl
+def register_settings(register):
+    register(Setting("memory_dedup_threshold", 0.9, "Cosine similarity above which a new memory merges into an "
+                     "existing one.", float))
+    register(Setting("memory_prompt_chars", 1500, "Characters of memories injected into an agent's system prompt.",
+                     int))
+    register(Setting("consolidate_every", 20, "Turns of a conversation after which the agent writes an episodic "
+                     "summary.", int))
+
+
 def _provenance(ctx) -> dict:
-    return {"channel_id": (ctx.channel or {}).get("id"), "message_id": (ctx.message or {}).get("id")}
+    # a memory is private to the person it came from and the channel it was said in
+    return {"channel_id": (ctx.channel or {}).get("id"), "message_id": (ctx.message or {}).get("id"),
+            "user_id": store.writer_id(ctx.actor)}
 
 
 async def memory_write(args: dict, ctx) -> dict:
@@ -34,7 +46,9 @@ async def memory_search(args: dict, ctx) -> dict:
     limit = args.get("limit", 5)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 50:
         limit = 5
-    rows = await store.search(ctx.app, ctx.agent["id"], args.get("query"), klass=args.get("class"), limit=limit)
+    audience = await store.audience(ctx.app, ctx.channel, ctx.actor)
+    rows = await store.search(ctx.app, ctx.agent["id"], args.get("query"), klass=args.get("class"), limit=limit,
+                              audience=audience)
     return {"memories": [store.memory_json(r) for r in rows]}
 
 
@@ -71,12 +85,12 @@ def register_routes(register):
 
 
 @hookimpl
-async def prepare_prompt(app, prompt, agent, message):
+async def prepare_prompt(app, prompt, agent, channel, message, actor):
     query = (message or {}).get("content") or ""
     budget = app.settings.memory_prompt_chars
     if not query.strip() or budget <= 0 or not await store.has_memories(app, agent["id"]):
         return  # nothing to recall: spare the turn an embedding of its question
-    rows = await store.search(app, agent["id"], query, limit=20)
+    rows = await store.search(app, agent["id"], query, limit=20, audience=await store.audience(app, channel, actor))
     text = store.prompt_text(rows, budget)
     if text:
         prompt.add("Memories", "What you remember (most relevant first):\n" + text, priority=60)
@@ -101,8 +115,9 @@ async def on_turn_end(app, agent, channel, reply):
 
     async def run() -> None:
         try:
+            audience = await store.audience(app, channel, None)
             await store.consolidate(app, agent, channel["id"], *claim, message_id=reply.get("id"),
-                                    instructions=_consolidate_prompt(channel))
+                                    instructions=_consolidate_prompt(channel), user_id=audience.sole_user)
         except Exception:  # a failed summary is retried after the next turn; the turn itself is done
             log.exception("memory consolidation failed", extra={"agent": agent["id"], "channel": channel["id"]})
 

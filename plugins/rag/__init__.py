@@ -8,10 +8,24 @@
 """
 from __future__ import annotations
 
-from xiajiao import Tool, hookimpl
+from xiajiao import Setting, Tool, hookimpl
 
 from . import store
 from .api import bp
+
+
+@hookimpl
+def register_settings(register):
+    register(Setting("chunk_size", 200, "Characters of a knowledge chunk used for matching.", int))
+    register(Setting("parent_chunk_size", 800, "Characters of the parent passage given to the model as context.", int))
+    register(Setting("rrf_k", 60, "The k of Reciprocal Rank Fusion for hybrid retrieval.", int))
+    register(Setting("rerank", False, "Rerank retrieved passages with the agent's model.", bool))
+    register(Setting("rag_prompt_chars", 3000, "Characters of knowledge passages injected into an agent's system "
+                     "prompt.", int))
+    register(Setting("rag_max_document_bytes", 10 * 1024 * 1024, "Largest knowledge document accepted for an agent, "
+                     "in bytes.", int))
+    register(Setting("rag_max_agent_bytes", 200 * 1024 * 1024, "Most bytes of knowledge documents one agent keeps.",
+                     int))
 
 
 async def rag_query(args: dict, ctx) -> dict:
