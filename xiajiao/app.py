@@ -345,8 +345,9 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
 
         cors(app, allow_origin="*" if "*" in origins else origins, allow_credentials=settings.cors_credentials,
              allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-             allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID", "Last-Event-ID"],
-             expose_headers=["X-Request-ID", "Retry-After"], max_age=settings.cors_max_age)
+             allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID", "Last-Event-ID",
+                            "X-Xiajiao-Record"],
+             expose_headers=["X-Request-ID", "Retry-After", "X-Xiajiao-Session"], max_age=settings.cors_max_age)
 
     from .api import register_blueprints
 
