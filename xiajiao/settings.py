@@ -97,6 +97,15 @@ SETTINGS: list[Setting] = [
     Setting("parent_chunk_size", 800, "Characters of the parent passage given to the model as context.", int),
     Setting("rrf_k", 60, "The k of Reciprocal Rank Fusion for hybrid retrieval.", int),
     Setting("rerank", False, "Rerank retrieved passages with the agent's model.", _bool),
+    Setting("rag_heading_sections", True, "Cut knowledge documents at their Markdown headings before cutting by size.", _bool),
+    Setting("rag_fusion", "rrf", "How hybrid retrieval fuses its halves: 'rrf' (reciprocal ranks) or 'linear' (weighted similarity + relative BM25)."),
+    Setting("rag_vector_weight", 1.0, "Weight of the nearest-neighbour list in the fusion of hybrid retrieval.", float),
+    Setting("rag_keyword_weight", 1.0, "Weight of the full-text (BM25) list in the fusion of hybrid retrieval.", float),
+    Setting("rag_cross_language_boost", 0.0, "Added to the cosine similarity of a chunk written in the other script than the question (Chinese vs. Latin), which the embedder scores lower.", float),
+    Setting("rag_vector_pool", 40, "Nearest chunks read per question before fusion (more lets the other language's best chunks compete).", int),
+    Setting("rag_min_relevance", 0.0, "Relevance (cosine, after the cross-language boost) the best passage needs for the knowledge base to count as having an answer.", float),
+    Setting("rag_query_rewrite", False, "Also search the question rewritten in English and Chinese by the agent's model.", _bool),
+    Setting("rag_contextual_chunks", True, "Start every knowledge chunk's indexed text with its document title and heading path.", _bool),
     Setting("rag_prompt_chars", 3000, "Characters of knowledge passages injected into an agent's system prompt.", int),
 ]
 
