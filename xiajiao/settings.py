@@ -83,6 +83,13 @@ SETTINGS: list[Setting] = [
     Setting("call_agent_depth", 3, "Deepest nesting of the call_agent tool.", int),
     Setting("stream_coalesce_ms", 15.0, "Text deltas of a streamed reply closer than this share one stream_chunk frame (0: one frame per delta).", float),
     Setting("demo_delay", 0.01, "Seconds between the offline demo model's streamed words.", float),
+    # machine API: OpenAI-compatible endpoint, background tasks, webhooks
+    Setting("api_record_chats", False, "Record every /v1/chat/completions turn of an agent in a conversation the user sees in the web app (a request may ask with the header X-Xiajiao-Record).", _bool),
+    Setting("task_concurrency", 2, "Background tasks (/v1/tasks) run at the same time; the others wait queued.", int),
+    Setting("webhook_allowed_hosts", "", "Comma-separated hosts (or host:port) a task webhook may reach even when they resolve to loopback, private or link-local addresses."),
+    Setting("webhook_attempts", 5, "Deliveries tried per task webhook before giving up.", int),
+    Setting("webhook_backoff", 2.0, "Seconds before the second webhook attempt; doubled for each later one.", float),
+    Setting("webhook_timeout", 10.0, "Seconds one webhook delivery may take.", float),
     # memory and knowledge
     Setting("embedder", "", "Embedder for memory and knowledge (empty: the best one installed)."),
     Setting("embedding_model", "text-embedding-3-small", "Model of the 'openai' embedder (an OpenAI-compatible /v1/embeddings endpoint)."),
@@ -106,7 +113,24 @@ SETTINGS: list[Setting] = [
     Setting("rag_min_relevance", 0.0, "Relevance (cosine, after the cross-language boost) the best passage needs for the knowledge base to count as having an answer.", float),
     Setting("rag_query_rewrite", False, "Also search the question rewritten in English and Chinese by the agent's model.", _bool),
     Setting("rag_contextual_chunks", True, "Start every knowledge chunk's indexed text with its document title and heading path.", _bool),
+    Setting("rag_max_document_bytes", 10 * 1024 * 1024, "Largest knowledge document accepted for an agent, in bytes.", int),
+    Setting("rag_max_agent_bytes", 200 * 1024 * 1024, "Most bytes of knowledge documents one agent keeps.", int),
+    Setting("parse_timeout", 60.0, "Seconds a document parser may run before the document is marked failed.", float),
+    Setting("parse_memory_mb", 512, "Megabytes of memory a document parser's worker process may use.", int),
+    Setting("parse_max_chars", 5_000_000, "Most characters of text extracted from one document.", int),
+    Setting("parse_max_inflated_bytes", 100 * 1024 * 1024, "Most bytes a compressed document (DOCX …) may inflate to.", int),
+    Setting("parse_max_entries", 2000, "Most entries in a compressed document.", int),
+    Setting("parse_max_ratio", 100.0, "Highest compression ratio of an entry in a compressed document.", float),
+    Setting("parse_max_pages", 2000, "Most pages of a PDF document.", int),
     Setting("rag_prompt_chars", 3000, "Characters of knowledge passages injected into an agent's system prompt.", int),
+    # operations
+    Setting("cors_origins", "", "Comma-separated origins other sites' pages may call the API from (empty: none; '*': any, without credentials)."),
+    Setting("cors_credentials", False, "Let those origins send cookies and API keys (refused together with '*').", _bool),
+    Setting("cors_max_age", 600, "Seconds a browser may cache a CORS preflight answer.", int),
+    Setting("log_format", "json", "Log line format: 'json' (one object per line) or 'text'."),
+    Setting("backup_dir", "", "Folder of backup archives (empty: <data dir>/backups).", str),
+    Setting("backup_interval_hours", 0.0, "Hours between automatic backups (0: none).", float),
+    Setting("backup_keep", 7, "Automatic and on-demand backups kept in the backup folder; older ones are deleted.", int),
 ]
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -175,4 +199,14 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     if not (0 < values["port"] < 65536):
         raise SettingsError(f"XIAJIAO_PORT={values['port']} is out of range 1-65535; change XIAJIAO_PORT.")
     values["data_dir"] = Path(values["data_dir"]).expanduser()
+    origins = [o.strip() for o in values["cors_origins"].split(",") if o.strip()]
+    if "*" in origins and values["cors_credentials"]:
+        raise SettingsError("XIAJIAO_CORS_ORIGINS='*' cannot be combined with XIAJIAO_CORS_CREDENTIALS=true "
+                            "(any site could act as a logged-in user); list the origins instead.")
+    for o in origins:
+        if o != "*" and not (o.startswith(("http://", "https://")) and o.count("/") == 2):
+            raise SettingsError(f"XIAJIAO_CORS_ORIGINS entry {o!r} must be an origin like https://app.example.com "
+                                "(scheme and host, no path).")
+    if values["log_format"] not in ("json", "text"):
+        raise SettingsError(f"XIAJIAO_LOG_FORMAT={values['log_format']!r} must be 'json' or 'text'.")
     return Settings(values)
