@@ -97,7 +97,7 @@ SETTINGS: list[Setting] = [
     Setting("embedding_api_key", "", "API key of the 'openai' embedder (empty: openai_api_key).", str, True),
     Setting("embedding_dim", 0, "Dimension asked of the 'openai' embedder (0: whatever the model returns).", int),
     Setting("embed_batch", 64, "Texts embedded and written per batch (one transaction each) when indexing.", int),
-    Setting("memory_dedup_threshold", 0.9, "Cosine similarity above which a new memory merges into an existing one.", float),
+    Setting("memory_dedup_threshold", 0.95, "Cosine similarity above which a new memory merges into an existing one (measured for e5-small: restatements ≥ 0.97, distinct facts ≤ 0.91).", float),
     Setting("memory_prompt_chars", 1500, "Characters of memories injected into an agent's system prompt.", int),
     Setting("consolidate_every", 20, "Turns of a conversation after which the agent writes an episodic summary.", int),
     Setting("chunk_size", 200, "Characters of a knowledge chunk used for matching.", int),
