@@ -38,24 +38,29 @@ def parse_allowed(value: str) -> set[str]:
     return {h.strip().lower() for h in (value or "").split(",") if h.strip()}
 
 
-async def check_url(url: str, allowed: set[str] = frozenset()) -> None:
+async def check_url(url: str, allowed: set[str] = frozenset(), *, kind: str = "webhook",
+                    setting: str = "XIAJIAO_WEBHOOK_ALLOWED_HOSTS") -> None:
     """Raise BadRequest unless ``url`` is http(s) and its host resolves only to public addresses
-    (or is listed in ``allowed``)."""
+    (or is listed in ``allowed``). ``kind`` names the URL in messages and codes (``invalid_<kind>``,
+    ``<kind>_unresolvable``, ``<kind>_forbidden``); ``setting`` is where the owner lists hosts."""
+    what = "The webhook" if kind == "webhook" else "The URL"
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise BadRequest("The webhook is not a valid URL", "invalid_webhook") from None
+        raise BadRequest(f"{what} is not a valid URL", f"invalid_{kind}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest("The webhook must be an http(s) URL", "invalid_webhook")
+        raise BadRequest(f"{what} must be an http(s) URL", f"invalid_{kind}")
+    if parts.username or parts.password:
+        raise BadRequest(f"{what} must not carry a user name or password", f"invalid_{kind}")
     host = parts.hostname.lower()
     if host in allowed or f"{host}:{port}" in allowed:
         return
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
-        raise BadRequest(f"The webhook host {host!r} does not resolve", "webhook_unresolvable") from None
+        raise BadRequest(f"{what} host {host!r} does not resolve", f"{kind}_unresolvable") from None
     refused = sorted({info[4][0] for info in infos if not is_public(info[4][0])})
     if refused or not infos:
-        raise BadRequest(f"The webhook host {host!r} resolves to a non-public address ({', '.join(refused)}); "
-                         "the owner may list it in XIAJIAO_WEBHOOK_ALLOWED_HOSTS", "webhook_forbidden")
+        raise BadRequest(f"{what} host {host!r} resolves to a non-public address ({', '.join(refused)}); "
+                         f"the owner may list it in {setting}", f"{kind}_forbidden")

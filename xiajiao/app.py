@@ -20,16 +20,19 @@ from .bodies import BoundedRequest
 from .db import Database, WorkspaceDatabases, migrations_from_dir
 from .errors import PluginError, StartupError, XiajiaoError
 from .errors import HTTP_CODES
-from .models import Pack, Parser, ProviderKind, Tool
+from .models import Pack, Parser, ProviderKind, SearchBackend, Tool
 from .plugins import (Plugins, Registry, load_bundled, load_directory, load_entrypoints, new_manager)
 from .realtime import Hub
-from .settings import Settings, load_settings
+from .settings import SETTINGS_BY_NAME, Setting, Settings, load_settings
 
 log = logging.getLogger("xiajiao")
 access_log = logging.getLogger("xiajiao.access")
 
-ROOT = Path(__file__).resolve().parent.parent
-WEB_DIR = ROOT / "web"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The web UI: inside an installed package it is xiajiao/web (setup.py maps the checkout's web/ there);
+# run from a checkout (or an editable install) it is the top-level web/.
+WEB_DIR = next((d for d in (PACKAGE_DIR / "web", PACKAGE_DIR.parent / "web") if (d / "templates").is_dir()),
+               PACKAGE_DIR.parent / "web")
 MIGRATIONS = Path(__file__).resolve().parent / "db" / "migrations"
 
 
@@ -84,6 +87,22 @@ def _validate_embedder(e: Any) -> None:
         raise TypeError("an embedder needs name, dim (int) and async embed(texts, kind=)")
 
 
+def _setting(*args: Any, **kw: Any) -> Setting:
+    if len(args) == 1 and not kw and isinstance(args[0], Setting):
+        return args[0]
+    try:
+        return Setting(*args, **kw)
+    except ValueError as exc:
+        raise TypeError(str(exc)) from None
+
+
+def _validate_setting(setting: Any) -> None:
+    if not isinstance(setting, Setting):
+        raise TypeError("expected xiajiao.Setting")
+    if setting.name in SETTINGS_BY_NAME:
+        raise ValueError(f"{setting.name!r} is a setting of the core")
+
+
 class Command:
     def __init__(self, name: str, fn, help: str = ""):
         self.name, self.fn, self.help = name, fn, help
@@ -91,11 +110,13 @@ class Command:
 
 def new_registries() -> dict[str, Registry]:
     return {
+        "settings": Registry("setting", lambda s: s.name, _validate_setting, build=_setting),  # collected first
         "providers": Registry("provider kind", lambda k: k.name, _typed(ProviderKind, "ProviderKind")),
         "embedders": Registry("embedder", lambda e: e.name, _validate_embedder),
         "tools": Registry("tool", lambda t: t.name, _validate_tool),
         "parsers": Registry("parser", lambda p: p.name, _typed(Parser, "Parser")),
         "packs": Registry("pack", lambda p: p.name, _typed(Pack, "Pack")),
+        "search_backends": Registry("search backend", lambda b: b.name, _typed(SearchBackend, "SearchBackend")),
         "routes": Registry("blueprint", lambda b: b.name),
         "commands": Registry("command", lambda c: c.name, build=Command),
     }
@@ -159,8 +180,21 @@ class Xiajiao:
         return self.registries["packs"]
 
     def collect_registrations(self) -> None:
+        """Fill every registry; the plugins' settings first, so the others may read them."""
         for kind, registry in self.registries.items():
             self.plugins.collect_sync(f"register_{kind}", registry)
+            if kind == "settings":
+                self.settings = plugin_settings(self.settings, registry, self.plugins)
+
+    def describe_plugins(self) -> list[dict]:
+        """Every plugin with its version, hooks, what it registered and its settings' values (secrets
+        masked): ``/-/plugins`` and ``xiajiao plugins``."""
+        described = self.plugins.describe(self.registries)
+        for p in described:
+            names = p["registered"].get("settings", [])
+            if names:
+                p["settings"] = {self.settings.declared[n][0].env: self.settings.shown(n) for n in names}
+        return described
 
     # -- helpers for plugins
 
@@ -247,6 +281,21 @@ class Xiajiao:
         self.started = False
 
 
+def plugin_settings(settings: Settings, registry: Registry, plugins: Plugins) -> Settings:
+    """``settings`` with the settings the plugins declared resolved (see Settings.with_plugins),
+    plugin by plugin in load order."""
+    order = {name: i for i, name in enumerate(plugins.info)}
+    entries = sorted(registry.entries.values(), key=lambda r: order.get(r.plugin, len(order)))
+    return settings.with_plugins((r.item, r.plugin) for r in entries)
+
+
+def resolve_settings(settings: Settings, plugins: Plugins) -> Settings:
+    """``settings`` completed with those the loaded ``plugins`` declare through register_settings."""
+    registry = new_registries()["settings"]
+    plugins.collect_sync("register_settings", registry)
+    return plugin_settings(settings, registry, plugins)
+
+
 def build_plugins(settings: Settings, extra: Iterable[Any] = ()) -> Plugins:
     plugins = new_manager(trace=settings.trace_plugins)
     load_bundled(plugins, __version__)
@@ -265,6 +314,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
     pm = build_plugins(settings, plugins)
     core = Xiajiao(settings, pm)
     core.collect_registrations()
+    settings = core.settings  # now with the plugins' settings
 
     app = Quart(__name__, static_folder=str(WEB_DIR / "static"), static_url_path="/static",
                 template_folder=str(WEB_DIR / "templates"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import json
+import re
 import secrets
 import time
 import weakref
@@ -62,7 +64,27 @@ def check_password_strength(password: str) -> None:
 
 def public_user(row: dict) -> dict:
     return {"id": row["id"], "username": row["username"], "displayName": row["display_name"] or row["username"],
-            "role": row["role"], "createdAt": row["created_at"], "disabled": bool(row.get("disabled"))}
+            "avatar": row.get("avatar") or "", "role": row["role"], "createdAt": row["created_at"],
+            "disabled": bool(row.get("disabled"))}
+
+
+def person_json(row: dict) -> dict:
+    """What every signed-in person may know about another: name, avatar, role."""
+    return {"id": row["id"], "username": row["username"], "displayName": row["display_name"] or row["username"],
+            "avatar": row.get("avatar") or "", "role": row["role"]}
+
+
+AVATAR_MAX = 300
+
+
+def check_avatar(avatar: str) -> str:
+    """An avatar is a short text (an emoji, initials) or the URL of an uploaded image (``/uploads/...``)."""
+    avatar = (avatar or "").strip()
+    if len(avatar) > AVATAR_MAX or ("/" in avatar and not re.fullmatch(r"/uploads/[\w.-]+/[\w.-]+", avatar)):
+        raise BadRequest("avatar must be a short text or an uploaded image's /uploads/ URL", "invalid_avatar")
+    if "/" not in avatar and len(avatar) > 8:
+        raise BadRequest("A text avatar has at most 8 characters", "invalid_avatar")
+    return avatar
 
 
 # ------------------------------------------------------------------ users
@@ -154,6 +176,56 @@ def check_can_grant(actor: Actor, role: str) -> None:
 async def list_users(db) -> list[dict]:
     rows = await db.fetchall("SELECT * FROM users ORDER BY created_at, username")
     return [public_user(r) for r in rows]
+
+
+async def list_people(db, actor: Actor) -> list[dict]:
+    """Active people the actor may see: everyone for members and above; a guest sees himself and the
+    people of the channels he belongs to."""
+    if actor.at_least("member"):
+        rows = await db.fetchall("SELECT * FROM users WHERE disabled = 0 ORDER BY created_at, username")
+    else:
+        rows = await db.fetchall(
+            "SELECT * FROM users WHERE disabled = 0 AND (id = ? OR id IN (SELECT o.member_id FROM channel_members o "
+            "JOIN channel_members me ON me.channel_id = o.channel_id WHERE me.member_type = 'user' "
+            "AND me.member_id = ? AND o.member_type = 'user')) ORDER BY created_at, username", (actor.id, actor.id))
+    return [person_json(r) for r in rows]
+
+
+async def update_profile(db, user_id: str, *, display_name: str | None = None, avatar: str | None = None) -> dict:
+    """A person changes his own display name or avatar."""
+    sets, params = [], []
+    if display_name is not None:
+        if not (1 <= len(display_name.strip()) <= 64):
+            raise BadRequest("displayName must be 1-64 characters", "invalid_display_name")
+        sets.append("display_name = ?")
+        params.append(display_name.strip())
+    if avatar is not None:
+        sets.append("avatar = ?")
+        params.append(check_avatar(avatar))
+    if sets:
+        await db.execute(f"UPDATE users SET {', '.join(sets)} WHERE id = ?", (*params, user_id))
+    forget_user(db, user_id)
+    row = await get_user(db, user_id)
+    if row is None:
+        raise NotFound("User not found", "user_not_found")
+    return public_user(row)
+
+
+async def change_own_password(db, user_id: str, current: str, new: str, keep_token: str | None) -> None:
+    """Check the current password, store the new one, end every other session of the user."""
+    row = await get_user(db, user_id)
+    if row is None or not verify_password(row["password_hash"], current or ""):
+        raise BadRequest("The current password is wrong", "wrong_password")
+    check_password_strength(new)
+    pw_hash = hash_password(new)
+    keep = token_hash(keep_token) if keep_token else ""
+
+    def work(conn):
+        conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (pw_hash, user_id))
+        conn.execute("DELETE FROM sessions WHERE user_id = ? AND token_hash != ?", (user_id, keep))
+
+    await db.run_write(work)
+    forget_user(db, user_id)
 
 
 async def update_user(db, actor: Actor, user_id: str, *, role: str | None = None, disabled: bool | None = None,
@@ -353,19 +425,30 @@ async def actor_from_api_key(db, secret: str) -> Actor | None:
 # ------------------------------------------------------------------ invites
 
 
-async def create_invite(db, *, created_by: Actor, role: str, hours: float = 72, max_uses: int = 1) -> tuple[dict, str]:
+async def create_invite(db, *, created_by: Actor, role: str, hours: float = 72, max_uses: int = 1,
+                        channel_ids: list[str] = ()) -> tuple[dict, str]:
     if role not in ("admin", "member", "guest"):
         raise BadRequest("Invites grant admin, member or guest", "invalid_role")
     if role_rank(role) >= role_rank(created_by.role):
         raise Forbidden("You cannot invite to a role at or above your own", "role_too_high")
     if not (1 <= max_uses <= 1000) or not (0 < hours <= 24 * 365):
         raise BadRequest("maxUses must be 1-1000 and hours 0-8760", "invalid_invite")
+    channel_ids = list(dict.fromkeys(channel_ids))
+    for cid in channel_ids:
+        ch = await db.fetchone("SELECT type FROM channels WHERE id = ?", (cid,))
+        if ch is None:
+            raise NotFound(f"Channel {cid!r} not found", "channel_not_found")
+        if ch["type"] != "group":
+            raise BadRequest("An invite joins groups only, not DMs", "invalid_invite_channel")
     token = secrets.token_urlsafe(24)
     row = {"id": new_id("inv"), "role": role, "created_by": created_by.id, "created_at": now_iso(),
-           "expires_at": time.time() + hours * 3600, "max_uses": max_uses, "uses": 0, "revoked_at": None}
+           "expires_at": time.time() + hours * 3600, "max_uses": max_uses, "uses": 0, "revoked_at": None,
+           "channel_ids": json.dumps(channel_ids)}
     await db.execute(
-        "INSERT INTO invites (id, token_hash, role, created_by, created_at, expires_at, max_uses) VALUES (?,?,?,?,?,?,?)",
-        (row["id"], token_hash(token), role, created_by.id, row["created_at"], row["expires_at"], max_uses))
+        "INSERT INTO invites (id, token_hash, role, created_by, created_at, expires_at, max_uses, channel_ids) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        (row["id"], token_hash(token), role, created_by.id, row["created_at"], row["expires_at"], max_uses,
+         row["channel_ids"]))
     return invite_json(row), token
 
 
@@ -373,7 +456,22 @@ def invite_json(row: dict) -> dict:
     expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["expires_at"]))
     return {"id": row["id"], "role": row["role"], "createdBy": row["created_by"], "createdAt": row["created_at"],
             "expiresAt": expires, "maxUses": row["max_uses"], "uses": row["uses"],
+            "channelIds": json.loads(row.get("channel_ids") or "[]"),
             "active": row["revoked_at"] is None and row["expires_at"] > time.time() and row["uses"] < row["max_uses"]}
+
+
+async def invite_state(db, token: str) -> str:
+    """``valid``, ``expired``, ``used`` (every use taken), ``revoked`` or ``unknown``: what the invite page says."""
+    inv = await db.fetchone("SELECT * FROM invites WHERE token_hash = ?", (token_hash(token or ""),))
+    if inv is None:
+        return "unknown"
+    if inv["revoked_at"]:
+        return "revoked"
+    if inv["expires_at"] < time.time():
+        return "expired"
+    if inv["uses"] >= inv["max_uses"]:
+        return "used"
+    return "valid"
 
 
 async def list_invites(db) -> list[dict]:
@@ -406,6 +504,11 @@ async def accept_invite(db, token: str, *, username: str, password: str, display
             "INSERT INTO users (id, username, display_name, role, password_hash, created_at) VALUES (?,?,?,?,?,?)",
             (uid, username, display_name or username, inv["role"], pw_hash, now_iso()))
         conn.execute("UPDATE invites SET uses = uses + 1 WHERE id = ?", (inv["id"],))
+        joined = now_iso()
+        for cid in json.loads(inv.get("channel_ids") or "[]"):  # groups deleted since are skipped
+            if conn.execute("SELECT 1 FROM channels WHERE id = ?", (cid,)).fetchone():
+                conn.execute("INSERT OR IGNORE INTO channel_members (channel_id, member_type, member_id, joined_at) "
+                             "VALUES (?, 'user', ?, ?)", (cid, uid, joined))
         return conn.execute("SELECT * FROM users WHERE id = ?", (uid,)).fetchone()
 
     username = (username or "").strip()
@@ -434,7 +537,8 @@ async def channel_for(db, actor: Actor, channel_id: str) -> dict | None:
     """The channel with the caller's membership (``_member``, ``_can_write``), or None."""
     member_type = "agent" if actor.kind == "agent" else "user"
     return await db.fetchone(
-        "SELECT c.*, m.member_id IS NOT NULL AS _member, coalesce(m.can_write, 0) AS _can_write "
+        "SELECT c.*, m.member_id IS NOT NULL AS _member, coalesce(m.can_write, 0) AS _can_write, "
+        "(SELECT COUNT(*) FROM channel_members a WHERE a.channel_id = c.id) AS _members "
         "FROM channels c LEFT JOIN channel_members m "
         "ON m.channel_id = c.id AND m.member_type = ? AND m.member_id = ? WHERE c.id = ?",
         (member_type, actor.id, channel_id))
@@ -475,6 +579,8 @@ async def authorized_channel(core, actor: Actor, channel_id: str, action: str = 
         if action == "channel.write":
             raise Forbidden("You may read this channel but not post in it", "read_only")
         raise Forbidden("You may not change this channel", "forbidden")
+    if action == "channel.write" and channel["type"] == "dm" and channel["_members"] < 2:
+        raise Conflict("This conversation is archived: the other side is gone", "channel_archived")
     return channel
 
 

@@ -19,11 +19,19 @@ from . import COLUMNS, evaluate
 
 # name -> XIAJIAO_* settings, cumulative in the order the levers were tried (docs/memory-and-knowledge.md)
 BASE = {"XIAJIAO_EMBEDDER": "e5-small", "XIAJIAO_RAG_HEADING_SECTIONS": "false",
-        "XIAJIAO_RAG_CONTEXTUAL_CHUNKS": "false"}
+        "XIAJIAO_RAG_CONTEXTUAL_CHUNKS": "false", "XIAJIAO_RAG_FUSION": "rrf", "XIAJIAO_RAG_KEYWORD_WEIGHT": "1",
+        "XIAJIAO_RAG_CROSS_LANGUAGE_BOOST": "0", "XIAJIAO_RAG_VECTOR_POOL": "40"}
+_H = {"XIAJIAO_RAG_HEADING_SECTIONS": "true"}
+_C = {**_H, "XIAJIAO_RAG_CONTEXTUAL_CHUNKS": "true"}
+_L = {**_C, "XIAJIAO_RAG_FUSION": "linear", "XIAJIAO_RAG_KEYWORD_WEIGHT": "0.05"}
+_P = {**_L, "XIAJIAO_RAG_VECTOR_POOL": "300"}
 LEVERS: dict[str, dict] = {
-    "baseline": {},
-    "+headings": {"XIAJIAO_RAG_HEADING_SECTIONS": "true"},
-    "+context": {"XIAJIAO_RAG_HEADING_SECTIONS": "true", "XIAJIAO_RAG_CONTEXTUAL_CHUNKS": "true"},
+    "baseline (rrf, fixed-size parents)": {},
+    "+ heading sections": _H,
+    "+ contextual chunks": _C,
+    "+ linear fusion (keyword 0.05)": _L,
+    "+ vector pool 300": _P,
+    "+ cross-language boost 0.09 (defaults)": {**_P, "XIAJIAO_RAG_CROSS_LANGUAGE_BOOST": "0.09"},
 }
 
 

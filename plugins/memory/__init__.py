@@ -11,12 +11,22 @@ import json
 import logging
 from typing import Any
 
-from xiajiao import Tool, hookimpl
+from xiajiao import Setting, Tool, hookimpl
 
 from . import store
 from .api import bp
 
 log = logging.getLogger("xiajiao.memory")
+
+
+@hookimpl
+def register_settings(register):
+    register(Setting("memory_dedup_threshold", 0.95, "Cosine similarity above which a new memory merges into an "
+                     "existing one (measured for e5-small: restatements ≥ 0.97, distinct facts ≤ 0.91).", float))
+    register(Setting("memory_prompt_chars", 1500, "Characters of memories injected into an agent's system prompt.",
+                     int))
+    register(Setting("consolidate_every", 20, "Turns of a conversation after which the agent writes an episodic "
+                     "summary.", int))
 
 
 def _provenance(ctx) -> dict:

@@ -26,6 +26,18 @@ async def _not_utf8(err: UnicodeDecodeError):
 
 
 @dataclass
+class ProfileChange:
+    displayName: str | None = None
+    avatar: str | None = None
+
+
+@dataclass
+class PasswordChange:
+    currentPassword: str
+    newPassword: str
+
+
+@dataclass
 class LoginBody:
     password: str
     username: str | None = None
@@ -84,3 +96,24 @@ async def me():
     actor = g.actor
     user = await auth.get_user(current_app.xj.db, actor.id)
     return jsonify({"user": auth.public_user(user)})
+
+
+@bp.put("/api/me")
+@auth.requires("guest")
+@validate_request(ProfileChange)
+async def update_me(data: ProfileChange):
+    """Change one's own display name or avatar."""
+    user = await auth.update_profile(current_app.xj.db, g.actor.id, display_name=data.displayName, avatar=data.avatar)
+    return jsonify({"user": user})
+
+
+@bp.post("/api/me/password")
+@auth.requires("guest")
+@validate_request(PasswordChange)
+async def change_password(data: PasswordChange):
+    """Change one's own password (the current one is checked); every other session of the account ends."""
+    core = current_app.xj
+    core.login_limiter.check(client_address(), "Too many attempts, wait a minute")
+    await auth.change_own_password(core.db, g.actor.id, data.currentPassword, data.newPassword,
+                                   request.cookies.get(auth.SESSION_COOKIE))
+    return jsonify({"ok": True})

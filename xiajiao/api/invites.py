@@ -1,6 +1,8 @@
 """Invite links: the owner and admins invite people to a role; accepting one logs in."""
 from __future__ import annotations
 
+from dataclasses import field
+
 from pydantic.dataclasses import dataclass
 
 from quart import Blueprint, current_app, g, jsonify
@@ -17,6 +19,7 @@ class NewInvite:
     role: str = "member"
     hours: float = 72
     maxUses: int = 1
+    channelIds: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -38,7 +41,8 @@ async def list_invites():
 @validate_request(NewInvite)
 async def create_invite(data: NewInvite):
     invite, token = await auth.create_invite(current_app.xj.db, created_by=g.actor, role=data.role,
-                                             hours=data.hours, max_uses=data.maxUses)
+                                             hours=data.hours, max_uses=data.maxUses,
+                                             channel_ids=data.channelIds)
     return jsonify({"invite": invite, "token": token, "url": f"/invite/{token}"}), 201
 
 

@@ -25,7 +25,7 @@ from ..models import ChatMessage, ChatRequest, TextDelta, ToolCall, ToolCallsDon
 from ..gateway import Call
 from ._machine import api_channel, sse, sse_response, started, turn_events
 
-bp = Blueprint("openai", __name__)
+bp = Blueprint("chat_completions", __name__)
 
 AGENT_PREFIX = "agent/"
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -34,26 +34,26 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
 RECORD_HEADER = "X-Xiajiao-Record"
 
 
-def openai_error(status: int, message: str, code: str, param: str | None = None, headers: dict | None = None):
+def compat_error(status: int, message: str, code: str, param: str | None = None, headers: dict | None = None):
     body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"), "param": param, "code": code}}
     return jsonify(body), status, headers or {}
 
 
 @bp.errorhandler(XiajiaoError)
 async def _error(err: XiajiaoError):
-    return openai_error(err.status, err.message, err.code, err.extra.get("param"), err.headers)
+    return compat_error(err.status, err.message, err.code, err.extra.get("param"), err.headers)
 
 
 @bp.errorhandler(HTTPException)
 async def _http_error(err: HTTPException):
     status = err.code or 500
-    return openai_error(status, "Not found" if status == 404 else err.description or "Bad request",
+    return compat_error(status, "Not found" if status == 404 else err.description or "Bad request",
                         HTTP_CODES.get(status, "http_error"))
 
 
 @bp.errorhandler(UnicodeDecodeError)
 async def _not_utf8(err: UnicodeDecodeError):
-    return openai_error(400, "The request body is not valid UTF-8", "invalid_encoding")
+    return compat_error(400, "The request body is not valid UTF-8", "invalid_encoding")
 
 
 @bp.errorhandler(RequestSchemaValidationError)
@@ -62,7 +62,7 @@ async def _schema_error(err: RequestSchemaValidationError):
     problems = detail.errors() if hasattr(detail, "errors") else []
     first = problems[0] if problems else {}
     param = ".".join(str(p) for p in first.get("loc", ())) or None
-    return openai_error(400, f"Invalid request: {param}: {first.get('msg', 'invalid body')}" if param
+    return compat_error(400, f"Invalid request: {param}: {first.get('msg', 'invalid body')}" if param
                         else "Invalid request body", "validation_error", param)
 
 
@@ -205,7 +205,7 @@ async def chat_completions(data: CompletionBody):
     headers: dict[str, str] = {}
 
     if agent is not None:
-        channel = await api_channel(agent, source="openai", reuse=True) if _record_wanted() else None
+        channel = await api_channel(agent, source="chat_completions", reuse=True) if _record_wanted() else None
         if channel is not None:
             headers["X-Xiajiao-Session"] = channel["id"]
         asked = next(m.content for m in reversed(messages) if m.role == "user")

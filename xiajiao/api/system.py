@@ -87,7 +87,7 @@ async def system():
 @requires("owner")
 async def plugins():
     core = current_app.xj
-    return jsonify({"plugins": core.plugins.describe(core.registries)})
+    return jsonify({"plugins": core.describe_plugins()})
 
 
 @bp.get("/metrics")

@@ -32,7 +32,8 @@ class ChainRun:
     def json(self) -> dict:
         out = {"chainId": self.id, "channelId": self.channel["id"], "agentIds": list(self.agent_ids),
                "currentAgent": self.current, "step": self.step, "totalSteps": len(self.agent_ids),
-               "status": self.status, "approval": self.approval, "outputs": list(self.outputs)}
+               "status": self.status, "approval": self.approval, "outputs": list(self.outputs),
+               "startedBy": self.actor.id}
         if self.status == "paused":
             out["handoff"] = self.handoff
         if self.reason:
@@ -48,7 +49,7 @@ class Chains:
 
     def _publish(self, run: ChainRun, **extra) -> None:
         data = {"chainId": run.id, "currentAgent": run.current, "step": run.step, "totalSteps": len(run.agent_ids),
-                "status": run.status, **extra}
+                "status": run.status, "startedBy": run.actor.id, **extra}
         if run.reason:
             data["reason"] = run.reason
         self.app.hub.publish(run.channel["id"], "collab_status", data)
