@@ -60,8 +60,8 @@ async def upload():
 async def query(data: QueryBody):
     app = current_app.xj
     agent = await store.agent_row(app, data.agentId)
-    results = await store.query(app, agent, data.query, data.topK, user_id=g.actor.id)
-    return jsonify({"agentId": data.agentId, "query": data.query, "results": results})
+    found = await store.search(app, agent, data.query, data.topK, user_id=g.actor.id)
+    return jsonify({"agentId": data.agentId, "query": data.query, **found})
 
 
 @bp.get("/api/rag/documents")
