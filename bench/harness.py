@@ -107,6 +107,9 @@ class Server:
             # the load generator is one user sending thousands of requests a second
             "XIAJIAO_RATE_LIMIT_PER_MINUTE": "100000000",
             "XIAJIAO_RATE_LIMIT_BURST": "100000000",
+            "XIAJIAO_TURN_RATE_PER_MINUTE": "100000000",
+            "XIAJIAO_TURN_RATE_BURST": "100000000",
+            "XIAJIAO_UPLOAD_BYTES_PER_MINUTE": "100000000000",
             "XIAJIAO_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
             **embedder,
             **({"XIAJIAO_LOOP_SLOW_MS": str(LOOP_CHECK_MS)} if LOOP_CHECK_MS else {}),

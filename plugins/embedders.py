@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from xiajiao import ProviderError, hookimpl, pooled_client
+from xiajiao import ProviderError, Setting, hookimpl, pooled_client
 
 if TYPE_CHECKING:  # numpy is imported on first use: the server starts without it
     import numpy as np
@@ -188,7 +188,7 @@ class OpenAIEmbedder:
 
     @staticmethod
     def configured(settings: Any) -> bool:
-        return bool(settings.embedding_api_key or settings.openai_api_key or settings.embedding_base_url)
+        return bool(settings.embedding_api_key or _openai(settings, "api_key") or settings.embedding_base_url)
 
     async def ready(self, app: Any = None) -> None:
         if self._http is not None:
@@ -201,8 +201,8 @@ class OpenAIEmbedder:
             self._model = s.embedding_model
             self._retries = max(0, s.provider_retries)
             self._timeout = s.connect_timeout + s.idle_stream_timeout
-            base = (s.embedding_base_url or s.openai_base_url or "https://api.openai.com/v1").rstrip("/")
-            key = s.embedding_api_key or s.openai_api_key
+            base = (s.embedding_base_url or _openai(s, "base_url") or "https://api.openai.com/v1").rstrip("/")
+            key = s.embedding_api_key or _openai(s, "api_key")
             http = pooled_client(base, headers={"Authorization": f"Bearer {key}"} if key else {})
             self.dim = int(s.embedding_dim or 0)
             if not self.dim:
@@ -277,6 +277,22 @@ async def shutdown(app):
         close = getattr(embedder, "close", None)
         if close is not None:
             await close()
+
+
+def _openai(settings: Any, name: str) -> str:
+    """A setting of the OpenAI provider plugin, the embedder's fallback ("" when that plugin is absent)."""
+    return getattr(settings, f"openai_{name}", "") or ""
+
+
+@hookimpl
+def register_settings(register):
+    register(Setting("embedding_model", "text-embedding-3-small", "Model of the 'openai' embedder (an "
+                     "OpenAI-compatible /v1/embeddings endpoint)."))
+    register(Setting("embedding_base_url", "", "Base URL of the 'openai' embedder (empty: openai_base_url, else "
+                     "api.openai.com)."))
+    register(Setting("embedding_api_key", "", "API key of the 'openai' embedder (empty: openai_api_key).", str, True))
+    register(Setting("embedding_dim", 0, "Dimension asked of the 'openai' embedder (0: whatever the model returns).",
+                     int))
 
 
 @hookimpl

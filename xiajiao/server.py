@@ -137,4 +137,8 @@ async def serve(settings: Settings, *, ready=None) -> None:
         if settings.loop_slow_ms > 0:  # from now on users are served: nothing may hold the loop
             loop.call_soon(watch_loop, loop, settings.loop_slow_ms / 1000)
 
-    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        await app.xj.quiesce()  # sockets first: Hypercorn then waits only for requests to finish
+
+    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
