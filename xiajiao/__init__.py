@@ -27,7 +27,7 @@ from .db import migrations_from_dir  # noqa: E402
 from .db.driver import errors as db_errors  # noqa: E402
 from .ids import new_id, now_iso  # noqa: E402
 from .text import fts_any, fts_any_parts, fts_query, index_text, query_terms, snippet, within_budget  # noqa: E402
-from .vectors import VectorIndex, active_embedder  # noqa: E402
+from .vectors import VectorIndex, active_embedder, embed  # noqa: E402
 
 __all__ = [
     "__version__", "hookimpl", "Setting", "find_mentions", "pooled_client", "env_provider_settings",
@@ -42,4 +42,5 @@ __all__ = [
     "ParseLimits", "guard_zip", "parse_document", "parse_limits", "MULTIPART_OVERHEAD", "file_size", "limit_body",
     "migrations_from_dir", "db_errors", "new_id", "now_iso",
     "fts_any", "fts_any_parts", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
+    "embed",
 ]

@@ -79,6 +79,8 @@ SETTINGS: list[Setting] = [
     Setting("log_level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR."),
     Setting("access_log", True, "Write one JSON log line per HTTP request.", _bool),
     Setting("trace_plugins", False, "Log every plugin hook call with its duration.", _bool),
+    Setting("loop_slow_ms", 0.0, "Log every callback that holds the event loop for more than this many "
+            "milliseconds of CPU, with where it was (0: off; the benchmark's smoke run uses 50).", float),
     Setting("shutdown_timeout", 5.0, "Seconds to wait for running work on shutdown.", float),
     # storage
     Setting("skip_migrations", False, "Do not apply database migrations on start (the schema must already be current).", _bool),

@@ -8,6 +8,7 @@ asyncio stream already knows (buffered data or EOF), so this backend answers for
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 from typing import Any, Iterable
@@ -129,10 +130,18 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+@functools.lru_cache(maxsize=1)
+def default_ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context every pooled client shares: loading the CA bundle takes tens of ms,
+    so it is built once (``xiajiao.server`` builds it in a worker thread once serving), not per client."""
+    return httpx.create_ssl_context()
+
+
 def pooled_client(base_url: str, *, headers: dict[str, str] | None = None, max_connections: int = 200,
                   max_keepalive: int = 50) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` whose connection pool runs on :class:`AsyncioBackend`."""
-    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=max_connections,
+    transport = httpx.AsyncHTTPTransport(verify=default_ssl_context(),
+                                         limits=httpx.Limits(max_connections=max_connections,
                                                              max_keepalive_connections=max_keepalive))
     pool = getattr(transport, "_pool", None)
     if isinstance(pool, httpcore.AsyncConnectionPool):  # no public hook for the backend; keep httpx's default otherwise
