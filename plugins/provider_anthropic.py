@@ -29,7 +29,8 @@ def provider_error(exc: Exception, model: str) -> ProviderError:
             retry_after = None
         return ProviderError(f"Model {model!r}: HTTP {status} from the provider",
                              "rate_limited" if status == 429 else "provider_http_error",
-                             retryable=retryable, retry_after=retry_after)
+                             retryable=retryable, retry_after=retry_after,
+                             extra={"httpStatus": status, "detail": str(getattr(exc, "message", ""))[:300]})
     if isinstance(exc, anthropic.APITimeoutError):
         return ProviderError(f"Model {model!r}: the provider timed out", "timeout", retryable=True)
     if isinstance(exc, anthropic.APIConnectionError):

@@ -40,7 +40,8 @@ def status_error(response: httpx.Response, model: str) -> ProviderError:
     message = f"Model {model!r}: HTTP {status} from the provider" + (f" ({detail[:200]})" if detail and status < 500
                                                                        and status not in (401, 403) else "")
     return ProviderError(message, "rate_limited" if status == 429 else "provider_http_error", retryable=retryable,
-                         retry_after=_retry_after(response) if retryable else None)
+                         retry_after=_retry_after(response) if retryable else None,
+                         extra={"httpStatus": status, "detail": detail[:300]})
 
 
 def transport_error(exc: Exception, model: str) -> ProviderError:

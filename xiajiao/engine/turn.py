@@ -46,6 +46,8 @@ class Turn:
     depth: int = 0
     publish: bool = True
     reply_id: str | None = None
+    reply: dict | None = None  # the stored reply row (API shape), once the turn streams
+    sent: int = 0  # characters of the text published on the hub so far (resume after reload)
     parts: list[str] = field(default_factory=list)
     call: Call = field(default_factory=Call)
     stopped: bool = False
@@ -61,6 +63,11 @@ class Turn:
     def text(self) -> str:
         return "".join(self.parts)
 
+    @property
+    def published(self) -> str:
+        """The text subscribers have been sent (without what waits in the coalescing window)."""
+        return self.text[:self.sent]
+
 
 def channel_type(channel: dict) -> str:
     return channel.get("type", "dm")
@@ -72,12 +79,24 @@ async def build_system(app, agents, agent: dict, channel: dict | None, message: 
     return prompt.render()
 
 
-async def history(app, agents, agent: dict, channel: dict, budget: int) -> list[ChatMessage]:
-    """The channel's recent conversation as the agent sees it, newest kept, within ``budget`` tokens."""
-    rows = await app.db.fetchall(
-        "SELECT user_id, agent_id, content, status FROM messages WHERE channel_id = ? AND deleted_at IS NULL "
-        "AND type IN ('text', 'image', 'file') AND status != 'streaming' ORDER BY seq DESC LIMIT ?",
-        (channel["id"], HISTORY_ROWS))
+async def history(app, agents, agent: dict, channel: dict, budget: int,
+                  upto_seq: int | None = None) -> list[ChatMessage]:
+    """The conversation as the agent sees it, newest kept, within ``budget`` tokens.
+
+    A branch sees the history it inherits; replaced versions of a reply are left out; with
+    ``upto_seq`` only messages up to that one (a regenerated or re-sent turn answers that point)."""
+
+    def read(conn):
+        where, params = chat.lineage_where(chat.lineage(conn, channel["id"]))
+        cut = ""
+        if upto_seq is not None:
+            cut, params = " AND seq <= ?", [*params, upto_seq]
+        return conn.execute(
+            f"SELECT user_id, agent_id, content, status, type, metadata FROM messages WHERE {where}{cut} "
+            "AND deleted_at IS NULL AND superseded = 0 AND type IN ('text', 'image', 'file') "
+            "AND status NOT IN ('streaming', 'error') ORDER BY seq DESC LIMIT ?", (*params, HISTORY_ROWS)).fetchall()
+
+    rows = await app.db.run_read(read)
     out: list[ChatMessage] = []
     used = 0
     group = channel_type(channel) == "group"
@@ -179,6 +198,7 @@ class TurnRunner:
                     max(0.0, turn.last_flush + window - now), self.flush, turn)
         else:
             turn.last_flush = now
+            turn.sent += len(text)
             self.app.hub.publish(turn.channel["id"], "stream_chunk", {"messageId": turn.reply_id, "content": text})
         if now - turn.last_save >= PARTIAL_SAVE_SECONDS:
             turn.last_save = now
@@ -193,6 +213,7 @@ class TurnRunner:
             text = "".join(turn.pending)
             turn.pending.clear()
             turn.last_flush = time.monotonic()
+            turn.sent += len(text)
             self.app.hub.publish(turn.channel["id"], "stream_chunk", {"messageId": turn.reply_id, "content": text})
 
     def _frame(self, turn: Turn, type_: str, data: dict) -> None:
@@ -316,11 +337,12 @@ class TurnRunner:
 
     # ------------------------------------------------------------------ a channel turn
 
-    async def context(self, turn: Turn, handoff: str | None) -> list[ChatMessage]:
+    async def context(self, turn: Turn, handoff: str | None, upto_seq: int | None = None) -> list[ChatMessage]:
         system = await build_system(self.app, self.agents, turn.agent, turn.channel, turn.message, turn.actor)
         window = self.gateway.context_window(turn.model)
         budget = window - self.app.settings.reply_tokens - tokens(system) - (tokens(handoff) if handoff else 0)
-        past = await history(self.app, self.agents, turn.agent, turn.channel, max(MIN_HISTORY_TOKENS, budget))
+        past = await history(self.app, self.agents, turn.agent, turn.channel, max(MIN_HISTORY_TOKENS, budget),
+                             upto_seq=upto_seq)
         messages = [ChatMessage("system", system), *past]
         if handoff is not None:
             messages.append(ChatMessage("user", handoff))
