@@ -101,6 +101,7 @@ class Engine:
             handlers = self.app.ws_handlers = {}
         handlers["stop"] = self._ws_stop
         handlers["chain_decision"] = self.chains.ws_decision
+        await self.chains.restore()
 
     async def stop(self) -> None:
         for turn in list(self.running.values()):
