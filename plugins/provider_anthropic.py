@@ -67,6 +67,9 @@ def wire(request: ChatRequest) -> tuple[str, list[dict], list[dict]]:
                                "input": args if isinstance(args, dict) else {}})
             if blocks:
                 push("assistant", blocks)
+        elif m.images:  # Anthropic's image blocks come before the text that asks about them
+            push("user", [{"type": "image", "source": {"type": "base64", "media_type": i.mime_type, "data": i.data}}
+                          for i in m.images] + [{"type": "text", "text": m.content or " "}])
         elif m.content:
             push("user", [{"type": "text", "text": m.content}])
     tools = [{"name": t["function"]["name"], "description": t["function"].get("description", ""),

@@ -56,6 +56,9 @@ def wire_messages(request: ChatRequest) -> list[dict]:
     out = []
     for m in request.messages:
         d: dict = {"role": m.role, "content": m.content}
+        if m.images:  # OpenAI's content parts: the text, then each image as a data URL
+            d["content"] = [{"type": "text", "text": m.content or " "}] + [
+                {"type": "image_url", "image_url": {"url": f"data:{i.mime_type};base64,{i.data}"}} for i in m.images]
         if m.tool_calls:
             d["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                                for c in m.tool_calls]

@@ -20,6 +20,7 @@ from ..gateway import Call
 from ..ids import new_id, now_iso
 from ..models import Actor, ChatMessage, ChatRequest, Prompt, TextDelta, Tool, ToolCall, ToolCallsDone, ToolContext
 from ..text import estimate_tokens
+from .attachments import with_attachments
 
 log = logging.getLogger("xiajiao.engine")
 
@@ -79,8 +80,11 @@ async def build_system(app, agents, agent: dict, channel: dict | None, message: 
     return prompt.render()
 
 
+IMAGE_ROWS = 4  # images of this many newest messages go to the model; older ones are only named
+
+
 async def history(app, agents, agent: dict, channel: dict, budget: int,
-                  upto_seq: int | None = None) -> list[ChatMessage]:
+                  upto_seq: int | None = None, vision: bool = False) -> list[ChatMessage]:
     """The conversation as the agent sees it, newest kept, within ``budget`` tokens.
 
     A branch sees the history it inherits; replaced versions of a reply are left out; with
@@ -100,8 +104,13 @@ async def history(app, agents, agent: dict, channel: dict, budget: int,
     out: list[ChatMessage] = []
     used = 0
     group = channel_type(channel) == "group"
-    for row in rows:
+    for index, row in enumerate(rows):
         content = row["content"] or ""
+        images = None
+        attached = json.loads(row["metadata"] or "{}").get("attachments") if row["user_id"] else None
+        if attached:
+            content, images = await with_attachments(app, content, attached, vision=vision,
+                                                     images=index < IMAGE_ROWS)
         if not content:
             continue
         if row["agent_id"] == agent["id"]:
@@ -110,12 +119,12 @@ async def history(app, agents, agent: dict, channel: dict, budget: int,
             other = agents.get(row["agent_id"])
             msg = ChatMessage("user", f"[{other['name'] if other else row['agent_id']}]: {content}")
         else:
-            msg = ChatMessage("user", content)
+            msg = ChatMessage("user", content, images=images or None)
         cost = tokens(msg.content)
         if used + cost > budget:
             if not out:  # the newest message always goes in, cut to fit
                 keep = max(1, budget * 2)
-                out.append(ChatMessage(msg.role, msg.content[-keep:]))
+                out.append(ChatMessage(msg.role, msg.content[-keep:], images=msg.images))
             break
         used += cost
         out.append(msg)
@@ -125,7 +134,8 @@ async def history(app, agents, agent: dict, channel: dict, budget: int,
         merged: list[ChatMessage] = []
         for m in out:
             if merged and merged[-1].role == m.role == "user":
-                merged[-1] = ChatMessage("user", merged[-1].content + "\n\n" + m.content)
+                merged[-1] = ChatMessage("user", merged[-1].content + "\n\n" + m.content,
+                                         images=[*(merged[-1].images or ()), *(m.images or ())] or None)
             else:
                 merged.append(m)
         out = merged
@@ -342,7 +352,7 @@ class TurnRunner:
         window = self.gateway.context_window(turn.model)
         budget = window - self.app.settings.reply_tokens - tokens(system) - (tokens(handoff) if handoff else 0)
         past = await history(self.app, self.agents, turn.agent, turn.channel, max(MIN_HISTORY_TOKENS, budget),
-                             upto_seq=upto_seq)
+                             upto_seq=upto_seq, vision=self.gateway.sees_images(turn.model))
         messages = [ChatMessage("system", system), *past]
         if handoff is not None:
             messages.append(ChatMessage("user", handoff))

@@ -247,6 +247,20 @@ class Gateway:
             b = self.breakers[pid] = Breaker(s.breaker_failures, s.breaker_cooldown)
         return b
 
+    def sees_images(self, model: str | None) -> bool:
+        """Whether a model takes image parts: the provider's ``vision`` option (true, false or a list of
+        models), else the ``vision_models`` patterns."""
+        from fnmatch import fnmatch
+
+        cfg, name = self.resolve(model)
+        option = cfg.options.get("vision") if isinstance(cfg.options, dict) else None
+        if isinstance(option, bool):
+            return option
+        if isinstance(option, list):
+            return name in option
+        patterns = [p.strip().lower() for p in str(self.app.settings.vision_models or "").split(",") if p.strip()]
+        return any(fnmatch(name.lower(), p) for p in patterns)
+
     def context_window(self, model: str | None) -> int:
         cfg, name = self.resolve(model)
         per_model = cfg.options.get("context_windows", {}) if isinstance(cfg.options, dict) else {}
