@@ -133,6 +133,14 @@ class AnthropicProvider:
         if blocks:
             yield ToolCallsDone([ToolCall(b["id"], b["name"], b["json"] or "{}") for _, b in sorted(blocks.items())])
 
+    async def list_models(self) -> list[str]:
+        """The model ids the Models API (``GET /v1/models``) lists."""
+        try:
+            page = await self.client.models.list(limit=100)
+            return sorted({m.id for m in page.data})
+        except Exception as exc:  # the client's errors, mapped like a chat call's
+            raise provider_error(exc, "(model list)") from exc
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()

@@ -126,6 +126,20 @@ class OpenAIProvider:
             yield ToolCallsDone([ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"])
                                  for i, c in sorted(calls.items())])
 
+    async def list_models(self) -> list[str]:
+        """The model ids the provider's ``GET /models`` lists."""
+        try:
+            resp = await self.http.get("/models", timeout=15.0)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, "(model list)") from exc
+        if resp.status_code >= 400:
+            raise status_error(resp, "(model list)")
+        try:
+            data = resp.json().get("data") or []
+        except (ValueError, AttributeError) as exc:
+            raise transport_error(exc, "(model list)") from exc
+        return sorted({str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")})
+
     async def aclose(self) -> None:
         await self.http.aclose()
 

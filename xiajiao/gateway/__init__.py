@@ -377,6 +377,22 @@ class Gateway:
                 except Exception:  # the stream is already broken; closing it is best effort
                     pass
 
+    async def probe(self, cfg: ProviderConfig, request: ChatRequest) -> str:
+        """One call straight to a provider (a connection test): no retries, no fallback, and neither
+        the circuit breaker nor the health of real traffic hears of it."""
+        t0 = time.perf_counter()
+        parts = [e.text async for e in self._guarded(self.provider(cfg), request, Call(), t0)
+                 if isinstance(e, TextDelta)]
+        return "".join(parts)
+
+    async def list_models(self, cfg: ProviderConfig) -> list[str]:
+        """The models the provider itself lists (its ``/models`` endpoint)."""
+        provider = self.provider(cfg)
+        lister = getattr(provider, "list_models", None)
+        if lister is None:
+            raise BadRequest(f"Providers of kind {cfg.kind!r} cannot list their models", "no_model_list")
+        return list(await lister())
+
     async def complete(self, request: ChatRequest, *, agent_id: str | None = None) -> tuple[str, list]:
         """Run a call to the end: (text, tool calls)."""
         parts: list[str] = []
