@@ -52,6 +52,17 @@ MATRIX = [
     ("DELETE", "/api/messages/{message}", None, (401, 403, 200, 404, 200, 200)),
     ("GET", "/api/messages/search?q=hi", None, (401, 200, 200, 200, 200, 200)),
     ("POST", "/api/upload", "FILE", (401, 200, 200, 200, 200, 200)),
+    # conversations: the tree of topics and branches, reply versions, the JSON turn, chain runs
+    ("GET", "/api/channels/{channel}/tree", None, (401, 200, 200, 404, 200, 200)),
+    ("POST", "/api/channels/{channel}/topics", {"name": "t"}, (401, 201, 201, 404, 403, 201)),
+    ("POST", "/api/channels/{channel}/fork", {"messageId": "msg_0000000000000000"}, (401, 404, 404, 404, 403, 404)),
+    ("POST", "/api/channels/{channel}/archive", {"archived": True}, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/messages/{message}/regenerate", None, (401, 400, 400, 404, 403, 400)),
+    ("POST", "/api/messages/{message}/retry", None, (401, 409, 409, 404, 403, 409)),
+    ("POST", "/api/messages/{message}/resend", {"content": "again"}, (401, 403, 202, 404, 403, 403)),
+    ("POST", "/api/turns", {"channelId": "{channel}", "content": "hi"}, (401, 200, 200, 404, 403, 200)),
+    ("GET", "/api/channels/{channel}/chains", None, (401, 200, 200, 404, 404, 200)),
+    ("GET", "/api/providers/demo/models", None, (401, 403, 403, 403, 400, 400)),
     ("GET", "/uploads/{upload}", None, (401, 200, 200, 200, 200, 200)),
 ]
 # /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
