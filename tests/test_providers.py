@@ -188,7 +188,7 @@ async def test_demo_model_says_it_is_a_demo(user, expected):
 
 async def test_demo_model_in_a_group_answers_the_latest_message_not_the_oldest():
     p = demo.DemoProvider(ProviderConfig(id="demo", kind="demo", options={"delay": 0}))
-    merged = "[诗人]: an old line\n\nfirst question\n\nthe latest question"
+    merged = "[Poet]: an old line\n\nfirst question\n\nthe latest question"
     events = await collect(p, ChatRequest(model="demo", messages=[ChatMessage("user", merged)]))
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert 'You said: "the latest question"' in text and "old line" not in text
