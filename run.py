@@ -27,6 +27,8 @@ Commands:
   test        run the whole test suite (extra arguments go to pytest)
   plugins     list loaded plugins, their versions, hooks and contributions
   settings    list every setting (--markdown prints the README table)
+  backup      write a backup archive of the data dir (works while serving)
+  restore     restore a backup archive into an empty data dir
 
 Settings come from XIAJIAO_* environment variables; see README.md.
 """

@@ -64,10 +64,16 @@ MATRIX = [
     ("GET", "/api/channels/{channel}/chains", None, (401, 200, 200, 404, 404, 200)),
     ("GET", "/api/providers/demo/models", None, (401, 403, 403, 403, 400, 400)),
     ("GET", "/uploads/{upload}", None, (401, 200, 200, 200, 200, 200)),
+    ("GET", "/api/channels/{channel}/export", None, (401, 403, 200, 404, 200, 200)),
+    ("POST", "/api/channels/import", {"format": "x"}, (401, 403, 403, 403, 400, 400)),
+    ("GET", "/api/backups", None, (401, 403, 403, 403, 403, 200)),
+    ("POST", "/api/backups", None, (401, 403, 403, 403, 403, 201)),
+    ("GET", "/api/backups/{backup}", None, (401, 403, 403, 403, 403, 200)),
+    ("GET", "/api/system", None, (401, 403, 403, 403, 403, 200)),
 ]
 # /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
 WS_COVERED = {("GET", "/ws")}
-OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws"}  # the chat core's blueprints
+OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "backups"}  # the chat core's blueprints
 _names = itertools.count()
 
 
@@ -114,6 +120,8 @@ class World:
             inv, token = await auth.create_invite(db, created_by=auth.Actor(self.users["owner"]["id"], "owner"),
                                                   role="member")
             text = text.replace("{invite}", inv["id"]).replace("{invite_token}", token)
+        if "{backup}" in text:
+            text = text.replace("{backup}", (await app.xj.backups.run())["path"].rsplit("/", 1)[-1])
         if "{upload}" in text:
             resp = await self.clients["owner"].post("/api/upload", files={
                 "file": FileStorage(io.BytesIO(PNG), filename="a.png")})
@@ -162,7 +170,7 @@ async def test_every_chat_route_is_in_the_matrix(app):
                 path = path.replace(f"<{arg}>", "{x}")
             ours.add((method, path))
     normalise = {(m, p.replace("{channel}", "{x}").replace("{message}", "{x}").replace("{user}", "{x}")
-                  .replace("{key}", "{x}").replace("{invite}", "{x}").replace("agent_poet", "{x}")
+                  .replace("{key}", "{x}").replace("{invite}", "{x}").replace("{backup}", "{x}").replace("agent_poet", "{x}")
                   .replace("/uploads/{upload}", "/uploads/{x}/{x}")) for m, p in covered}
     assert ours - normalise == set()
 

@@ -195,7 +195,8 @@ async def test_health_ok(client):
     resp = await client.get("/health")
     assert resp.status_code == 200
     body = await resp.get_json()
-    assert body["status"] == "ok" and body["checks"] == {"database": "ok"} and body["version"]
+    assert body["status"] == "ok" and body["checks"]["database"] == "ok" and body["version"]
+    assert body["checks"]["providers"] == {"demo": "closed"}
 
 
 async def test_health_503_when_database_is_not_writable(app, client):

@@ -201,3 +201,28 @@ async def test_login_form_posts_to_the_seed_endpoint(client):
     assert 'post("/api/login", body)' in js
     resp = await client.post("/api/login", json={"password": OWNER_PASSWORD})
     assert resp.status_code == 200
+
+
+def _js_imports() -> dict[str, set[str]]:
+    """Each module of the web app and the local modules it imports."""
+    graph = {}
+    for f in (WEB / "static" / "js").glob("*.js"):
+        text = f.read_text(encoding="utf-8")
+        graph[f.name] = set(re.findall(r'^import\s[^;]*?from\s+"\./([\w.-]+\.js)";', text, re.M | re.S))
+        graph[f.name] |= set(re.findall(r'^import\s+"\./([\w.-]+\.js)";', text, re.M))
+    return graph
+
+
+def test_the_web_app_modules_import_each_other_without_cycles():
+    graph = _js_imports()
+    assert graph["app.js"] >= {"state.js", "sidebar.js", "chat.js", "composer.js", "settings.js"}
+    assert not [name for name, deps in graph.items() if "app.js" in deps]  # the entry point is imported by none
+
+    def walk(name, path):
+        for dep in graph.get(name, ()):
+            assert dep in graph, f"{name} imports a missing {dep}"
+            assert dep not in path, " -> ".join([*path, dep])
+            walk(dep, [*path, dep])
+
+    for name in graph:
+        walk(name, [name])

@@ -126,6 +126,10 @@ class Xiajiao:
         self._background: set[asyncio.Task] = set()
         self.state: dict[str, Any] = {}  # room for plugins' own state, keyed by plugin name
         self.metrics: dict[tuple[str, str], int] = {}  # (name, label) -> count, shown at /metrics
+        from .backup import Backups
+
+        self.backups = Backups(self)
+        self.started_at: float | None = None
 
     def _prepare_connection(self, conn, label: str) -> None:
         # runs in the connection's thread when it opens; plugins add functions or pragmas
@@ -216,6 +220,9 @@ class Xiajiao:
         self.engine = Engine(self)
         await self.engine.start()
         await self.hook("startup")
+        if self.settings.backup_interval_hours > 0:
+            self.spawn(self.backups.loop(), name="backups")
+        self.started_at = time.time()
         self.started = True
 
     async def stop(self) -> None:
@@ -263,6 +270,15 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
     _cache_schema_adapters()
     QuartSchema(app, openapi_path="/openapi.json", redoc_ui_path=None, swagger_ui_path=None, scalar_ui_path=None,
                 info={"title": "Xiajiao", "version": __version__})
+
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:  # off by default: only pages of the listed origins may call the API from a browser
+        from quart_cors import cors
+
+        cors(app, allow_origin="*" if "*" in origins else origins, allow_credentials=settings.cors_credentials,
+             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+             allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID", "Last-Event-ID"],
+             expose_headers=["X-Request-ID", "Retry-After"], max_age=settings.cors_max_age)
 
     from .api import register_blueprints
 

@@ -23,6 +23,12 @@ def _parser(extra_commands=()) -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true", help="Print JSON.")
     st = sub.add_parser("settings", help="List every setting with its value (secrets masked) and help.")
     st.add_argument("--markdown", action="store_true", help="Print the README settings table.")
+    b = sub.add_parser("backup", help="Write a consistent backup archive of the data dir (works while serving).")
+    b.add_argument("dest", help="Archive file to write, or a folder to put a dated archive in.")
+    b.add_argument("--data-dir", help="Override XIAJIAO_DATA_DIR.")
+    r = sub.add_parser("restore", help="Restore a backup archive into an empty data dir.")
+    r.add_argument("archive", help="Archive written by 'xiajiao backup'.")
+    r.add_argument("--data-dir", help="Override XIAJIAO_DATA_DIR (must be empty or absent).")
     sub.add_parser("test", help="Run the test suite (python run.py test).")
     for cmd in extra_commands:
         sub.add_parser(cmd.name, help=cmd.help)
@@ -92,6 +98,22 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for name, value in settings.public().items():
                 print(f"{name} = {value!r}")
+        return 0
+    if command in ("backup", "restore"):
+        from .backup import BackupError, create_backup, restore_backup
+
+        data_dir = args.data_dir or settings.data_dir
+        try:
+            if command == "backup":
+                out = create_backup(data_dir, args.dest)
+                print(f"xiajiao: backup written to {out['path']} ({len(out['files'])} files, {out['bytes']} bytes)")
+            else:
+                out = restore_backup(args.archive, data_dir)
+                print(f"xiajiao: restored {out['restored']} files from a backup of {out['createdAt']} "
+                      f"into {out['dataDir']}")
+        except BackupError as exc:
+            print(f"xiajiao: {exc.message}", file=sys.stderr)
+            return 1
         return 0
     if command == "test":
         import pytest

@@ -44,7 +44,9 @@ async def serve(settings: Settings, *, ready=None) -> None:
     from hypercorn.config import Config
 
     from .app import create_app
+    from .logs import setup_logging
 
+    setup_logging(settings.log_level, settings.log_format)
     check_port(settings.host, settings.port)
     app = create_app(settings)
     await preflight(app)

@@ -101,6 +101,14 @@ SETTINGS: list[Setting] = [
     Setting("rrf_k", 60, "The k of Reciprocal Rank Fusion for hybrid retrieval.", int),
     Setting("rerank", False, "Rerank retrieved passages with the agent's model.", _bool),
     Setting("rag_prompt_chars", 3000, "Characters of knowledge passages injected into an agent's system prompt.", int),
+    # operations
+    Setting("cors_origins", "", "Comma-separated origins other sites' pages may call the API from (empty: none; '*': any, without credentials)."),
+    Setting("cors_credentials", False, "Let those origins send cookies and API keys (refused together with '*').", _bool),
+    Setting("cors_max_age", 600, "Seconds a browser may cache a CORS preflight answer.", int),
+    Setting("log_format", "json", "Log line format: 'json' (one object per line) or 'text'."),
+    Setting("backup_dir", "", "Folder of backup archives (empty: <data dir>/backups).", str),
+    Setting("backup_interval_hours", 0.0, "Hours between automatic backups (0: none).", float),
+    Setting("backup_keep", 7, "Automatic and on-demand backups kept in the backup folder; older ones are deleted.", int),
 ]
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -169,4 +177,14 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     if not (0 < values["port"] < 65536):
         raise SettingsError(f"XIAJIAO_PORT={values['port']} is out of range 1-65535; change XIAJIAO_PORT.")
     values["data_dir"] = Path(values["data_dir"]).expanduser()
+    origins = [o.strip() for o in values["cors_origins"].split(",") if o.strip()]
+    if "*" in origins and values["cors_credentials"]:
+        raise SettingsError("XIAJIAO_CORS_ORIGINS='*' cannot be combined with XIAJIAO_CORS_CREDENTIALS=true "
+                            "(any site could act as a logged-in user); list the origins instead.")
+    for o in origins:
+        if o != "*" and not (o.startswith(("http://", "https://")) and o.count("/") == 2):
+            raise SettingsError(f"XIAJIAO_CORS_ORIGINS entry {o!r} must be an origin like https://app.example.com "
+                                "(scheme and host, no path).")
+    if values["log_format"] not in ("json", "text"):
+        raise SettingsError(f"XIAJIAO_LOG_FORMAT={values['log_format']!r} must be 'json' or 'text'.")
     return Settings(values)

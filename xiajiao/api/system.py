@@ -21,7 +21,66 @@ async def health():
     except Exception as exc:  # any failure of the probe is what health reports
         checks["database"] = f"error: {exc}"
         status = 503
+    if core.engine is not None:  # circuit-breaker state per provider; an open breaker does not fail health
+        checks["providers"] = {p["id"]: p["health"]["state"] for p in core.engine.gateway.provider_status()}
     return jsonify({"status": "ok" if status == 200 else "error", "version": core.version, "checks": checks}), status
+
+
+def _file_sizes(folder) -> tuple[int, int]:
+    """(bytes of SQLite files incl. their -wal, count of files) under ``folder``."""
+    total = count = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if name.endswith((".db", ".db-wal")):
+                try:
+                    total += os.path.getsize(os.path.join(root, name))
+                except OSError:  # removed while we walk
+                    continue
+                count += name.endswith(".db")
+    return total, count
+
+
+@bp.get("/api/system")
+@requires("owner")
+async def system():
+    """What the owner needs to see at a glance: version, uptime, sizes, load, providers, backups."""
+    import asyncio
+    import platform
+    import sys
+    import time
+
+    core = current_app.xj
+    main = core.data_dir / "xiajiao.db"
+    main_bytes = sum(p.stat().st_size for p in (main, main.with_name(main.name + "-wal")) if p.exists())
+    ws_bytes, ws_files = await asyncio.to_thread(_file_sizes, core.data_dir / "workspaces")
+    workspaces = core.data_dir / "workspaces"
+    uploads_bytes = await asyncio.to_thread(
+        lambda: sum(p.stat().st_size for p in core.uploads_dir.rglob("*") if p.is_file()) if core.uploads_dir.exists() else 0)
+    engine = core.engine
+    tasks = getattr(core, "tasks", None)
+    counts = getattr(tasks, "counts", None)
+    return jsonify({
+        "version": core.version,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(terse=True),
+        "startedAt": core.started_at,
+        "uptimeSeconds": round(time.time() - core.started_at, 1) if core.started_at else 0,
+        "dataDir": str(core.data_dir),
+        "databases": {"mainBytes": main_bytes, "workspaceBytes": ws_bytes, "workspaceFiles": ws_files,
+                      "uploadsBytes": uploads_bytes},
+        "workspaces": sum(1 for p in workspaces.iterdir() if p.is_dir()) if workspaces.exists() else 0,
+        "agents": await core.db.fetchval("SELECT COUNT(*) FROM agents"),
+        "users": await core.db.fetchval("SELECT COUNT(*) FROM users WHERE disabled = 0"),
+        "connections": len(core.hub.connections),
+        "openWorkspaceDatabases": core.workspaces.open_count(),
+        "runningTurns": len(engine.running) if engine is not None else 0,
+        "tasks": counts() if callable(counts) else None,
+        "providers": [{"id": p["id"], "kind": p["kind"], "state": p["health"]["state"],
+                       "calls": p["health"]["calls"], "failures": p["health"]["failures"]}
+                      for p in (engine.gateway.provider_status() if engine is not None else [])],
+        "backups": {"folder": str(core.backups.folder), "last": core.backups.last,
+                    "intervalHours": core.settings.backup_interval_hours, "keep": core.settings.backup_keep},
+    })
 
 
 @bp.get("/-/plugins")

@@ -1,0 +1,385 @@
+// The chat view: opening a chat, history pages, live messages, streaming replies and the frames
+// that drive them.
+import { get, post, qs } from "./api.js";
+import { $, $$, clear, h, toast } from "./dom.js";
+import { t } from "./i18n.js";
+import { renderInto } from "./render.js";
+import { S, emit, isOwn, report, saveState } from "./state.js";
+import { channelAgents, channelAvatar, channelLabel, fetchPreviews, loadChannels, renderChatList } from "./sidebar.js";
+import { list, mergeStoredResult, messageEl, replaceMessage, setToolResult, toolCard } from "./messages.js";
+
+const PAGE = 50;
+
+export const scroller = () => $("#messages");
+
+function nearBottom() {
+  const s = scroller();
+  return s.scrollHeight - s.scrollTop - s.clientHeight < 120;
+}
+
+export function scrollBottom() {
+  const s = scroller();
+  s.scrollTop = s.scrollHeight;
+}
+
+export async function openChannel(id, jumpTo) {
+  const c = S.channels.get(id);
+  if (!c) {
+    showEmpty(true);
+    return;
+  }
+  const switching = S.active !== id;
+  S.active = id;
+  $("#app").dataset.view = "chat";
+  showEmpty(false);
+  clear($("#chat-avatar")).appendChild(document.createTextNode(Array.from(String(channelAvatar(c))).slice(0, 2).join("")));
+  $("#chat-name").textContent = channelLabel(c);
+  const names = channelAgents(c).map((a) => a.name).join(" · ");
+  $("#chat-sub").textContent = c.type === "group" ? names : (channelAgents(c)[0] || {}).description || "";
+  const isDm = c.type === "dm";
+  $("#btn-memory").hidden = !isDm;
+  $("#btn-knowledge").hidden = !isDm;
+  $("#btn-channel-settings").hidden = c.type !== "group";
+  $("#btn-collab").hidden = c.type !== "group";
+  $("#composer-input").placeholder = t(c.type === "group" ? "composer.placeholderGroup" : "composer.placeholder");
+  if (switching || jumpTo) {
+    clear(list());
+    S.oldestId = null;
+    S.hasMore = true;
+    await loadPage();
+    if (jumpTo) await jumpToMessage(jumpTo);
+    else scrollBottom();
+  }
+  markRead(id);
+  renderChatList();
+  updateStopButton();
+  emit("channel:opened", c);
+}
+
+export function showEmpty(empty) {
+  $("#empty-state").hidden = !empty;
+  $("#composer").hidden = empty;
+  $("#messages").hidden = empty;
+  $(".chat-head").hidden = empty;
+}
+
+const readTimers = {};
+
+export function markRead(id) {
+  S.unread[id] = 0;
+  const last = S.lastMsg[id];
+  if (last) S.lastRead[id] = last.createdAt;
+  saveState();
+  // the server keeps the read marker, so counts agree across devices; one request a second at most
+  if (!readTimers[id]) {
+    readTimers[id] = setTimeout(() => {
+      delete readTimers[id];
+      post(`/api/channels/${encodeURIComponent(id)}/read`, {}).catch(() => { /* retried on the next view */ });
+    }, 1000);
+  }
+}
+
+async function loadPage() {
+  const channelId = S.active;
+  const params = { channelId, limit: PAGE };
+  if (S.oldestId) params.before = S.oldestId;
+  const r = await get(`/api/messages?${qs(params)}`);
+  if (channelId !== S.active) return 0;
+  const msgs = r.messages || [];
+  // The API answers oldest-first; be robust to either order.
+  msgs.sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0) || String(a.createdAt).localeCompare(String(b.createdAt)));
+  if (msgs.length < PAGE) S.hasMore = false;
+  if (!msgs.length) {
+    renderHistoryTop();
+    return 0;
+  }
+  S.oldestId = msgs[0].id;
+  const frag = document.createDocumentFragment();
+  for (const m of msgs) {
+    if (list().querySelector(`[data-id="${CSS.escape(m.id)}"]`)) continue;
+    if (m.type === "tool_result" && mergeStoredResult(m, frag)) continue;
+    frag.appendChild(messageEl(m));
+  }
+  list().insertBefore(frag, list().firstChild);
+  if (!S.lastMsg[channelId] || (msgs[msgs.length - 1].createdAt >= (S.lastMsg[channelId].createdAt || ""))) {
+    S.lastMsg[channelId] = msgs[msgs.length - 1];
+  }
+  renderHistoryTop();
+  return msgs.length;
+}
+
+
+function renderHistoryTop() {
+  const top = clear($("#history-top"));
+  top.appendChild(h("span", { class: "muted", text: S.hasMore ? t("chat.loadingOlder") : t("chat.historyStart") }));
+}
+
+export async function loadOlder() {
+  if (S.loadingOlder || !S.hasMore || !S.active) return;
+  S.loadingOlder = true;
+  const s = scroller();
+  const before = s.scrollHeight - s.scrollTop;
+  try {
+    await loadPage();
+    s.scrollTop = s.scrollHeight - before;
+  } catch (e) {
+    report(e);
+  } finally {
+    S.loadingOlder = false;
+  }
+}
+
+async function jumpToMessage(msgId) {
+  for (let i = 0; i < 40; i++) {
+    const el = list().querySelector(`[data-id="${CSS.escape(msgId)}"]`);
+    if (el) {
+      el.scrollIntoView({ block: "center" });
+      el.classList.add("flash");
+      setTimeout(() => el.classList.remove("flash"), 2500);
+      return true;
+    }
+    if (!S.hasMore) break;
+    await loadPage();
+  }
+  toast(t("search.notFound"), "error");
+  return false;
+}
+
+export function appendMessage(m) {
+  if (replaceMessage(m)) return;
+  const stick = nearBottom() || isOwn(m);
+  list().appendChild(messageEl(m));
+  if (stick) scrollBottom();
+}
+
+// ------------------------------------------------------------------ streaming
+
+function streamEl(data) {
+  let el = list().querySelector(`[data-id="${CSS.escape(data.messageId)}"]`);
+  if (!el && data.channelId === S.active) {
+    el = messageEl({ id: data.messageId, channelId: data.channelId, agentId: data.agentId, content: "",
+      type: "text", status: "streaming", createdAt: new Date().toISOString() });
+    const stick = nearBottom();
+    list().appendChild(el);
+    if (stick) scrollBottom();
+  }
+  return el;
+}
+
+function renderStream(st) {
+  if (st.pending) return;
+  st.pending = true;
+  requestAnimationFrame(() => {
+    st.pending = false;
+    const el = list().querySelector(`[data-id="${CSS.escape(st.messageId)}"]`);
+    if (!el) return;
+    let md = el.querySelector(".msg-body > .md");
+    if (!md) {
+      md = h("div", { class: "md" });
+      el.querySelector(".msg-body").appendChild(md);
+    }
+    const stick = nearBottom();
+    renderInto(md, st.text, t);
+    const dots = el.querySelector(".msg-body > .dots");
+    if (dots && st.text) dots.remove();
+    if (stick) scrollBottom();
+  });
+}
+
+function liveTools(el) {
+  let box = el.querySelector(".live-tools");
+  if (!box) {
+    box = h("div", { class: "live-tools" });
+    el.querySelector(".msg-body").prepend(box);
+  }
+  return box;
+}
+
+export function updateStopButton() {
+  const running = [...S.streams.values()].some((s) => s.channelId === S.active);
+  $("#btn-stop").hidden = !running;
+  if (running) setThinking(false);
+}
+
+let thinkingTimer = null;
+export function setThinking(on, who) {
+  clearTimeout(thinkingTimer);
+  $("#thinking").hidden = !on;
+  if (on) {
+    $("#thinking-text").textContent = who ? t("chat.thinkingWho", { name: who }) : t("chat.thinking");
+    scrollBottom();
+    thinkingTimer = setTimeout(() => setThinking(false), 45000);
+  }
+}
+
+// ------------------------------------------------------------------ frames
+
+function bumpUnread(channelId, m) {
+  S.lastMsg[channelId] = m;
+  if (channelId !== S.active || document.hidden) {
+    if (!isOwn(m)) S.unread[channelId] = (S.unread[channelId] || 0) + 1;
+  }
+  saveState();
+  renderChatList();
+}
+
+export function onFrame(frame) {
+  const d = frame.data || {};
+  const channelId = frame.channelId || d.channelId;
+  switch (frame.type) {
+    case "message": {
+      if (!S.channels.has(channelId)) {
+        loadChannels().catch(() => {});
+        return;
+      }
+      bumpUnread(channelId, d);
+      if (channelId === S.active) {
+        if ((d.type === "tool_call" || d.type === "tool_result") && boundLiveCard(d)) return;
+        appendMessage(d);
+        if (d.agentId) {
+          setThinking(false);
+        }
+        if (!document.hidden) markRead(channelId);
+      }
+      break;
+    }
+    case "message_updated":
+      if (channelId === S.active) replaceMessage(d.message || d);
+      break;
+    case "message_deleted":
+      if (channelId === S.active) replaceMessage({ id: d.id || d.messageId, deleted: true, content: "" });
+      break;
+    case "stream_start": {
+      const st = { messageId: d.messageId, channelId, agentId: d.agentId, text: "" };
+      S.streams.set(d.messageId, st);
+      if (channelId === S.active) {
+        streamEl({ ...d, channelId });
+        updateStopButton();
+      }
+      break;
+    }
+    case "stream_chunk": {
+      const st = S.streams.get(d.messageId);
+      if (!st) return;
+      st.text += d.content || "";
+      if (st.channelId === S.active) renderStream(st);
+      break;
+    }
+    case "stream_end": {
+      const st = S.streams.get(d.messageId);
+      S.streams.delete(d.messageId);
+      const chan = (st && st.channelId) || channelId;
+      const final = {
+        id: d.messageId, channelId: chan, agentId: (st && st.agentId) || d.agentId,
+        content: d.content !== undefined ? d.content : (st ? st.text : ""), type: "text",
+        status: d.status || (d.interrupted ? "interrupted" : "done"),
+      };
+      if (chan === S.active) {
+        const el = list().querySelector(`[data-id="${CSS.escape(d.messageId)}"]`);
+        if (el) {
+          final.createdAt = el._msg.createdAt;
+          replaceMessage(final);
+        }
+        updateStopButton();
+      }
+      if (chan) bumpUnread(chan, { ...final, createdAt: final.createdAt || new Date().toISOString() });
+      break;
+    }
+    case "tool_call": {
+      if (channelId !== S.active) return;
+      const el = streamEl({ messageId: d.messageId, channelId, agentId: (S.streams.get(d.messageId) || {}).agentId });
+      if (!el) return;
+      const box = liveTools(el);
+      const key = d.callId || d.toolName;
+      let card = box.querySelector(`.tool-card[data-key="${CSS.escape(key)}"]:not([data-done])`);
+      if (!card) {
+        card = toolCard(d.toolName, d.arguments, d.status || "calling");
+        card.dataset.key = key;
+        card.dataset.live = "1";
+        box.appendChild(card);
+      }
+      if (d.status === "error") {
+        setToolResult(card, d.error || d.result || t("tool.error"), "error");
+        card.dataset.done = "1";
+      }
+      if (nearBottom()) scrollBottom();
+      break;
+    }
+    case "tool_result": {
+      if (channelId !== S.active) return;
+      const el = list().querySelector(`[data-id="${CSS.escape(d.messageId)}"]`);
+      if (!el) return;
+      const key = d.callId || d.toolName;
+      const box = liveTools(el);
+      let card = box.querySelector(`.tool-card[data-key="${CSS.escape(key)}"]:not([data-done])`);
+      if (!card) {
+        card = toolCard(d.toolName, d.arguments ?? "", "completed");
+        card.dataset.key = key;
+        box.appendChild(card);
+      }
+      setToolResult(card, d.result, d.status === "error" || d.error ? "error" : "completed");
+      card.dataset.done = "1";
+      break;
+    }
+    case "collab_status":
+      emit("collab_status", { ...d, channelId });
+      break;
+    case "typing":
+      break;
+    case "rag_progress":
+      emit("rag_progress", d);
+      break;
+    case "resync":
+      onResync(d);
+      break;
+    case "unsubscribed":
+      if (d.reason !== "removed") break;
+      S.channels.delete(d.channelId);
+      if (S.active === d.channelId) {
+        S.active = null;
+        showEmpty(true);
+      }
+      renderChatList();
+      break;
+    case "error":
+      if (d.code && d.code !== "unknown_type") toast(d.message || d.error || d.code, "error");
+      if (d.messageId && S.streams.has(d.messageId)) {
+        S.streams.delete(d.messageId);
+        updateStopButton();
+      }
+      setThinking(false);
+      break;
+    default:
+      break;
+  }
+}
+
+// Stored tool messages duplicate the live cards we already show: bind instead of repeating.
+function boundLiveCard(m) {
+  const meta = m.metadata || {};
+  const name = meta.toolName || meta.name;
+  const want = m.type === "tool_call" ? ".tool-card[data-live]:not([data-bound-call])"
+    : ".tool-card[data-live]:not([data-bound-result])";
+  const card = $$(want, list()).find((c) => (meta.callId ? c.dataset.key === meta.callId : c.dataset.tool === name));
+  if (!card) return false;
+  card.dataset[m.type === "tool_call" ? "boundCall" : "boundResult"] = "1";
+  return true;
+}
+
+async function onResync(d) {
+  const ids = d.channelId ? [d.channelId] : (d.channels || []);
+  if (S.active && (ids.includes(S.active) || !ids.length)) {
+    clear(list());
+    S.oldestId = null;
+    S.hasMore = true;
+    try {
+      await loadPage();
+      scrollBottom();
+    } catch (e) {
+      report(e);
+    }
+  }
+  for (const id of ids) delete S.lastMsg[id];
+  fetchPreviews();
+}
+

@@ -1,0 +1,93 @@
+// An agent's knowledge panel: upload documents and watch them being indexed.
+import { del, get, upload } from "./api.js";
+import { clear, h, roleAtLeast, toast } from "./dom.js";
+import { t } from "./i18n.js";
+import { S, errorText, on, report } from "./state.js";
+import { closePanel, currentPanel, openPanel } from "./ui.js";
+
+let ragReload = null;
+let ragPoll = null;
+
+function onRagProgress(d) {
+  const row = document.querySelector(`.doc[data-id="${CSS.escape(d.documentId || "")}"]`);
+  if (row) updateDocRow(row, d);
+  if (d.status === "ready" || d.status === "failed" || d.status === "indexed") {
+    if (ragReload) ragReload();
+  }
+}
+
+const DONE_STATES = ["ready", "indexed", "done", "failed", "error"];
+
+function updateDocRow(row, d) {
+  const status = d.status || row.dataset.status;
+  row.dataset.status = status;
+  row.querySelector(".doc-state").textContent = t(`knowledge.state.${status}`) === `knowledge.state.${status}` ? status : t(`knowledge.state.${status}`);
+  const bar = row.querySelector("progress");
+  if (d.progress !== undefined && bar) bar.value = Number(d.progress) > 1 ? Number(d.progress) / 100 : Number(d.progress);
+  if (bar) bar.hidden = DONE_STATES.includes(status);
+  if (d.chunks !== undefined) row.querySelector(".doc-chunks").textContent = t("knowledge.chunks", { n: d.chunks });
+}
+
+export async function openKnowledge(agent) {
+  if (!agent) return;
+  const body = h("div", { class: "knowledge" });
+  const listEl = h("div", { class: "doc-list" });
+  const fileIn = h("input", { type: "file", id: "knowledge-file", accept: ".txt,.md,.markdown,.html,.htm,.pdf,.docx", multiple: true });
+  const uploads = h("div", { class: "uploads" });
+  const q = encodeURIComponent(agent.id);
+  const load = async () => {
+    try {
+      const r = await get(`/api/rag/documents?agentId=${q}`);
+      clear(listEl);
+      const docs = r.documents || [];
+      if (!docs.length) listEl.appendChild(h("p", { class: "muted", text: t("knowledge.none") }));
+      for (const d of docs) {
+        const row = h("div", { class: "doc", dataset: { id: d.id, status: d.status } },
+          h("span", { class: "doc-name", text: d.name || d.filename || d.id }),
+          h("span", { class: "doc-state pill" }),
+          h("span", { class: "doc-chunks muted" }),
+          h("progress", { max: "1", value: "0" }),
+          d.error ? h("span", { class: "error doc-error", text: d.error }) : null,
+          roleAtLeast(S.me.role, "admin") ? h("button", { type: "button", class: "link-btn danger-text", text: t("message.delete"),
+            onclick: async () => {
+              if (!window.confirm(t("knowledge.confirmDelete"))) return;
+              try {
+                await del(`/api/rag/documents/${encodeURIComponent(d.id)}?agentId=${q}`);
+                await load();
+              } catch (e) { report(e); }
+            } }) : null);
+        updateDocRow(row, d);
+        listEl.appendChild(row);
+      }
+      clearTimeout(ragPoll);
+      if (docs.some((d) => !DONE_STATES.includes(d.status)) && currentPanel() === "knowledge") ragPoll = setTimeout(load, 1500);
+    } catch (e) {
+      clear(listEl).appendChild(h("p", { class: "error", text: errorText(e) }));
+    }
+  };
+  ragReload = load;
+  fileIn.addEventListener("change", async () => {
+    for (const file of Array.from(fileIn.files)) {
+      const bar = h("progress", { max: "1", value: "0" });
+      const row = h("div", { class: "upload-row" }, h("span", { class: "file-name", text: file.name }), bar);
+      uploads.appendChild(row);
+      try {
+        await upload("/api/rag/upload", { file, agentId: agent.id }, (p) => { bar.value = p; });
+        toast(t("knowledge.uploaded", { name: file.name }));
+      } catch (e) {
+        report(e);
+      } finally {
+        row.remove();
+      }
+      await load();
+    }
+    fileIn.value = "";
+  });
+  body.append(h("label", { class: "upload-label button" }, h("span", { text: t("knowledge.upload") }), fileIn),
+    h("p", { class: "muted small", text: t("knowledge.types") }), uploads, listEl);
+  openPanel("knowledge", `${t("knowledge.title")} · ${agent.name}`, body);
+  await load();
+}
+
+on("rag_progress", onRagProgress);
+on("channel:opened", () => { if (currentPanel() === "knowledge") closePanel(); });

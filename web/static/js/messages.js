@@ -1,0 +1,167 @@
+// One message on screen: its element, tool cards, edit and delete.
+import { del, put } from "./api.js";
+import { $, avatarEl, fmtBytes, fmtTime, h } from "./dom.js";
+import { t } from "./i18n.js";
+import { renderInto } from "./render.js";
+import { S, agentName, fileName, isOwn, report, userName } from "./state.js";
+
+export const list = () => $("#message-list");
+
+// A stored tool call and its stored result are one card, as they were live.
+export function mergeStoredResult(m, frag) {
+  const meta = m.metadata || {};
+  if (!meta.callId) return false;
+  const sel = `.tool-card[data-call-id="${CSS.escape(meta.callId)}"]`;
+  const card = frag.querySelector(sel) || list().querySelector(sel);
+  if (!card) return false;
+  const failed = meta.isError || meta.error || meta.status === "error";
+  setToolResult(card, meta.result ?? m.content, failed ? "error" : "completed");
+  return true;
+}
+
+export function toolCard(name, args, status) {
+  const card = h("details", { class: "tool-card", dataset: { status, tool: name } },
+    h("summary", {},
+      h("span", { class: "tool-icon", text: "🔧" }),
+      h("span", { class: "tool-name", text: name }),
+      h("span", { class: "tool-status", text: t(`tool.${status}`) })),
+    h("div", { class: "tool-section" }, h("div", { class: "tool-label", text: t("tool.arguments") }),
+      h("pre", { class: "tool-args", text: typeof args === "string" ? args : JSON.stringify(args ?? {}, null, 2) })),
+    h("div", { class: "tool-section tool-result-wrap", hidden: true },
+      h("div", { class: "tool-label", text: t("tool.result") }), h("pre", { class: "tool-result" })));
+  return card;
+}
+
+export function setToolResult(card, result, status) {
+  card.dataset.status = status;
+  card.querySelector(".tool-status").textContent = t(`tool.${status}`);
+  const wrap = card.querySelector(".tool-result-wrap");
+  wrap.hidden = false;
+  card.querySelector(".tool-result").textContent = typeof result === "string" ? result : JSON.stringify(result, null, 2);
+}
+
+function bodyFor(m, body) {
+  if (m.deleted) {
+    body.appendChild(h("em", { class: "muted", text: t("message.deleted") }));
+    return;
+  }
+  const meta = m.metadata || {};
+  if (m.type === "image") {
+    const url = String(m.content || "");
+    if (url.startsWith("/")) {
+      body.appendChild(h("img", { class: "msg-image", src: url, alt: fileName(m), loading: "lazy" }));
+    }
+    return;
+  }
+  if (m.type === "file") {
+    const url = String(m.content || "");
+    body.appendChild(h("a", { class: "file-link", href: url.startsWith("/") ? url : "#", download: fileName(m) },
+      h("span", { text: "📎 " }), h("span", { class: "file-name", text: fileName(m) }),
+      meta.size ? h("span", { class: "muted", text: ` (${fmtBytes(meta.size)})` }) : null));
+    return;
+  }
+  if (m.type === "tool_call") {
+    const card = toolCard(meta.toolName || meta.name || "tool", meta.arguments ?? m.content, "calling");
+    card.dataset.messageId = meta.replyTo || meta.messageId || "";
+    if (meta.callId) card.dataset.callId = meta.callId;
+    body.appendChild(card);
+    return;
+  }
+  if (m.type === "tool_result") {
+    const name = meta.toolName || meta.name || "tool";
+    const failed = meta.isError || meta.error || meta.status === "error";
+    const card = toolCard(name, meta.arguments ?? "", failed ? "error" : "completed");
+    setToolResult(card, meta.result ?? m.content, failed ? "error" : "completed");
+    body.appendChild(card);
+    return;
+  }
+  const text = h("div", { class: "md" });
+  renderInto(text, m.content || "", t);
+  body.appendChild(text);
+  if (m.status === "interrupted") body.appendChild(h("div", { class: "msg-flag", text: t("message.interrupted") }));
+  if (m.status === "stopped") body.appendChild(h("div", { class: "msg-flag", text: t("message.stopped") }));
+  if (m.status === "error") body.appendChild(h("div", { class: "msg-flag error", text: meta.error || t("message.failed") }));
+}
+
+export function messageEl(m) {
+  const own = isOwn(m);
+  const who = m.agentId ? S.agents.get(m.agentId) : null;
+  const name = m.agentId ? agentName(m.agentId) : userName(m.userId);
+  const el = h("article", {
+    class: `msg${own ? " own" : ""}${m.agentId ? " agent" : ""} type-${m.type || "text"}`,
+    dataset: { id: m.id, created: m.createdAt || "" },
+  });
+  el._msg = m;
+  el.appendChild(avatarEl(who ? who.avatar || who.name : name));
+  const main = h("div", { class: "msg-main" },
+    h("div", { class: "msg-head" },
+      h("span", { class: "msg-name", text: name }),
+      h("time", { class: "msg-time", datetime: m.createdAt || "", text: fmtTime(m.createdAt) }),
+      m.updatedAt && !m.deleted ? h("span", { class: "msg-edited muted", text: t("message.edited") }) : null));
+  const body = h("div", { class: "msg-body" });
+  bodyFor(m, body);
+  main.appendChild(body);
+  if (own && !m.deleted) {
+    const actions = h("div", { class: "msg-actions" });
+    if (m.type === "text" || !m.type) {
+      actions.appendChild(h("button", { type: "button", class: "link-btn act-edit", text: t("message.edit"),
+        onclick: () => startEdit(el) }));
+    }
+    actions.appendChild(h("button", { type: "button", class: "link-btn act-delete", text: t("message.delete"),
+      onclick: () => deleteMessage(el) }));
+    main.appendChild(actions);
+  }
+  el.appendChild(main);
+  if (m.status === "streaming") {
+    el.classList.add("streaming");
+    body.appendChild(h("span", { class: "dots" }, h("i"), h("i"), h("i")));
+  }
+  return el;
+}
+
+export function replaceMessage(m) {
+  const old = list().querySelector(`[data-id="${CSS.escape(m.id)}"]`);
+  if (!old) return false;
+  const merged = { ...old._msg, ...m };
+  const el = messageEl(merged);
+  // keep live tool cards of a streamed reply
+  old.querySelectorAll(".live-tools").forEach((n) => el.querySelector(".msg-body").prepend(n));
+  old.replaceWith(el);
+  return true;
+}
+
+function startEdit(el) {
+  const m = el._msg;
+  const body = el.querySelector(".msg-body");
+  if (el.querySelector(".edit-form")) return;
+  const ta = h("textarea", { class: "edit-input", value: m.content || "" });
+  const form = h("form", { class: "edit-form" }, ta,
+    h("div", { class: "row" },
+      h("button", { type: "submit", class: "primary", text: t("common.save") }),
+      h("button", { type: "button", text: t("common.cancel"), onclick: () => { form.remove(); body.hidden = false; } })));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const content = ta.value.trim();
+    if (!content) return;
+    try {
+      const r = await put(`/api/messages/${encodeURIComponent(m.id)}`, { content });
+      replaceMessage(r.message || { ...m, content, updatedAt: new Date().toISOString() });
+    } catch (e) {
+      report(e);
+    }
+  });
+  body.hidden = true;
+  body.after(form);
+  ta.focus();
+}
+
+async function deleteMessage(el) {
+  if (!window.confirm(t("message.confirmDelete"))) return;
+  const m = el._msg;
+  try {
+    await del(`/api/messages/${encodeURIComponent(m.id)}`);
+    replaceMessage({ ...m, deleted: true, content: "" });
+  } catch (e) {
+    report(e);
+  }
+}

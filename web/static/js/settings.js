@@ -1,0 +1,181 @@
+// Settings (admins): providers and the default model, users, invites.
+import { ApiError, del, get, post, put } from "./api.js";
+import { clear, fmtTime, h, roleAtLeast, toast } from "./dom.js";
+import { t } from "./i18n.js";
+import { S, errorText, report } from "./state.js";
+import { systemPane } from "./system.js";
+import { busy, field, modal } from "./ui.js";
+
+export async function openSettings() {
+  if (!roleAtLeast(S.me.role, "admin")) {
+    modal(t("nav.settings"), h("p", { class: "error", id: "forbidden", text: t("error.forbidden") }));
+    return;
+  }
+  const tabs = [["providers", t("settings.providers")], ["users", t("settings.users")], ["invites", t("settings.invites")]];
+  if (S.me.role === "owner") tabs.push(["system", t("system.tab")]);
+  const body = h("div", { class: "settings" });
+  const nav = h("nav", { class: "tabs" });
+  const pane = h("div", { class: "tab-pane" });
+  const show = async (key) => {
+    nav.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.tab === key));
+    clear(pane).appendChild(h("p", { class: "muted", text: t("common.loading") }));
+    try {
+      const el = await { providers: providersPane, users: usersPane, invites: invitesPane, system: systemPane }[key]();
+      clear(pane).appendChild(el);
+    } catch (e) {
+      clear(pane).appendChild(h("p", { class: "error", text: errorText(e) }));
+    }
+  };
+  for (const [key, label] of tabs) nav.appendChild(h("button", { type: "button", class: "tab", dataset: { tab: key }, text: label, onclick: () => show(key) }));
+  body.append(nav, pane);
+  modal(t("nav.settings"), body, { wide: true, id: "settings" });
+  await show("providers");
+}
+
+async function providersPane() {
+  const s = await get("/api/settings");
+  const providers = (s.providers || []).map((p) => ({ ...p }));
+  const wrap = h("div", { class: "providers" });
+  let health = {};
+  try {
+    const r = await get("/api/providers");
+    for (const p of r.providers || []) health[p.id || p.name] = p;
+  } catch (e) { health = {}; }
+  const models = new Set();
+  for (const m of s.models || []) models.add(typeof m === "string" ? m : m.id || m.name);
+  for (const p of providers) for (const m of p.models || []) models.add(typeof m === "string" ? m : m.id);
+  const def = h("select", { id: "default-model" }, h("option", { value: "", text: t("settings.autoModel") }),
+    [...models].map((m) => h("option", { value: m, text: m, selected: s.defaultModel === m })));
+  const saveDef = h("button", { type: "button", id: "default-model-save", text: t("common.save") });
+  saveDef.addEventListener("click", busy(saveDef, async () => {
+    await put("/api/settings", { defaultModel: def.value || null });
+    toast(t("common.saved"));
+  }));
+  wrap.appendChild(h("section", {}, h("h4", { text: t("settings.defaultModel") }), h("div", { class: "row" }, def, saveDef)));
+  const listEl = h("div", { class: "provider-list" });
+  for (const p of providers) {
+    const pid = p.id || p.name;
+    const hh = health[pid] || {};
+    const test = h("button", { type: "button", class: "act-test", text: t("settings.test") });
+    const result = h("span", { class: "test-result" });
+    test.addEventListener("click", busy(test, async () => {
+      result.textContent = "…";
+      try {
+        const r = await post(`/api/providers/${encodeURIComponent(pid)}/test`, {});
+        result.textContent = r.ok === false ? `✗ ${r.error || ""}` : `✓ ${t("settings.testOk")}${r.latencyMs ? ` (${Math.round(r.latencyMs)} ms)` : ""}`;
+        result.className = `test-result ${r.ok === false ? "error" : "ok"}`;
+      } catch (e) {
+        if (e instanceof ApiError && (e.status === 404 || e.status === 405)) {
+          // no test route on this server: show the gateway's health for this provider
+          const r = await get("/api/providers");
+          const mine = (r.providers || []).find((x) => (x.id || x.name) === pid) || {};
+          result.textContent = `${t("settings.health")}: ${mine.state || mine.breaker || "?"}`;
+          result.className = "test-result";
+          return;
+        }
+        result.textContent = `✗ ${errorText(e)}`;
+        result.className = "test-result error";
+      }
+    }));
+    const remove = p.readOnly || p.source === "env" ? null : h("button", { type: "button", class: "link-btn danger-text", text: t("message.delete"),
+      onclick: async () => {
+        if (!window.confirm(t("settings.confirmDeleteProvider"))) return;
+        try {
+          await put("/api/settings", { providers: providers.filter((x) => x !== p && !(x.readOnly || x.source === "env")) });
+          clear(wrap.parentNode || wrap).appendChild(await providersPane());
+        } catch (e) { report(e); }
+      } });
+    listEl.appendChild(h("div", { class: "provider", dataset: { name: pid } },
+      h("div", { class: "grow" },
+        h("div", {}, h("strong", { text: pid }), " ", h("span", { class: "pill", text: p.kind || p.type || "" }),
+          hh.state || hh.health ? h("span", { class: `pill ${hh.state || hh.health}`, text: hh.state || hh.health }) : null),
+        h("div", { class: "muted small", text: p.baseUrl || p.base_url || "" }),
+        h("div", { class: "muted small key-masked", text: `${t("settings.key")}: ${p.apiKey || p.key || "—"}` }),
+        h("div", { class: "small", text: (p.models || []).map((m) => (typeof m === "string" ? m : m.id)).join(", ") })),
+      h("div", { class: "col" }, test, result, remove)));
+  }
+  if (!providers.length) listEl.appendChild(h("p", { class: "muted", text: t("settings.noProviders") }));
+  wrap.appendChild(h("section", {}, h("h4", { text: t("settings.providers") }), listEl));
+  // add a provider
+  const pname = h("input", { id: "provider-name", required: true, placeholder: "deepseek" });
+  const kinds = (s.providerKinds || []).filter((k) => k.name !== "demo");
+  const kind = h("select", { id: "provider-kind" }, (kinds.length ? kinds : [{ name: "openai" }, { name: "anthropic" }])
+    .map((k) => h("option", { value: k.name, text: k.description ? `${k.name} — ${k.description}` : k.name })));
+  const base = h("input", { id: "provider-base", placeholder: "https://api.deepseek.com/v1" });
+  const key = h("input", { id: "provider-key", type: "password", autocomplete: "off" });
+  const pmodels = h("input", { id: "provider-models", placeholder: "deepseek-chat, deepseek-reasoner" });
+  const add = h("button", { type: "submit", class: "primary", id: "provider-add", text: t("settings.addProvider") });
+  const form = h("form", { class: "form" }, h("div", { class: "grid2" }, field(t("settings.providerName"), pname), field(t("settings.kind"), kind)),
+    field(t("settings.baseUrl"), base), field(t("settings.key"), key, t("settings.keyHint")),
+    field(t("settings.models"), pmodels), add);
+  form.addEventListener("submit", busy(add, async () => {
+    const np = { id: pname.value.trim(), kind: kind.value, baseUrl: base.value.trim(), apiKey: key.value,
+      models: pmodels.value.split(/[,，\s]+/).map((x) => x.trim()).filter(Boolean) };
+    const keep = providers.filter((x) => !(x.readOnly || x.source === "env"));
+    await put("/api/settings", { providers: [...keep, np] });
+    toast(t("common.saved"));
+    const fresh = await providersPane();
+    wrap.replaceWith(fresh);
+  }));
+  wrap.appendChild(h("section", {}, h("h4", { text: t("settings.addProvider") }), form));
+  return wrap;
+}
+
+async function usersPane() {
+  const r = await get("/api/users");
+  const wrap = h("div", { class: "users" });
+  const table = h("table", { class: "table" }, h("thead", {}, h("tr", {},
+    h("th", { text: t("login.username") }), h("th", { text: t("settings.role") }), h("th", { text: "" }))));
+  const tbody = h("tbody");
+  for (const u of r.users || []) {
+    const role = h("select", { disabled: u.role === "owner" || u.id === S.me.id },
+      ["owner", "admin", "member", "guest"].map((x) => h("option", { value: x, text: t(`role.${x}`), selected: u.role === x })));
+    role.addEventListener("change", async () => {
+      try { await put(`/api/users/${encodeURIComponent(u.id)}`, { role: role.value }); toast(t("common.saved")); } catch (e) { report(e); }
+    });
+    tbody.appendChild(h("tr", { dataset: { userId: u.id } }, h("td", { text: u.displayName || u.username }), h("td", {}, role),
+      h("td", {}, u.role === "owner" || u.id === S.me.id ? null : h("button", { type: "button", class: "link-btn danger-text", text: t("message.delete"),
+        onclick: async () => {
+          if (!window.confirm(t("settings.confirmDeleteUser"))) return;
+          try { await del(`/api/users/${encodeURIComponent(u.id)}`); wrap.replaceWith(await usersPane()); } catch (e) { report(e); }
+        } }))));
+  }
+  table.appendChild(tbody);
+  const uname = h("input", { id: "user-name", required: true });
+  const pw = h("input", { id: "user-password", type: "password", minlength: "8", required: true, autocomplete: "new-password" });
+  const role = h("select", { id: "user-role" }, ["member", "guest", "admin"].map((x) => h("option", { value: x, text: t(`role.${x}`) })));
+  const add = h("button", { type: "submit", class: "primary", text: t("settings.addUser") });
+  const form = h("form", { class: "form" }, h("div", { class: "grid3" }, field(t("login.username"), uname),
+    field(t("login.password"), pw), field(t("settings.role"), role)), add);
+  form.addEventListener("submit", busy(add, async () => {
+    await post("/api/users", { username: uname.value.trim(), password: pw.value, role: role.value });
+    wrap.replaceWith(await usersPane());
+  }));
+  wrap.append(table, h("h4", { text: t("settings.addUser") }), form);
+  return wrap;
+}
+
+async function invitesPane() {
+  const r = await get("/api/invites");
+  const wrap = h("div", { class: "invites" });
+  const role = h("select", { id: "invite-role" }, ["member", "guest", "admin"].map((x) => h("option", { value: x, text: t(`role.${x}`) })));
+  const create = h("button", { type: "button", class: "primary", id: "invite-create", text: t("settings.createInvite") });
+  const shown = h("div", { class: "once", id: "invite-link", hidden: true });
+  create.addEventListener("click", busy(create, async () => {
+    const res = await post("/api/invites", { role: role.value });
+    const link = res.url || res.link || (res.token ? `${location.origin}/invite/${res.token}` : "");
+    const full = link.startsWith("/") ? location.origin + link : link;
+    clear(shown).append(h("p", { text: t("settings.inviteOnce") }), h("input", { readonly: true, value: full, class: "mono", onclick: (ev) => ev.target.select() }));
+    shown.hidden = false;
+  }));
+  const listEl = h("ul", { class: "plain" });
+  for (const inv of r.invites || []) {
+    listEl.appendChild(h("li", {}, h("span", { text: `${t(`role.${inv.role}`)} · ${fmtTime(inv.createdAt)} · ${inv.uses ?? 0}/${inv.maxUses ?? 1}` }),
+      inv.revokedAt ? h("span", { class: "muted", text: ` ${t("settings.revoked")}` }) :
+        h("button", { type: "button", class: "link-btn danger-text", text: t("settings.revoke"), onclick: async () => {
+          try { await del(`/api/invites/${encodeURIComponent(inv.id)}`); wrap.replaceWith(await invitesPane()); } catch (e) { report(e); }
+        } })));
+  }
+  wrap.append(h("div", { class: "row" }, role, create), shown, listEl);
+  return wrap;
+}
