@@ -62,7 +62,7 @@ export function channelAvatar(c) {
 }
 
 export function channelLabel(c) {
-  if (c.type === "dm") {
+  if (c.type === "dm" && !c.parentId) {
     const a = channelAgents(c)[0];
     if (a) return a.name;
   }
@@ -92,23 +92,39 @@ export function renderChatList() {
     const items = list.filter((c) => c.type === kind);
     if (!items.length) continue;
     nav.appendChild(h("h4", { class: "list-head", text: t(label) }));
+    // topics and branches sit under their conversation, as a tree
+    const shown = new Set(items.map((c) => c.id));
+    const kids = new Map();
     for (const c of items) {
-      const unread = S.unread[c.id] || 0;
-      const last = S.lastMsg[c.id];
-      nav.appendChild(h("a", {
-        href: `#/c/${encodeURIComponent(c.id)}`, class: `chat-item${c.id === S.active ? " active" : ""}`,
-        dataset: { channelId: c.id },
-      },
-      avatarEl(channelAvatar(c)),
-      h("span", { class: "chat-item-main" },
-        h("span", { class: "chat-item-top" },
-          h("span", { class: "chat-item-name", text: channelLabel(c) }),
-          h("span", { class: "chat-item-time", text: last ? fmtTime(last.createdAt) : "" })),
-        h("span", { class: "chat-item-last", text: preview(last) })),
-      unread ? h("span", { class: "badge", text: unread > 99 ? "99+" : String(unread) }) : null));
+      const parent = c.parentId && shown.has(c.parentId) ? c.parentId : null;
+      (kids.get(parent) || kids.set(parent, []).get(parent)).push(c);
     }
+    const walk = (parent, depth) => {
+      for (const c of kids.get(parent) || []) {
+        nav.appendChild(chatItem(c, depth));
+        walk(c.id, depth + 1);
+      }
+    };
+    walk(null, 0);
   }
   if (!list.length) nav.appendChild(h("p", { class: "muted pad", text: t("chat.noChats") }));
+}
+
+function chatItem(c, depth) {
+  const unread = S.unread[c.id] || 0;
+  const last = S.lastMsg[c.id];
+  return h("a", {
+    href: `#/c/${encodeURIComponent(c.id)}`,
+    class: `chat-item${c.id === S.active ? " active" : ""}${c.parentId ? " child" : ""}${c.archived ? " archived" : ""}`,
+    dataset: { channelId: c.id, depth: String(Math.min(depth, 6)), parentId: c.parentId || "" },
+  },
+  c.parentId ? h("span", { class: "tree-mark", text: c.forkMessageId ? "⑂" : "#" }) : avatarEl(channelAvatar(c)),
+  h("span", { class: "chat-item-main" },
+    h("span", { class: "chat-item-top" },
+      h("span", { class: "chat-item-name", text: channelLabel(c) }),
+      h("span", { class: "chat-item-time", text: last ? fmtTime(last.createdAt) : "" })),
+    h("span", { class: "chat-item-last", text: c.archived ? t("topic.archived") : preview(last) })),
+  unread ? h("span", { class: "badge", text: unread > 99 ? "99+" : String(unread) }) : null);
 }
 
 export function onConnState(state) {
