@@ -197,7 +197,7 @@ function actionsFor(el, m, own) {
     const nav = versionNav(el, m);
     if (nav) actions.appendChild(nav);
   }
-  if (text && m.status !== "streaming" && !m.deleted && m.seq) {
+  if (text && m.status !== "streaming" && !m.deleted && m.id) {
     actions.appendChild(h("button", { type: "button", class: "link-btn act-branch", text: t("message.branch"),
       onclick: () => branchFrom(m) }));
   }
