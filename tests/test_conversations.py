@@ -102,7 +102,7 @@ async def test_topics_and_branches_form_a_tree(site, fake_llm):
     resp = await site.owner.post(f"/api/channels/{branch['id']}/fork",
                                  json={"messageId": deeper_turn["message"]["id"]})
     deeper = (await resp.get_json())["channel"]
-    assert deeper["depth"] == 2 and deeper["name"] == "What if ⑂"
+    assert deeper["depth"] == 2 and deeper["name"] == "What if (branch)"
 
     tree = await (await site.owner.get(f"/api/channels/{deeper['id']}/tree")).get_json()
     assert tree["rootId"] == root

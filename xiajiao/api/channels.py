@@ -183,7 +183,7 @@ async def fork(channel_id: str, data: Fork):
     """A branch from one of the conversation's messages: it inherits the history up to it."""
     core = current_app.xj
     parent = await auth.authorized_channel(core, g.actor, channel_id, "channel.write")
-    name = (data.name or "").strip() or f"{parent['name']} ⑂"
+    name = (data.name or "").strip() or f"{parent['name']} (branch)"
     child = await chat.create_child(core.db, channel_id, name=name[:100], creator_id=g.actor.id,
                                     message_id=data.messageId)
     return await _child_created(core, channel_id, child)

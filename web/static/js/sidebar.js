@@ -118,7 +118,7 @@ function chatItem(c, depth) {
     class: `chat-item${c.id === S.active ? " active" : ""}${c.parentId ? " child" : ""}${c.archived ? " archived" : ""}`,
     dataset: { channelId: c.id, depth: String(Math.min(depth, 6)), parentId: c.parentId || "" },
   },
-  c.parentId ? h("span", { class: "tree-mark", text: c.forkMessageId ? "⑂" : "#" }) : avatarEl(channelAvatar(c)),
+  c.parentId ? h("span", { class: "tree-mark", text: c.forkMessageId ? "↳" : "#" }) : avatarEl(channelAvatar(c)),
   h("span", { class: "chat-item-main" },
     h("span", { class: "chat-item-top" },
       h("span", { class: "chat-item-name", text: channelLabel(c) }),
