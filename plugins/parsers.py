@@ -10,7 +10,7 @@ import re
 import zipfile
 from html.parser import HTMLParser
 
-from xiajiao import Parser, hookimpl
+from xiajiao import Parser, guard_zip, hookimpl, parse_limits
 
 _BOMS = (("utf-8-sig", b"\xef\xbb\xbf"), ("utf-16", b"\xff\xfe"), ("utf-16", b"\xfe\xff"))
 
@@ -78,6 +78,9 @@ def parse_pdf(data: bytes, filename: str) -> str:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise ValueError("the PDF is encrypted")
+        limit = parse_limits().max_pages
+        if len(reader.pages) > limit:
+            raise ValueError(f"the PDF has {len(reader.pages)} pages, more than the limit of {limit}")
         pages = [page.extract_text() or "" for page in reader.pages]
     except (PdfReadError, OSError, KeyError, TypeError, AttributeError) as exc:
         # pypdf raises several kinds on broken files; each means: unreadable
@@ -91,6 +94,7 @@ def parse_pdf(data: bytes, filename: str) -> str:
 def parse_docx(data: bytes, filename: str) -> str:
     import docx
 
+    guard_zip(data, kind="DOCX")
     try:
         document = docx.Document(io.BytesIO(data))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
@@ -116,7 +120,8 @@ def register_parsers(register):
                     sniff=_looks_like_text))
     register(Parser("html", [".html", ".htm", ".xhtml"], ["text/html", "application/xhtml+xml"], parse_html,
                     sniff=_looks_like_text))
-    register(Parser("pdf", [".pdf"], ["application/pdf"], parse_pdf, sniff=lambda d: d[:1024].lstrip().startswith(b"%PDF-")))
+    register(Parser("pdf", [".pdf"], ["application/pdf"], parse_pdf,
+                    sniff=lambda d: d[:1024].lstrip().startswith(b"%PDF-"), isolate=True))
     register(Parser("docx", [".docx"],
                     ["application/vnd.openxmlformats-officedocument.wordprocessingml.document"], parse_docx,
-                    sniff=lambda d: d.startswith(b"PK\x03\x04")))
+                    sniff=lambda d: d.startswith(b"PK\x03\x04"), isolate=True))

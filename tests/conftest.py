@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from xiajiao.app import create_app
@@ -100,6 +103,51 @@ async def live_server(settings, plugins=()):
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+def server_env(settings, *extra: str) -> dict:
+    """The environment of a real server process (``python -m xiajiao.cli serve``) with these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XIAJIAO_")}
+    for name in ("data_dir", "port", "owner_password", "openai_base_url", "openai_api_key", "openai_models",
+                 "default_model", "load_entrypoint_plugins", "access_log", "rate_limit_per_minute",
+                 "rate_limit_burst", "login_attempts_per_minute", *extra):
+        env["XIAJIAO_" + name.upper()] = str(getattr(settings, name))
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+async def wait_http(base: str, proc: subprocess.Popen) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            assert proc.poll() is None, "the server exited early"
+            try:
+                if (await client.get(base + "/health")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("the server did not start")
+
+
+@contextlib.asynccontextmanager
+async def server_process(settings, *extra: str):
+    """A real server process on these settings (``extra``: more setting names to pass); yields (proc, base URL)."""
+    import sys
+
+    base = f"http://127.0.0.1:{settings.port}"
+    proc = subprocess.Popen([sys.executable, "-m", "xiajiao.cli", "serve"], cwd=ROOT, env=server_env(settings, *extra),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await wait_http(base, proc)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
 
 @pytest.fixture

@@ -64,6 +64,18 @@ MATRIX = [
     ("GET", "/api/channels/{channel}/chains", None, (401, 200, 200, 404, 404, 200)),
     ("GET", "/api/providers/demo/models", None, (401, 403, 403, 403, 400, 400)),
     ("GET", "/uploads/{upload}", None, (401, 200, 200, 200, 200, 200)),
+    ("GET", "/api/keys/{key}/webhook-secret", None, (401, 200, 200, 200, 200, 200)),
+    # the machine API (/v1): members and above; a task ({task}: the member's, finished) only to its owner and admins
+    ("GET", "/v1/models", None, (401, 403, 200, 200, 200, 200)),
+    ("POST", "/v1/chat/completions", {"model": "agent/agent_poet", "messages": [{"role": "user", "content": "hi"}]},
+     (401, 403, 200, 200, 200, 200)),
+    ("POST", "/v1/run", {"agent": "agent_poet", "input": "hi"}, (401, 403, 200, 200, 200, 200)),
+    ("POST", "/v1/stream", {"agent": "agent_poet", "input": "hi"}, (401, 403, 200, 200, 200, 200)),
+    ("POST", "/v1/tasks", {"agent": "agent_poet", "input": "hi"}, (401, 403, 202, 202, 202, 202)),
+    ("GET", "/v1/tasks", None, (401, 200, 200, 200, 200, 200)),
+    ("GET", "/v1/tasks/{task}", None, (401, 404, 200, 404, 200, 200)),
+    ("GET", "/v1/tasks/{task}/events", None, (401, 404, 200, 404, 200, 200)),
+    ("POST", "/v1/tasks/{task}/cancel", None, (401, 404, 409, 404, 409, 409)),
     ("GET", "/api/channels/{channel}/export", None, (401, 403, 200, 404, 200, 200)),
     ("POST", "/api/channels/import", {"format": "x"}, (401, 403, 403, 403, 400, 400)),
     ("GET", "/api/backups", None, (401, 403, 403, 403, 403, 200)),
@@ -71,9 +83,11 @@ MATRIX = [
     ("GET", "/api/backups/{backup}", None, (401, 403, 403, 403, 403, 200)),
     ("GET", "/api/system", None, (401, 403, 403, 403, 403, 200)),
 ]
+OPENAI_SHAPED = ("/v1/models", "/v1/chat/")  # errors in OpenAI's shape: {"error": {"message", "type", "code"}}
 # /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
 WS_COVERED = {("GET", "/ws")}
-OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "backups"}  # the chat core's blueprints
+OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "backups",  # the chat core's blueprints
+        "openai", "machine"}
 _names = itertools.count()
 
 
@@ -120,6 +134,11 @@ class World:
             inv, token = await auth.create_invite(db, created_by=auth.Actor(self.users["owner"]["id"], "owner"),
                                                   role="member")
             text = text.replace("{invite}", inv["id"]).replace("{invite_token}", token)
+        if "{task}" in text:
+            task_id = f"task_{next(_names):016x}"
+            await db.execute("INSERT INTO tasks (id, user_id, agent_id, input, status, created_at) VALUES (?,?,?,?,?,?)",
+                             (task_id, self.users["member"]["id"], "agent_poet", "hi", "succeeded", "2026-01-01"))
+            text = text.replace("{task}", task_id)
         if "{backup}" in text:
             text = text.replace("{backup}", (await app.xj.backups.run())["path"].rsplit("/", 1)[-1])
         if "{upload}" in text:
@@ -149,9 +168,15 @@ async def test_route_matrix(app, method, path, body, expected):
         resp = await call(world, role, method, path, body)
         got.append(resp.status_code)
         if resp.status_code >= 400:
-            err = await resp.get_json()
-            assert set(err) >= {"error", "code"} and isinstance(err["code"], str)
+            assert_error_shape(path, await resp.get_json())
     assert dict(zip(ROLES, got)) == dict(zip(ROLES, expected))
+
+
+def assert_error_shape(path: str, err: dict) -> None:
+    if path.startswith(OPENAI_SHAPED):
+        assert set(err["error"]) >= {"message", "type", "code"} and isinstance(err["error"]["code"], str)
+    else:
+        assert set(err) >= {"error", "code"} and isinstance(err["code"], str)
 
 
 def _routes(app):
@@ -171,6 +196,7 @@ async def test_every_chat_route_is_in_the_matrix(app):
             ours.add((method, path))
     normalise = {(m, p.replace("{channel}", "{x}").replace("{message}", "{x}").replace("{user}", "{x}")
                   .replace("{key}", "{x}").replace("{invite}", "{x}").replace("{backup}", "{x}").replace("agent_poet", "{x}")
+                  .replace("{task}", "{x}")
                   .replace("/uploads/{upload}", "/uploads/{x}/{x}")) for m, p in covered}
     assert ours - normalise == set()
 
@@ -188,6 +214,10 @@ async def test_openapi_is_served(client):
     doc = await resp.get_json()
     assert resp.status_code == 200
     assert {"/api/messages", "/api/channels", "/api/login", "/api/upload"} <= set(doc["paths"])
+    machine = {"/v1/models", "/v1/chat/completions", "/v1/run", "/v1/stream", "/v1/tasks", "/v1/tasks/{task_id}",
+               "/v1/tasks/{task_id}/cancel", "/v1/tasks/{task_id}/events"}
+    assert machine <= set(doc["paths"])
+    assert "model" in str(doc["paths"]["/v1/chat/completions"]) and "webhook" in str(doc["paths"]["/v1/tasks"])
 
 
 class HiddenChannels:
@@ -224,4 +254,4 @@ async def test_bad_bodies_are_4xx_never_500(app, method, path):
         resp = await world.clients["owner"].open(await world.fill(path, "owner"), method=method, data=raw,
                                                  headers={"Content-Type": "application/json"})
         assert 400 <= resp.status_code < 500, (raw, resp.status_code, await resp.get_data(as_text=True))
-        assert set(await resp.get_json()) >= {"error", "code"}
+        assert_error_shape(path, await resp.get_json())

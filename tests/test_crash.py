@@ -3,7 +3,6 @@ marked interrupted after the restart, and the user's message intact."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -12,29 +11,7 @@ import httpx
 
 from fake_llm import Reply
 from xiajiao.db import Database
-from conftest import OWNER_PASSWORD, ROOT, llm_settings, make_channel, running_app
-
-
-def server_env(settings) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XIAJIAO_")}
-    for name in ("data_dir", "port", "owner_password", "openai_base_url", "openai_api_key", "openai_models",
-                 "default_model", "load_entrypoint_plugins", "access_log"):
-        env["XIAJIAO_" + name.upper()] = str(getattr(settings, name))
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-async def wait_http(base: str, proc: subprocess.Popen) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(300):
-            assert proc.poll() is None, "the server exited early"
-            try:
-                if (await client.get(base + "/health")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("the server did not start")
+from conftest import OWNER_PASSWORD, ROOT, llm_settings, make_channel, running_app, server_env, wait_http
 
 
 async def test_sigkill_mid_stream_leaves_the_partial_reply_marked_interrupted(tmp_path, fake_llm):

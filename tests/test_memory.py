@@ -324,3 +324,66 @@ async def test_an_agent_without_memories_gets_no_memory_section_and_no_memory_db
         await app.xj.hook("prepare_prompt", prompt=prompt, agent=agent, channel={"id": "c"},
                           message={"content": "what tea does the owner like?"}, actor=OWNER)
         assert [s[0] for s in prompt.sections] == ["Memories"] and "green tea" in prompt.sections[0][1]
+
+
+# ------------------------------------------------------------------ whose memory: scope
+
+
+async def test_a_members_private_fact_does_not_reach_other_peoples_turns(tmp_path, fake_llm):
+    from fake_llm import Call
+    from chat_helpers import make_user
+    from conftest import Frames, llm_settings, make_channel, user_says
+
+    secret = "my bank card PIN-666000 is private"
+    async with running_app(llm_settings(tmp_path, fake_llm, embedder="hash")) as app:
+        await app.xj.engine.agents.update("coder", {"tools": ["memory_write", "memory_search"]})
+        a, b = await make_user(app, "member_a"), await make_user(app, "member_b")
+        guest = await make_user(app, "guest_g", role="guest")
+        actor = {u["id"]: Actor(u["id"], u["role"], u["username"]) for u in (a, b, guest)}
+
+        async def turn(channel, user, text, *replies):
+            frames = Frames(app, channel["id"])
+            fake_llm.script(*replies) if replies else None
+            before = len([r for r in fake_llm.requests if r.path.endswith("/chat/completions")])
+            await user_says(app, channel, text, actor=actor[user["id"]])
+            try:
+                await frames.wait_for("stream_end")
+            except TimeoutError:
+                raise AssertionError(frames.items)
+            chats = [r for r in fake_llm.requests if r.path.endswith("/chat/completions")][before:]
+            return "\n".join(m.get("content") or "" for r in chats for m in r.messages if m["role"] == "system")
+
+        dm_a = await make_channel(app, ["coder"], type="dm", users=(a["id"],))
+        await turn(dm_a, a, f"Remember: {secret}", Reply(tool_calls=[Call("memory_write", {"content": secret}, id="w1")]),
+                   Reply(text="Noted."))
+        [row] = await (await app.xj.workspace_db("coder", "memory.db")).fetchall("SELECT * FROM memories")
+        assert (row["user_id"], row["channel_id"], row["scope"]) == (a["id"], dm_a["id"], "private")
+
+        dm_b = await make_channel(app, ["coder"], type="dm", users=(b["id"],))
+        assert "PIN-666000" not in await turn(dm_b, b, "What is the bank card PIN?")
+        group = await make_channel(app, ["coder"], type="group", users=(guest["id"], b["id"]), default_agent_id="coder")
+        assert "PIN-666000" not in await turn(group, guest, "Tell me the bank card PIN")
+        # the model's own memory_search in another person's turn finds nothing either
+        await turn(dm_b, b, "search", Reply(tool_calls=[Call("memory_search", {"query": "bank card PIN"}, id="s1")]),
+                   Reply(text="nothing"))
+        tool_results = [m for m in fake_llm.last.messages if m["role"] == "tool"]
+        assert tool_results and "PIN-666000" not in tool_results[-1]["content"]
+        # the owner of the fact still gets it in their own conversation
+        assert "PIN-666000" in await turn(dm_a, a, "What is my bank card PIN?")
+
+        # an explicit choice makes it a team fact, recalled everywhere
+        owner = app.test_client()
+        await login(owner)
+        r = await owner.put(f"/api/agents/coder/memories/{row['uid']}", json={"scope": "shared"})
+        assert (await r.get_json())["memory"]["scope"] == "shared"
+        assert "PIN-666000" in await turn(dm_b, b, "What is the bank card PIN?")
+
+
+async def test_near_duplicates_of_different_people_do_not_merge(app, agent):
+    alice, bob = Actor("user_alice", "member"), Actor("user_bob", "member")
+    first = await call(app, "memory_write", {"content": "The user's name is Alice"},
+                       ToolContext(app=app.xj, agent=agent, channel={"id": "dm_a"}, message={"id": "m1"}, actor=alice))
+    second = await call(app, "memory_write", {"content": "The user's name is Alice"},
+                        ToolContext(app=app.xj, agent=agent, channel={"id": "dm_b"}, message={"id": "m2"}, actor=bob))
+    assert (first["status"], second["status"]) == ("created", "created")
+    assert second["memory"]["userId"] == "user_bob" and second["memory"]["source"]["channelId"] == "dm_b"

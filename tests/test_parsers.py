@@ -1,6 +1,7 @@
 """Document parsers: each format to plain text, or a reason why not."""
 from __future__ import annotations
 
+import functools
 import io
 
 import pytest
@@ -106,3 +107,98 @@ async def test_parsers_are_registered_by_extension(app):
         ".pdf": "pdf", ".docx": "docx"}
     pdf = app.xj.parsers.get("pdf")
     assert pdf.sniff(pdf_with_text(["x"])) and not pdf.sniff(b"PK\x03\x04")
+
+
+# ------------------------------------------------------------------ hostile documents
+
+
+@functools.lru_cache(maxsize=4)
+def docx_bomb(inflated: int, entries: int = 3) -> bytes:
+    """A DOCX whose document.xml inflates to ``inflated`` bytes of one repeated paragraph (written in pieces)."""
+    import zipfile
+
+    buf = io.BytesIO()
+    para = b"<w:p><w:r><w:t>" + b"A" * 4000 + b"</w:t></w:r></w:p>"
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as z:
+        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/'
+                   'package/2006/content-types"><Override PartName="/word/document.xml" ContentType="application/'
+                   'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>')
+        z.writestr("_rels/.rels", '<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/'
+                   'package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/'
+                   'officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>')
+        for n in range(entries - 3):
+            z.writestr(f"customXml/item{n}.xml", "<x/>")
+        with z.open("word/document.xml", "w", force_zip64=True) as f:
+            f.write(b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>')
+            written = 0
+            while written < inflated:
+                f.write(para * 256)
+                written += len(para) * 256
+            f.write(b"</w:body></w:document>")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("limits, data, reason", [
+    (dict(max_inflated_bytes=10_000_000, max_ratio=1e9), lambda: docx_bomb(20_000_000), "inflates to"),
+    (dict(max_ratio=50), lambda: docx_bomb(5_000_000), "compressed"),
+    (dict(max_entries=10), lambda: docx_bomb(1000, entries=50), "entries"),
+    (dict(), lambda: b"PK\x03\x04 not really a zip", "cannot be read"),
+])
+def test_zip_containers_are_checked_before_inflating(limits, data, reason):
+    from xiajiao import ParseLimits, guard_zip
+
+    with pytest.raises(ValueError, match=reason):
+        guard_zip(data(), ParseLimits(**limits))
+
+
+def test_pdf_pages_are_limited():
+    from xiajiao.parsing import ParseLimits, _call
+
+    with pytest.raises(ValueError, match="pages, more than the limit of 0"):
+        _call(parsers.parse_pdf, pdf_with_text(["hello"]), "a.pdf", ParseLimits(max_pages=0))
+    assert _call(parsers.parse_pdf, pdf_with_text(["hello"]), "a.pdf", ParseLimits()) == "hello"
+
+
+async def wait_document(client, agent_id: str, doc_id: str) -> dict:
+    import asyncio
+
+    for _ in range(3000):
+        r = await client.get(f"/api/rag/documents/{doc_id}", params={"agentId": agent_id})
+        assert r.status_code == 200, r.text
+        doc = r.json()["document"]
+        if doc["status"] in ("ready", "failed"):
+            return doc
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"document still {doc['status']}")
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({}, "inflates to"),  # the container check refuses it before anything is inflated
+    # the check loosened: the worker process runs out of its memory cap, the server does not
+    ({"parse_max_inflated_bytes": 10**12, "parse_max_ratio": 1e9, "parse_memory_mb": 150}, "memory|stopped"),
+])
+async def test_a_docx_bomb_fails_its_document_and_leaves_the_server_bounded(tmp_path, overrides, reason):
+    import re
+
+    import httpx
+
+    from conftest import OWNER_PASSWORD, make_settings, running_app, server_process
+    from test_uploads import PeakRSS
+
+    bomb = docx_bomb(250 * 1024 * 1024)
+    assert len(bomb) < 2 * 1024 * 1024
+    settings = make_settings(tmp_path, embedder="hash", **overrides)
+    async with running_app(settings):
+        pass
+    async with server_process(settings, "embedder", *overrides) as (proc, base):
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            assert (await client.post("/api/login", json={"password": OWNER_PASSWORD})).status_code == 200
+            agent = (await client.get("/api/agents")).json()["agents"][0]["id"]
+            with PeakRSS(proc.pid) as rss:
+                r = await client.post("/api/rag/upload", data={"agentId": agent},
+                                      files={"file": ("bomb.docx", bomb, "application/octet-stream")})
+                assert r.status_code == 202, r.text
+                doc = await wait_document(client, agent, r.json()["documentId"])
+            assert doc["status"] == "failed" and re.search(reason, doc["error"]), doc
+            assert rss.growth_mb < 60, f"server RSS grew {rss.growth_mb:.0f} MB"
+            assert (await client.get("/health")).status_code == 200

@@ -361,7 +361,8 @@ async def test_a_crash_mid_ingestion_is_cleaned_on_next_open(tmp_path):
 
 
 async def test_a_10_mb_text_indexes_completely(tmp_path):
-    settings = make_settings(tmp_path, embedder="hash", embed_batch=1024, max_upload_bytes=16 * 1024 * 1024)
+    settings = make_settings(tmp_path, embedder="hash", embed_batch=1024, max_upload_bytes=16 * 1024 * 1024,
+                             rag_max_document_bytes=16 * 1024 * 1024)
     base = b"".join(corpus(f"en/guide/{n}.md") for n in ("architecture", "faq", "glossary", "security"))
     data = base * (10 * 1024 * 1024 // len(base) + 1)
     assert len(data) >= 10 * 1024 * 1024

@@ -530,3 +530,54 @@ async def test_unread_counts_come_from_the_server_and_opening_a_chat_clears_them
     await expect(again.locator(".chat-item", has_text="Lobby").locator(".badge")).to_have_count(0)
     await page.context.close()
     await again.context.close()
+
+
+ATTACK_PAGE = """<!doctype html><html><body>
+<form id="out" method="post" action="{base}/api/logout" target="sink"></form>
+<iframe name="sink"></iframe>
+<script>
+const form = new FormData();
+form.append("file", new Blob(["planted by another origin"], {{type: "text/plain"}}), "planted.txt");
+fetch("{base}/api/upload", {{method: "POST", body: form, credentials: "include", mode: "no-cors"}})
+  .then(() => {{ document.title = "sent"; document.getElementById("out").submit(); }});
+</script></body></html>"""
+
+
+async def test_a_page_of_another_origin_cannot_act_with_the_users_cookie(browser, site):
+    """CSRF: a page on another port of the same host (same site, other origin) posts a multipart upload
+    (no preflight) and a logout form; both are refused and the user stays logged in."""
+    import http.server
+    import threading
+
+    app, base = site
+    page = await new_page(browser, base)
+    await log_in(page, base)
+    html = ATTACK_PAGE.format(base=base).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    refused = []
+    page.on("response", lambda r: refused.append((r.url, r.status)) if r.url.startswith(base + "/api/") else None)
+    try:
+        await page.goto(f"http://127.0.0.1:{other.server_address[1]}/attack")
+        await expect(page).to_have_title("sent")
+        for _ in range(200):
+            if len(refused) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        other.shutdown()
+    assert sorted(refused) == [(base + "/api/logout", 403), (base + "/api/upload", 403)]
+    assert [p for p in app.xj.uploads_dir.rglob("*") if p.is_file()] == []
+    assert (await page.request.get(base + "/api/me")).status == 200
+    await page.context.close()

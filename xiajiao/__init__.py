@@ -14,7 +14,10 @@ from .models import (Actor, ChatMessage, ChatRequest, Embedder, Image, Pack, Par
 from .plugins import hookimpl  # noqa: E402
 from .engine.mentions import find_mentions  # noqa: E402
 from .gateway.http import pooled_client  # noqa: E402
-from .auth import requires  # noqa: E402
+from .auth import authorized_channel, requires  # noqa: E402
+from .chat import create_message as post_message  # noqa: E402
+from .parsing import ParseLimits, guard_zip, parse_document, parse_limits  # noqa: E402
+from .bodies import MULTIPART_OVERHEAD, file_size, limit_body  # noqa: E402
 from .db import migrations_from_dir  # noqa: E402
 from .db.driver import errors as db_errors  # noqa: E402
 from .ids import new_id, now_iso  # noqa: E402
@@ -28,6 +31,8 @@ __all__ = [
     "Usage",
     "XiajiaoError", "BadRequest", "Conflict", "Forbidden", "NotFound", "ProviderError", "RateLimited", "TooLarge",
     "Unauthorized", "UnsupportedMediaType",
-    "requires", "migrations_from_dir", "db_errors", "new_id", "now_iso",
+    "requires", "authorized_channel", "post_message",
+    "ParseLimits", "guard_zip", "parse_document", "parse_limits", "MULTIPART_OVERHEAD", "file_size", "limit_body",
+    "migrations_from_dir", "db_errors", "new_id", "now_iso",
     "fts_any", "fts_any_parts", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
 ]

@@ -64,6 +64,14 @@ class Agents:
     def get(self, agent_id: str) -> dict | None:
         return self.by_id.get(agent_id)
 
+    async def lookup(self, name_or_id: str) -> dict | None:
+        """The agent by id (or name), reloading once for one that other code wrote to the database."""
+        found = self.by_id.get(name_or_id) or self.find(name_or_id)
+        if found is None and name_or_id:
+            await self.load()
+            found = self.by_id.get(name_or_id) or self.find(name_or_id)
+        return found
+
     def require(self, agent_id: str) -> dict:
         agent = self.by_id.get(agent_id)
         if agent is None:

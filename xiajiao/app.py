@@ -16,6 +16,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from . import __version__, auth, chat
+from .bodies import BoundedRequest
 from .db import Database, WorkspaceDatabases, migrations_from_dir
 from .errors import PluginError, StartupError, XiajiaoError
 from .errors import HTTP_CODES
@@ -119,6 +120,7 @@ class Xiajiao:
         self.hub = Hub(replay_size=settings.ws_replay_size, queue_size=settings.ws_queue_size,
                        replay_channels=settings.ws_replay_channels)
         self.engine: Any = None  # the conversation engine, set up in start()
+        self.tasks: Any = None  # the background task queue (xiajiao.tasks), set up in start()
         self.ws_handlers: dict[str, Any] = {}  # WebSocket frame type -> async fn(conn, data); see xiajiao.api.ws
         self.quart: Quart | None = None
         self.generated_password: str | None = None
@@ -219,6 +221,10 @@ class Xiajiao:
 
         self.engine = Engine(self)
         await self.engine.start()
+        from .tasks import TaskQueue
+
+        self.tasks = TaskQueue(self)
+        await self.tasks.start()
         await self.hook("startup")
         if self.settings.backup_interval_hours > 0:
             self.spawn(self.backups.loop(), name="backups")
@@ -227,6 +233,8 @@ class Xiajiao:
 
     async def stop(self) -> None:
         await self.hub.close_all(1001)
+        if self.tasks is not None:
+            await self.tasks.stop()
         if self.engine is not None:
             await self.engine.stop()
         for task in list(self._background):
@@ -260,6 +268,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
 
     app = Quart(__name__, static_folder=str(WEB_DIR / "static"), static_url_path="/static",
                 template_folder=str(WEB_DIR / "templates"))
+    app.request_class = BoundedRequest  # body limits counted as bytes arrive, chunked ones included
     app.xj = core
     core.quart = app
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 64 * 1024
@@ -272,6 +281,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
                 info={"title": "Xiajiao", "version": __version__})
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    trusted_origins = frozenset(o.rstrip("/").lower() for o in origins if o != "*")  # pass the CSRF check
     if origins:  # off by default: only pages of the listed origins may call the API from a browser
         from quart_cors import cors
 
@@ -299,6 +309,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
         g.t0 = time.perf_counter()
         rid = request.headers.get("X-Request-ID", "")
         g.request_id = rid if (0 < len(rid) <= 128 and rid.isprintable()) else secrets.token_hex(8)
+        auth.check_csrf(request.method, request.headers, trusted_origins)
         g.actor = await auth.resolve_actor(core.db, cookie=request.cookies.get(auth.SESSION_COOKIE),
                                            headers=request.headers)
 

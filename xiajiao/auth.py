@@ -14,6 +14,7 @@ import secrets
 import time
 import weakref
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -288,16 +289,36 @@ async def actor_from_session(db, token: str) -> Actor | None:
 API_KEY_PREFIX = "xj_"
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
 async def create_api_key(db, user_id: str, name: str = "") -> tuple[dict, str]:
+    """A new key: (its public row, the secret shown once). Its webhook signing secret is in
+    the row as ``webhookSecret`` (the key's owner can read it again: :func:`webhook_secret`)."""
     secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = new_id("key")
     row = {"id": key_id, "name": (name or "")[:100], "prefix": secret[:7], "createdAt": now_iso(),
            "lastUsedAt": None}
+    signing = WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
     await db.execute(
-        "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at) VALUES (?,?,?,?,?,?)",
-        (key_id, user_id, row["name"], row["prefix"], token_hash(secret), row["createdAt"]),
+        "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at, webhook_secret) VALUES (?,?,?,?,?,?,?)",
+        (key_id, user_id, row["name"], row["prefix"], token_hash(secret), row["createdAt"], signing),
     )
-    return row, secret
+    return {**row, "webhookSecret": signing}, secret
+
+
+async def webhook_secret(db, user_id: str, key_id: str) -> str:
+    """The secret that signs the webhooks of tasks created with this key of ``user_id``
+    (made on first use for keys older than webhooks)."""
+    row = await db.fetchone("SELECT webhook_secret FROM api_keys WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+                            (key_id, user_id))
+    if row is None:
+        raise NotFound("API key not found", "api_key_not_found")
+    if row["webhook_secret"]:
+        return row["webhook_secret"]
+    signing = WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+    await db.execute("UPDATE api_keys SET webhook_secret = coalesce(webhook_secret, ?) WHERE id = ?", (signing, key_id))
+    return await db.fetchval("SELECT webhook_secret FROM api_keys WHERE id = ?", (key_id,))
 
 
 async def list_api_keys(db, user_id: str) -> list[dict]:
@@ -326,7 +347,7 @@ async def actor_from_api_key(db, secret: str) -> Actor | None:
     )
     if row is None or row["disabled"]:
         return None
-    return Actor(row["id"], row["role"], row["display_name"] or row["username"])
+    return Actor(row["id"], row["role"], row["display_name"] or row["username"], key_id=row["key_id"])
 
 
 # ------------------------------------------------------------------ invites
@@ -474,7 +495,9 @@ async def is_member(db, channel_id: str, member_type: str, member_id: str) -> bo
 
 
 def client_key(actor: Actor | None, address: str | None) -> str:
-    """The rate-limit key: the user, or the client address before login."""
+    """The rate-limit key: the API key, else the user, or the client address before login."""
+    if actor is not None and actor.key_id:
+        return f"key:{actor.key_id}"
     return f"user:{actor.id}" if actor is not None else f"addr:{address or 'unknown'}"
 
 
@@ -508,6 +531,39 @@ def requires(role: str | None) -> Callable:
         return wrapper
 
     return decorator
+
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def same_origin(headers, trusted: frozenset[str] = frozenset()) -> bool:
+    """Whether a browser request comes from our own pages (CSRF and cross-site WebSocket check).
+
+    ``Sec-Fetch-Site`` when the browser sends it (``same-site`` is refused too: another port of
+    the same host is another origin), else ``Origin`` against ``Host``; neither: not a browser.
+    """
+    site = (headers.get("Sec-Fetch-Site") or "").lower()
+    origin = headers.get("Origin")
+    if origin and origin.rstrip("/").lower() in trusted:
+        return True  # an origin the owner listed in cors_origins
+    if site:
+        return site in ("same-origin", "none")
+    if not origin:
+        return True
+    if origin == "null":
+        return False
+    host = (headers.get("X-Forwarded-Host") or headers.get("Host") or "").split(",")[0].strip().lower()
+    return urlsplit(origin).netloc.lower() == host
+
+
+def check_csrf(method: str, headers, trusted: frozenset[str] = frozenset()) -> None:
+    """Refuse a state-changing request a browser sends from another origin, unless it carries a key
+    (a page of another site cannot ride on the user's cookie; a script with a key is not CSRF)."""
+    if method not in UNSAFE_METHODS or same_origin(headers, trusted):
+        return
+    if headers.get("X-API-Key") or (headers.get("Authorization") or "").lower().startswith("bearer "):
+        return
+    raise Forbidden("Requests from another site's pages are refused", "cross_origin_request")
 
 
 async def resolve_actor(db, *, cookie: str | None, headers) -> Actor | None:

@@ -595,3 +595,55 @@ async def channel_tree(db, channel_id: str) -> dict:
         return {"rootId": root, "channels": out}
 
     return await db.run_read(work)
+
+
+async def set_channel_agents(db, channel_id: str, agent_ids: list[str]) -> None:
+    """Make ``agent_ids`` the channel's agents (a DM keeps its one agent; a default agent that
+    leaves is cleared; a chain step naming a removed agent is dropped)."""
+    wanted = list(dict.fromkeys(agent_ids))
+
+    def work(conn):
+        ch = conn.execute("SELECT * FROM channels WHERE id = ?", (channel_id,)).fetchone()
+        if ch is None:
+            raise NotFound("Channel not found", "channel_not_found")
+        have = [r["member_id"] for r in conn.execute(
+            "SELECT member_id FROM channel_members WHERE channel_id = ? AND member_type = 'agent'", (channel_id,))]
+        if ch["type"] == "dm":
+            if set(wanted) != set(have):
+                raise BadRequest("A DM's agent cannot change", "invalid_dm")
+            return
+        existing_agents(conn, wanted)
+        now = now_iso()
+        for aid in wanted:
+            if aid not in have:
+                conn.execute("INSERT INTO channel_members (channel_id, member_type, member_id, joined_at) "
+                             "VALUES (?, 'agent', ?, ?)", (channel_id, aid, now))
+        gone = [aid for aid in have if aid not in wanted]
+        for aid in gone:
+            conn.execute("DELETE FROM channel_members WHERE channel_id = ? AND member_type = 'agent' AND member_id = ?",
+                         (channel_id, aid))
+        if ch["default_agent_id"] in gone:
+            conn.execute("UPDATE channels SET default_agent_id = NULL WHERE id = ?", (channel_id,))
+        chain = json.loads(ch["chain"] or "[]")
+        kept = [c for c in chain if (c.get("agentId") if isinstance(c, dict) else c) not in gone]
+        if kept != chain:
+            conn.execute("UPDATE channels SET chain = ? WHERE id = ?", (json.dumps(kept, ensure_ascii=False), channel_id))
+
+    await db.run_write(work)
+
+
+async def update_channel_config(db, channel_id: str, changes: dict) -> None:
+    """Merge ``changes`` into the channel's config; an empty string removes a key."""
+    def work(conn):
+        ch = conn.execute("SELECT config FROM channels WHERE id = ?", (channel_id,)).fetchone()
+        if ch is None:
+            raise NotFound("Channel not found", "channel_not_found")
+        config = json.loads(ch["config"] or "{}")
+        for key, value in changes.items():
+            if value == "":
+                config.pop(key, None)
+            else:
+                config[key] = value
+        conn.execute("UPDATE channels SET config = ? WHERE id = ?", (json.dumps(config, ensure_ascii=False), channel_id))
+
+    await db.run_write(work)

@@ -22,6 +22,7 @@ class Actor:
     role: str
     name: str = ""
     kind: Literal["user", "agent", "system"] = "user"
+    key_id: str | None = None  # the API key the request came with (None: a session or no key)
 
     def at_least(self, role: str) -> bool:
         return role_rank(self.role) >= role_rank(role)
@@ -187,6 +188,7 @@ class Parser:
     mime_types: Sequence[str]
     parse: Callable[[bytes, str], str | Awaitable[str]]
     sniff: Callable[[bytes], bool] | None = None  # content check: does this data look like our type?
+    isolate: bool = False  # parse in a worker process capped in memory and time (container formats)
 
 
 # ------------------------------------------------------------------ domain packs

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -19,7 +20,9 @@ log = logging.getLogger("xiajiao.memory")
 
 
 def _provenance(ctx) -> dict:
-    return {"channel_id": (ctx.channel or {}).get("id"), "message_id": (ctx.message or {}).get("id")}
+    # a memory is private to the person it came from and the channel it was said in
+    return {"channel_id": (ctx.channel or {}).get("id"), "message_id": (ctx.message or {}).get("id"),
+            "user_id": store.writer_id(ctx.actor)}
 
 
 async def memory_write(args: dict, ctx) -> dict:
@@ -33,7 +36,9 @@ async def memory_search(args: dict, ctx) -> dict:
     limit = args.get("limit", 5)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 50:
         limit = 5
-    rows = await store.search(ctx.app, ctx.agent["id"], args.get("query"), klass=args.get("class"), limit=limit)
+    audience = await store.audience(ctx.app, ctx.channel, ctx.actor)
+    rows = await store.search(ctx.app, ctx.agent["id"], args.get("query"), klass=args.get("class"), limit=limit,
+                              audience=audience)
     return {"memories": [store.memory_json(r) for r in rows]}
 
 
@@ -70,15 +75,24 @@ def register_routes(register):
 
 
 @hookimpl
-async def prepare_prompt(app, prompt, agent, message):
+async def prepare_prompt(app, prompt, agent, channel, message, actor):
     query = (message or {}).get("content") or ""
     budget = app.settings.memory_prompt_chars
     if not query.strip() or budget <= 0 or not await store.has_memories(app, agent["id"]):
         return  # nothing to recall: spare the turn an embedding of its question
-    rows = await store.search(app, agent["id"], query, limit=20)
+    rows = await store.search(app, agent["id"], query, limit=20, audience=await store.audience(app, channel, actor))
     text = store.prompt_text(rows, budget)
     if text:
         prompt.add("Memories", "What you remember (most relevant first):\n" + text, priority=60)
+
+
+def _consolidate_prompt(channel: dict) -> str:
+    """The channel's own summary instructions (``consolidatePrompt`` in its config), if any."""
+    config = channel.get("config") or {}
+    if isinstance(config, str):
+        config = json.loads(config or "{}")
+    value = config.get("consolidatePrompt")
+    return value if isinstance(value, str) else ""
 
 
 @hookimpl
@@ -91,7 +105,9 @@ async def on_turn_end(app, agent, channel, reply):
 
     async def run() -> None:
         try:
-            await store.consolidate(app, agent, channel["id"], *claim, message_id=reply.get("id"))
+            audience = await store.audience(app, channel, None)
+            await store.consolidate(app, agent, channel["id"], *claim, message_id=reply.get("id"),
+                                    instructions=_consolidate_prompt(channel), user_id=audience.sole_user)
         except Exception:  # a failed summary is retried after the next turn; the turn itself is done
             log.exception("memory consolidation failed", extra={"agent": agent["id"], "channel": channel["id"]})
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from quart import Blueprint, current_app, jsonify, request
+from quart import Blueprint, current_app, g, jsonify, request
 from quart_schema import validate_querystring, validate_request
 
 from xiajiao import BadRequest, requires
@@ -25,6 +25,7 @@ class NewMemory:
     content: str
     importance: float = 0.5
     tags: list[str] | None = None
+    scope: str = "private"  # "shared": a team fact recalled in every channel
 
 
 @dataclass
@@ -32,6 +33,7 @@ class MemoryChange:
     content: str | None = None
     importance: float | None = None
     tags: list[str] | None = None
+    scope: str | None = None
 
 
 def _limits(limit: int, offset: int) -> tuple[int, int]:
@@ -65,7 +67,8 @@ async def create_memory(agent_id: str, data: NewMemory):
     await store.agent_row(app, agent_id)
     body = await request.get_json()
     row, status = await store.write(app, agent_id, data.content, klass=body.get("class", "semantic"),
-                                    importance=data.importance, tags=data.tags, origin="api")
+                                    importance=data.importance, tags=data.tags, origin="api",
+                                    user_id=store.writer_id(g.actor), scope=data.scope)
     return jsonify({"status": status, "memory": store.memory_json(row)}), 201 if status == "created" else 200
 
 
@@ -77,7 +80,7 @@ async def update_memory(agent_id: str, memory_id: str, data: MemoryChange):
     await store.agent_row(app, agent_id)
     body = await request.get_json()
     row = await store.update(app, agent_id, memory_id, content=data.content, klass=body.get("class"),
-                             importance=data.importance, tags=data.tags)
+                             importance=data.importance, tags=data.tags, scope=data.scope)
     return jsonify({"memory": store.memory_json(row)})
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from xiajiao import (BadRequest, NotFound, VectorIndex, within_budget, active_em
                      new_id, now_iso)
 
 CLASSES = ("semantic", "episodic", "procedural")
+SCOPES = ("private", "shared")
 MIGRATIONS = migrations_from_dir(Path(__file__).parent / "migrations")
 INDEX = VectorIndex("memory_vec", rows="memories", text="content")
 MAX_CHARS = 4000
@@ -43,6 +45,36 @@ async def has_memories(app: Any, agent_id: str) -> bool:
     return bool(await db.fetchval("SELECT 1 FROM memories LIMIT 1"))
 
 
+@dataclass(frozen=True)
+class Audience:
+    """Who takes part in a turn, for recall: its channel and, when one person alone is in it, that person."""
+
+    channel_id: str | None
+    sole_user: str | None
+
+    def sql(self) -> tuple[str, list]:
+        """A WHERE condition on memories: shared ones, the channel's own, and the sole person's own."""
+        return ("(scope = 'shared' OR channel_id = ? OR (user_id IS NOT NULL AND user_id = ?))",
+                [self.channel_id, self.sole_user])
+
+
+async def audience(app: Any, channel: dict | None, actor: Any) -> Audience:
+    """The people of ``channel`` (its human members; without any, the acting user)."""
+    humans: set[str] = set()
+    channel_id = (channel or {}).get("id")
+    if channel_id:
+        rows = await app.db.fetchall("SELECT member_id FROM channel_members WHERE channel_id = ? AND member_type = 'user'",
+                                     (channel_id,))
+        humans = {r["member_id"] for r in rows}
+    if not humans and actor is not None and getattr(actor, "kind", "user") == "user" and actor.id:
+        humans = {actor.id}
+    return Audience(channel_id, next(iter(humans)) if len(humans) == 1 else None)
+
+
+def writer_id(actor: Any) -> str | None:
+    return actor.id if actor is not None and getattr(actor, "kind", "user") == "user" else None
+
+
 async def ready_index(app: Any, db) -> Any:
     """The active embedder, with this database's vectors rebuilt for it if needed."""
     embedder = await active_embedder(app)
@@ -56,6 +88,7 @@ def memory_json(row: dict) -> dict:
         "importance": row["importance"], "tags": json.loads(row["tags"] or "[]"),
         "origin": row["origin"],
         "source": {"channelId": row["channel_id"], "messageId": row["message_id"]},
+        "scope": row["scope"], "userId": row["user_id"],
         "version": row["version"], "merges": row["merges"],
         "createdAt": row["created_at"], "updatedAt": row["updated_at"],
     }
@@ -66,7 +99,10 @@ def memory_json(row: dict) -> dict:
     return out
 
 
-def check_fields(content: Any = None, klass: Any = None, importance: Any = None, tags: Any = None) -> None:
+def check_fields(content: Any = None, klass: Any = None, importance: Any = None, tags: Any = None,
+                 scope: Any = None) -> None:
+    if scope is not None and scope not in SCOPES:
+        raise BadRequest(f"scope must be one of {', '.join(SCOPES)}", "invalid_scope")
     if content is not None and (not isinstance(content, str) or not content.strip()):
         raise BadRequest("content must be a non-empty text", "invalid_content")
     if isinstance(content, str) and len(content) > MAX_CHARS:
@@ -104,10 +140,11 @@ def _merge_text(old: str, new: str) -> str:
 
 async def write(app: Any, agent_id: str, content: str, *, klass: str = "semantic", importance: float = 0.5,
                 tags: list[str] | None = None, origin: str = "tool", channel_id: str | None = None,
-                message_id: str | None = None, dedup: bool = True) -> tuple[dict, str]:
-    """Store a memory; a near-duplicate of the same class (cosine ≥ memory_dedup_threshold) is merged
-    into the existing entry instead. Returns (row, "created" | "merged")."""
-    check_fields(content, klass, importance, tags)
+                message_id: str | None = None, dedup: bool = True, user_id: str | None = None,
+                scope: str = "private") -> tuple[dict, str]:
+    """Store a memory; a near-duplicate of the same class and owner (cosine ≥ memory_dedup_threshold) is
+    merged into the existing entry instead. Returns (row, "created" | "merged")."""
+    check_fields(content, klass, importance, tags, scope)
     content = content.strip()
     db = await open_db(app, agent_id)
     embedder = await ready_index(app, db)
@@ -121,7 +158,7 @@ async def write(app: Any, agent_id: str, content: str, *, klass: str = "semantic
                 if sim < threshold:
                     break
                 old = conn.execute("SELECT * FROM memories WHERE id = ?", (mid,)).fetchone()
-                if old is None or old["class"] != klass:
+                if old is None or old["class"] != klass or not _same_owner(old, scope, user_id, channel_id):
                     continue
                 merged = _merge_text(old["content"], content)
                 _save_version(conn, old)
@@ -136,13 +173,24 @@ async def write(app: Any, agent_id: str, content: str, *, klass: str = "semantic
                 return conn.execute("SELECT * FROM memories WHERE id = ?", (mid,)).fetchone(), "merged"
         cur = conn.execute(
             "INSERT INTO memories (uid, class, content, importance, tags, origin, channel_id, message_id, "
-            "created_at, updated_at, created_ts, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "user_id, scope, created_at, updated_at, created_ts, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (new_id("mem"), klass, content, importance, json.dumps(tags or [], ensure_ascii=False), origin,
-             channel_id, message_id, now, now, ts, ts))
+             channel_id, message_id, user_id, scope, now, now, ts, ts))
         _index_row(conn, cur.lastrowid, content, vector)
         return conn.execute("SELECT * FROM memories WHERE id = ?", (cur.lastrowid,)).fetchone(), "created"
 
     return await db.run_write(work)
+
+
+def _same_owner(old: dict, scope: str, user_id: str | None, channel_id: str | None) -> bool:
+    """Whether a new memory may merge into ``old``: never across people (a merge moves its text and source)."""
+    if old["scope"] != scope:
+        return False
+    if scope == "shared":
+        return True
+    if old["user_id"] or user_id:
+        return old["user_id"] == user_id
+    return old["channel_id"] == channel_id
 
 
 async def get(app: Any, agent_id: str, uid: str) -> dict:
@@ -154,8 +202,8 @@ async def get(app: Any, agent_id: str, uid: str) -> dict:
 
 
 async def update(app: Any, agent_id: str, uid: str, *, content: str | None = None, klass: str | None = None,
-                 importance: float | None = None, tags: list[str] | None = None) -> dict:
-    check_fields(content, klass, importance, tags)
+                 importance: float | None = None, tags: list[str] | None = None, scope: str | None = None) -> dict:
+    check_fields(content, klass, importance, tags, scope)
     db = await open_db(app, agent_id)
     vector = None
     if content is not None:
@@ -167,7 +215,7 @@ async def update(app: Any, agent_id: str, uid: str, *, content: str | None = Non
         row = conn.execute("SELECT * FROM memories WHERE uid = ?", (uid,)).fetchone()
         if row is None:
             raise NotFound("Memory not found", "memory_not_found")
-        changes = {"class": klass, "importance": importance,
+        changes = {"class": klass, "importance": importance, "scope": scope,
                    "tags": None if tags is None else json.dumps(tags, ensure_ascii=False)}
         if content is not None and content != row["content"]:
             _save_version(conn, row)
@@ -208,8 +256,11 @@ async def listing(app: Any, agent_id: str, *, klass: str | None = None, limit: i
     return rows, total
 
 
-async def search(app: Any, agent_id: str, query: str, *, klass: str | None = None, limit: int = 10) -> list[dict]:
-    """Hybrid search: vector similarity + full text (BM25) + recency + importance, best first."""
+async def search(app: Any, agent_id: str, query: str, *, klass: str | None = None, limit: int = 10,
+                 audience: Audience | None = None) -> list[dict]:
+    """Hybrid search: vector similarity + full text (BM25) + recency + importance, best first.
+
+    With ``audience``, only the memories its people may see (see :class:`Audience`)."""
     if not isinstance(query, str) or not query.strip():
         raise BadRequest("query must be a non-empty text", "invalid_query")
     db = await open_db(app, agent_id)
@@ -233,7 +284,12 @@ async def search(app: Any, agent_id: str, query: str, *, klass: str | None = Non
             return []
         marks = ",".join("?" * len(scores))
         sql = f"SELECT * FROM memories WHERE id IN ({marks})" + (" AND class = ?" if klass else "")
-        rows = conn.execute(sql, (*scores, *([klass] if klass else []))).fetchall()
+        params = [*scores, *([klass] if klass else [])]
+        if audience is not None:
+            condition, more = audience.sql()
+            sql += " AND " + condition
+            params += more
+        rows = conn.execute(sql, params).fetchall()
         for row in rows:
             parts = scores[row["id"]]
             age_days = max(0.0, now - row["updated_ts"]) / 86400
@@ -294,7 +350,7 @@ async def transcript(app: Any, channel_id: str, after_seq: int, upto_seq: int) -
 
 
 async def consolidate(app: Any, agent: dict, channel_id: str, after_seq: int, upto_seq: int,
-                      message_id: str | None) -> dict | None:
+                      message_id: str | None, instructions: str = "", user_id: str | None = None) -> dict | None:
     """Write (or version) the episodic summary of a conversation covering messages up to ``upto_seq``."""
     from xiajiao import ChatMessage
 
@@ -307,7 +363,8 @@ async def consolidate(app: Any, agent: dict, channel_id: str, after_seq: int, up
     earlier = state["content"] if state and state["content"] else ""
     user = (f"Earlier summary:\n{earlier}\n\n" if earlier else "") + f"Conversation:\n{talk}"
     try:
-        answer = await app.engine.complete(agent, [ChatMessage("system", SUMMARY_PROMPT), ChatMessage("user", user)])
+        system = SUMMARY_PROMPT + (f"\n\nInstructions for this conversation:\n{instructions}" if instructions else "")
+        answer = await app.engine.complete(agent, [ChatMessage("system", system), ChatMessage("user", user)])
     except BaseException:
         # give the range back so the next turn tries again
         await db.execute("UPDATE conversations SET summarized_seq = ? WHERE channel_id = ? AND summarized_seq = ?",
@@ -333,9 +390,9 @@ async def consolidate(app: Any, agent: dict, channel_id: str, after_seq: int, up
         else:
             mid = conn.execute(
                 "INSERT INTO memories (uid, class, content, importance, origin, channel_id, message_id, range_start, "
-                "range_end, created_at, updated_at, created_ts, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "range_end, user_id, created_at, updated_at, created_ts, updated_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (new_id("mem"), "episodic", summary, 0.5, "consolidation", channel_id, message_id, after_seq + 1,
-                 upto_seq, now, now, ts, ts)).lastrowid
+                 upto_seq, user_id, now, now, ts, ts)).lastrowid
         _index_row(conn, mid, summary, vector)
         conn.execute("UPDATE conversations SET memory_id = ?, summaries = summaries + 1 WHERE channel_id = ?",
                      (mid, channel_id))

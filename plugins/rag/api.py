@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from quart import Blueprint, current_app, g, jsonify, request
 from quart_schema import validate_querystring, validate_request
 
-from xiajiao import BadRequest, requires
+from xiajiao import MULTIPART_OVERHEAD, BadRequest, TooLarge, file_size, limit_body, requires
 
 from . import store
 
@@ -29,6 +29,8 @@ class QueryBody:
 @requires("member")
 async def upload():
     app = current_app.xj
+    doc_limit = app.settings.rag_max_document_bytes
+    limit_body(doc_limit + MULTIPART_OVERHEAD)
     form = await request.form
     files = await request.files
     agent_id = form.get("agentId", "")
@@ -36,6 +38,13 @@ async def upload():
     file = files.get("file")
     if file is None or not file.filename:
         raise BadRequest("A file is required (multipart field 'file')", "missing_file")
+    size = file_size(file.stream)
+    if size > doc_limit:
+        raise TooLarge(f"The document is larger than the limit of {doc_limit} bytes", "document_too_large")
+    agent_limit = app.settings.rag_max_agent_bytes
+    if await store.stored_bytes(app, agent_id) + size > agent_limit:
+        raise TooLarge(f"The agent's documents would exceed the limit of {agent_limit} bytes; "
+                       "delete some first", "knowledge_base_full")
     parser = store.pick_parser(app, file.filename, file.mimetype)
     data = file.read()
     doc = await store.create_document(app, agent_id, file.filename, data, parser, g.actor.id)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import json
 import logging
 import re
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, fts_any_parts, index_text,
-                     migrations_from_dir, new_id, now_iso)
+                     migrations_from_dir, new_id, now_iso, parse_document)
 
 log = logging.getLogger("xiajiao.rag")
 
@@ -161,6 +160,14 @@ async def create_document(app: Any, agent_id: str, name: str, data: bytes, parse
     return await db.run_write(work)
 
 
+async def stored_bytes(app: Any, agent_id: str) -> int:
+    """Bytes of the documents an agent keeps (failed ones hold nothing)."""
+    if not has_knowledge_base(app, agent_id):
+        return 0
+    db = await open_db(app, agent_id)
+    return await db.fetchval("SELECT COALESCE(SUM(size), 0) FROM documents WHERE status != 'failed'")
+
+
 async def get_document(app: Any, agent_id: str, uid: str) -> dict:
     if not has_knowledge_base(app, agent_id):
         raise NotFound("Document not found", "document_not_found")
@@ -218,11 +225,8 @@ async def ingest(app: Any, agent_id: str, doc: dict, data: bytes, parser: Any, u
     try:
         await db.execute("UPDATE documents SET status = 'processing', updated_at = ? WHERE id = ?", (now_iso(), doc_id))
         progress.push("processing", 0.0, 0, force=True)
-        try:
-            if inspect.iscoroutinefunction(parser.parse):
-                text = await parser.parse(data, doc["name"])
-            else:  # PDF and DOCX parsing is CPU work: keep the event loop free
-                text = await asyncio.to_thread(parser.parse, data, doc["name"])
+        try:  # within the parse limits; PDF and DOCX in a worker process
+            text = await parse_document(app, parser, data, doc["name"])
         except ValueError as exc:
             raise _Failed(str(exc)) from None
         if not isinstance(text, str) or not text.strip():

@@ -6,7 +6,7 @@ from dataclasses import field
 from pydantic.dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request
 from typing import Annotated
@@ -28,10 +28,20 @@ class NewChannel:
 
 
 class ChannelChange(BaseModel):
-    """A key left out keeps its value; ``"defaultAgentId": null`` clears the default agent."""
+    """A key left out keeps its value; ``"defaultAgentId": null`` clears the default agent.
+
+    ``agentIds`` replaces the channel's agents; ``systemPrompt`` (standing instructions for every
+    agent here) and ``consolidatePrompt`` (how its conversations are summarized into memory) are
+    cleared with ``""``. Unknown keys are refused rather than silently dropped.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     name: Name | None = None
     defaultAgentId: str | None = None
+    agentIds: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(default=None, max_length=50)
+    systemPrompt: str | None = Field(default=None, max_length=8000)
+    consolidatePrompt: str | None = Field(default=None, max_length=4000)
 
 
 @dataclass
@@ -75,6 +85,12 @@ async def get_channel(channel_id: str):
 async def update_channel(channel_id: str, data: ChannelChange):
     core = current_app.xj
     await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
+    if data.agentIds is not None:
+        await chat.set_channel_agents(core.db, channel_id, data.agentIds)
+    prompts = {k: getattr(data, k).strip() for k in ("systemPrompt", "consolidatePrompt")
+               if getattr(data, k) is not None}
+    if prompts:
+        await chat.update_channel_config(core.db, channel_id, prompts)
     channel = await chat.update_channel(core.db, channel_id, name=data.name.strip() if data.name else None,
                                         default_agent_id=data.defaultAgentId,
                                         set_default="defaultAgentId" in data.model_fields_set)

@@ -1,16 +1,20 @@
 """File uploads: type checked by content, stored under a random name, served safely."""
 from __future__ import annotations
 
+import asyncio
+import codecs
 import os
 import re
 import secrets
 import time
 from pathlib import Path
+from typing import IO
 
 import filetype
 from quart import Blueprint, current_app, request, send_file
 
 from .. import auth
+from ..bodies import MULTIPART_OVERHEAD, copy_file, file_size, limit_body
 from ..errors import BadRequest, NotFound, TooLarge, UnsupportedMediaType
 
 bp = Blueprint("uploads", __name__)
@@ -26,28 +30,39 @@ ALLOWED = {
     "video/mp4": "mp4", "video/webm": "webm",
 }
 SERVED_TYPES = {ext: mime for mime, ext in ALLOWED.items()} | {
-    "txt": "text/plain; charset=utf-8", "md": "text/markdown; charset=utf-8"}
+    "txt": "text/plain", "md": "text/markdown"}  # Quart adds "; charset=utf-8" to text types itself
 IMAGES = {"png", "jpg", "gif", "webp"}
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[a-z0-9]{1,5}$")
 
 
-def sniff(data: bytes, filename: str) -> str:
-    """The extension to store ``data`` under, judged by its content (never by its name)."""
-    kind = filetype.guess(data[:8192])
+def sniff(stream: IO[bytes], filename: str) -> str:
+    """The extension to store an upload under, judged by its content (never by its name)."""
+    stream.seek(0)
+    kind = filetype.guess(stream.read(8192))
     if kind is not None:
         if kind.mime in ALLOWED:
             return ALLOWED[kind.mime]
         raise UnsupportedMediaType(f"Files of type {kind.mime} are not accepted", "unsupported_file_type")
-    if b"\x00" not in data:
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-        else:
-            return "md" if filename.lower().endswith((".md", ".markdown")) else "txt"
+    if _is_utf8_text(stream):
+        return "md" if filename.lower().endswith((".md", ".markdown")) else "txt"
     raise UnsupportedMediaType("Accepted: images, PDF, Office documents, audio, video, UTF-8 text",
                                "unsupported_file_type")
+
+
+def _is_utf8_text(stream: IO[bytes]) -> bool:
+    """UTF-8 without NUL bytes, decoded piece by piece."""
+    stream.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        while piece := stream.read(256 * 1024):
+            if b"\x00" in piece:
+                return False
+            decoder.decode(piece)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def stored_name(filename: str, ext: str) -> str:
@@ -59,27 +74,28 @@ def stored_name(filename: str, ext: str) -> str:
 @auth.requires("guest")
 async def upload():
     core = current_app.xj
+    limit = core.settings.max_upload_bytes
+    limit_body(limit + MULTIPART_OVERHEAD)
     files = await request.files
     f = files.get("file")
     if f is None:
         raise BadRequest("Send the file as multipart form field 'file'", "missing_file")
-    data = f.read()
-    limit = core.settings.max_upload_bytes
-    if len(data) > limit:
+    size = file_size(f.stream)
+    if size > limit:
         raise TooLarge(f"The file is larger than the limit of {limit} bytes", "file_too_large")
-    if not data:
+    if not size:
         raise BadRequest("The file is empty", "empty_file")
     original = f.filename or "file"
-    ext = sniff(data, original)
+    ext = await asyncio.to_thread(sniff, f.stream, original)
     month = time.strftime("%Y-%m", time.gmtime())
     folder = core.uploads_dir / month
     folder.mkdir(parents=True, exist_ok=True)
     name = stored_name(original, ext)
     tmp = folder / f".{name}.part"
-    tmp.write_bytes(data)
+    await asyncio.to_thread(copy_file, f.stream, tmp)
     os.replace(tmp, folder / name)  # all or nothing
-    return {"url": f"/uploads/{month}/{name}", "name": original, "size": len(data),
-            "mimeType": SERVED_TYPES[ext].split(";")[0]}
+    return {"url": f"/uploads/{month}/{name}", "name": original, "size": size,
+            "mimeType": SERVED_TYPES[ext]}
 
 
 def upload_path(core, url: str) -> Path | None:

@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from quart import Blueprint, current_app, websocket
 
@@ -188,22 +187,13 @@ async def handle_frame(core, conn: Connection, raw: str | bytes) -> None:
         send_error(conn, "internal_error", "The server failed to handle this frame", type=type_)
 
 
-def same_origin(headers) -> bool:
-    """Whether a browser's upgrade comes from our own pages (no Origin: not a browser)."""
-    origin = headers.get("Origin")
-    if not origin:
-        return True
-    host = (headers.get("X-Forwarded-Host") or headers.get("Host") or "").split(",")[0].strip().lower()
-    return urlsplit(origin).netloc.lower() == host
-
-
 @bp.websocket("/ws")
 @auth.requires(None)
 async def ws():
     core = current_app.xj
     # A page of another site must not ride on the user's cookie (cross-site WebSocket hijacking);
     # it can still authenticate with a token it knows, like any script.
-    cookie = websocket.cookies.get(auth.SESSION_COOKIE) if same_origin(websocket.headers) else None
+    cookie = websocket.cookies.get(auth.SESSION_COOKIE) if auth.same_origin(websocket.headers) else None
     actor = await auth.resolve_actor(core.db, cookie=cookie, headers=websocket.headers)
     await websocket.accept()
 

@@ -10,20 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from .. import chat
 from ..agents import Agents
 from ..errors import ProviderError, XiajiaoError
 from ..gateway import Gateway
-from ..models import Actor, ChatMessage, ChatRequest
+from ..models import Actor, ChatMessage, ChatRequest, Usage
 from .chains import Chains
 from .mentions import find_mentions
 from .turn import Turn, TurnRunner, build_system
 
 log = logging.getLogger("xiajiao.engine")
 
-__all__ = ["Engine", "find_mentions"]
+__all__ = ["Engine", "TurnResult", "find_mentions"]
 
 
 @dataclass
@@ -33,6 +34,23 @@ class Origin:
     message_id: str
     limit: int
     limited: bool = False
+
+
+@dataclass
+class TurnResult:
+    """The outcome of one turn run for a caller (the machine API, background tasks)."""
+
+    text: str
+    status: str  # done | stopped | error | interrupted
+    usage: Usage = field(default_factory=Usage)
+    rounds: int = 0
+    error: dict | None = None  # {"error", "code"} of a failed turn
+    channel_id: str | None = None  # where it was recorded (None: nowhere)
+    message_id: str | None = None  # the stored reply
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
 
 
 # Why a turn failed, in a small vocabulary the UI puts in plain words (both languages).
@@ -227,12 +245,16 @@ class Engine:
 
     async def run_turn(self, agent: dict, channel: dict, message: dict, actor: Actor, *,
                        handoff: str | None = None, metadata: dict | None = None, version_group: str | None = None,
-                       upto_seq: int | None = None) -> dict | None:
+                       upto_seq: int | None = None, context: list[ChatMessage] | None = None,
+                       on_event: Callable[[str, dict], None] | None = None) -> dict | None:
         """Run one streamed turn of ``agent`` in ``channel``; returns the stored reply (API shape).
 
         A failure is stored as the agent's reply with status ``error`` and ``metadata.error``
         (``error``, ``code``, ``reason``). ``version_group``: the reply is a new version of that
-        reply (regenerate, retry); ``upto_seq``: the history ends at that message."""
+        reply (regenerate, retry); ``upto_seq``: the history ends at that message.
+        ``context``: the conversation to answer instead of the channel's history (the caller's own);
+        ``on_event``: also told of the turn's start, text and tool events (see ``Turn.on_event``).
+        """
         app = self.app
         cid = channel["id"]
         meta = {"replyTo": message.get("id"), **(metadata or {})}
@@ -240,16 +262,18 @@ class Engine:
             cfg, name = self.gateway.resolve(agent.get("model"))
         except XiajiaoError as exc:
             return await self._failed_before_start(agent, channel, message, exc, meta, version_group)
-        turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}")
+        turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}",
+                    on_event=on_event)
         meta["model"] = turn.model
         try:
-            messages = await self.runner.context(turn, handoff, upto_seq=upto_seq)
+            messages = await self.runner.context(turn, handoff, context, upto_seq=upto_seq)
         except XiajiaoError as exc:
             return await self._failed_before_start(agent, channel, message, exc, meta, version_group)
         reply = await chat.create_message(app, channel_id=cid, content="", agent_id=agent["id"], status="streaming",
                                           publish=False, metadata=meta, version_group=version_group)
         turn.reply_id = reply["id"]
         turn.reply = reply
+        turn.event("start", {"messageId": reply["id"], "channelId": cid})
         start = {"messageId": reply["id"], "channelId": cid, "agentId": agent["id"], "replyTo": message.get("id"),
                  "createdAt": reply["createdAt"]}
         if version_group:
@@ -279,8 +303,8 @@ class Engine:
         finally:
             self.running.pop(reply["id"], None)
             self.runner.flush(turn)
-        extra = {"usage": {"promptTokens": turn.call.usage.prompt_tokens,
-                           "completionTokens": turn.call.usage.completion_tokens}}
+        extra = {"usage": {"promptTokens": turn.usage.prompt_tokens,
+                           "completionTokens": turn.usage.completion_tokens}, "rounds": turn.rounds}
         if error is not None:
             extra["error"] = self.error_meta(error)
         await chat.finish_message(app, reply["id"], content=turn.text, status=status, metadata=extra)
@@ -289,7 +313,7 @@ class Engine:
         app.hub.publish(cid, "stream_end", {"messageId": reply["id"], "status": status,
                                             **({"error": extra["error"]} if error is not None else {})})
         reply.update(content=turn.text, status=status)
-        reply["metadata"] = {**reply.get("metadata", {}), **extra}
+        reply["metadata"] = {**(reply.get("metadata") or {}), **extra}
         if status == "done":
             app.spawn(app.hook("on_turn_end", agent=agent, channel=channel, message=message, reply=reply,
                                actor=actor), name="on-turn-end")
@@ -423,13 +447,44 @@ class Engine:
 
     async def ask(self, agent: dict, text: str, *, actor: Actor, channel: dict | None = None, depth: int = 1) -> str:
         """Ask an agent something outside the channel stream (call_agent): its full answer, tools included."""
-        cfg, name = self.gateway.resolve(agent.get("model"))
-        message = {"id": None, "content": text, "agentId": None, "userId": actor.id}
-        turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}",
-                    depth=depth, publish=False)
-        system = await build_system(self.app, self.agents, agent, channel, message, actor)
-        await self.runner.model_loop(turn, [ChatMessage("system", system), ChatMessage("user", text)])
+        turn = await self.detached_turn(agent, [ChatMessage("user", text)], actor=actor, channel=channel, depth=depth)
         return turn.text
+
+    # ------------------------------------------------------------------ turns for callers other than the web chat
+
+    async def detached_turn(self, agent: dict, messages: list[ChatMessage], *, actor: Actor,
+                            channel: dict | None = None, depth: int = 0,
+                            on_event: Callable[[str, dict], None] | None = None) -> Turn:
+        """A full turn of ``agent`` (SOUL.md, prompt sections, its tools) answering ``messages``, with
+        nothing published or stored. Provider failures raise; cancelling the caller stops it."""
+        cfg, name = self.gateway.resolve(agent.get("model"))
+        asked = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        message = {"id": None, "content": asked, "agentId": None, "userId": actor.id}
+        turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}",
+                    depth=depth, publish=False, on_event=on_event)
+        system = await build_system(self.app, self.agents, agent, channel, message, actor)
+        await self.runner.model_loop(turn, [ChatMessage("system", system), *messages])
+        return turn
+
+    async def converse(self, agent: dict, channel: dict, text: str, actor: Actor, *,
+                       context: list[ChatMessage] | None = None,
+                       on_event: Callable[[str, dict], None] | None = None) -> TurnResult:
+        """Post ``text`` as ``actor`` in ``channel`` and run ``agent``'s turn on it, exactly as the web
+        chat does (after the turns queued there; streamed to the channel; stored). ``context``: answer
+        this conversation instead of the channel's history."""
+        self.gateway.resolve(agent.get("model"))  # an unusable model fails before anything is stored
+        channel = channel_row(channel)
+        msg = await chat.create_message(self.app, channel_id=channel["id"], content=text, user_id=actor.id)
+        await self.app.hook("on_message", message=msg, channel=channel, actor=actor)
+        reply = await self.lane_turn(agent, channel, msg, actor, context=context, on_event=on_event)
+        if reply is None:
+            raise ProviderError("The turn could not start", "turn_failed")
+        meta = reply.get("metadata") or {}
+        usage = meta.get("usage") or {}
+        return TurnResult(text=reply["content"], status=reply["status"],
+                          usage=Usage(usage.get("promptTokens", 0), usage.get("completionTokens", 0)),
+                          rounds=meta.get("rounds", 0), error=meta.get("error"), channel_id=channel["id"],
+                          message_id=reply["id"])
 
     def require_agent(self, agent_id: str) -> dict:
         return self.agents.require(agent_id)

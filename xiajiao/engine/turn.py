@@ -12,13 +12,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .. import chat
 from ..errors import XiajiaoError
 from ..gateway import Call
 from ..ids import new_id, now_iso
-from ..models import Actor, ChatMessage, ChatRequest, Prompt, TextDelta, Tool, ToolCall, ToolCallsDone, ToolContext
+from ..models import (Actor, ChatMessage, ChatRequest, Prompt, TextDelta, Tool, ToolCall, ToolCallsDone, ToolContext,
+                      Usage)
 from ..text import estimate_tokens
 from .attachments import with_attachments
 
@@ -59,6 +60,15 @@ class Turn:
     pending: list[str] = field(default_factory=list)  # text not yet published (coalescing)
     last_flush: float = 0.0
     flush_handle: asyncio.TimerHandle | None = None
+    # a listener of the turn's events besides the hub: ("text", {"delta"}), ("tool", {"name", "arguments",
+    # "callId"}), ("tool_end", {"name", "callId", "result", "error"}); the machine API streams them
+    on_event: Callable[[str, dict], None] | None = None
+    usage: Usage = field(default_factory=Usage)  # summed over every model call of the turn
+    rounds: int = 0  # model calls made
+
+    def event(self, kind: str, data: dict) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, data)
 
     @property
     def text(self) -> str:
@@ -76,6 +86,11 @@ def channel_type(channel: dict) -> str:
 
 async def build_system(app, agents, agent: dict, channel: dict | None, message: dict | None, actor: Actor) -> str:
     prompt = Prompt(soul=agents.soul(agent["id"]) or f"You are {agent['name']}.")
+    if channel:  # the channel's standing instructions, set by whoever manages it, for every agent in it
+        config = channel.get("config") or {}
+        config = json.loads(config) if isinstance(config, str) else config
+        if isinstance(config.get("systemPrompt"), str):
+            prompt.add("Instructions for this conversation", config["systemPrompt"], priority=90)
     await app.hook("prepare_prompt", prompt=prompt, agent=agent, channel=channel, message=message, actor=actor)
     return prompt.render()
 
@@ -197,6 +212,7 @@ class TurnRunner:
         if not text:
             return
         turn.parts.append(text)
+        turn.event("text", {"delta": text})
         if not turn.publish:
             return
         now = time.monotonic()
@@ -246,6 +262,7 @@ class TurnRunner:
             request = ChatRequest(model=turn.model, messages=messages, tools=[t.spec() for t in offer])
             calls: list[ToolCall] = []
             start_len = len(turn.parts)
+            turn.call.usage = Usage()
             separator_needed = bool(turn.parts) and not turn.text.endswith(("\n", " "))
             async for event in self.gateway.stream(request, agent_id=turn.agent["id"], fallback=fallback,
                                                    call=turn.call):
@@ -255,6 +272,9 @@ class TurnRunner:
                     self._emit(turn, event.text)
                 elif isinstance(event, ToolCallsDone):
                     calls.extend(event.calls)
+            turn.rounds += 1
+            turn.usage = Usage(turn.usage.prompt_tokens + turn.call.usage.prompt_tokens,
+                               turn.usage.completion_tokens + turn.call.usage.completion_tokens)
             if not calls:
                 return
             round_text = "".join(turn.parts[start_len:]).strip()
@@ -295,6 +315,7 @@ class TurnRunner:
         shown_args = args if problem is None or isinstance(args, dict) else call.arguments
         base = {"messageId": turn.reply_id, "toolName": call.name, "callId": call.id}
         self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "calling"})
+        turn.event("tool", {"name": call.name, "arguments": shown_args, "callId": call.id})
         tool = tools.get(call.name)
         error = problem
         result: Any = None
@@ -323,6 +344,7 @@ class TurnRunner:
         text = f"Error: {error}" if error else _result_text(result)
         self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "error" if error else "completed"})
         self._frame(turn, "tool_result", {**base, "result": text, **({"error": True} if error else {})})
+        turn.event("tool_end", {"name": call.name, "callId": call.id, "result": text, "error": bool(error)})
         return text, bool(error)
 
     async def _store_tool_messages(self, turn: Turn, plans: list, outcomes: list) -> None:
@@ -347,8 +369,11 @@ class TurnRunner:
 
     # ------------------------------------------------------------------ a channel turn
 
-    async def context(self, turn: Turn, handoff: str | None, upto_seq: int | None = None) -> list[ChatMessage]:
+    async def context(self, turn: Turn, handoff: str | None, given: list[ChatMessage] | None = None,
+                      upto_seq: int | None = None) -> list[ChatMessage]:
         system = await build_system(self.app, self.agents, turn.agent, turn.channel, turn.message, turn.actor)
+        if given is not None:  # the caller brings the conversation (the OpenAI-compatible API)
+            return [ChatMessage("system", system), *given]
         window = self.gateway.context_window(turn.model)
         budget = window - self.app.settings.reply_tokens - tokens(system) - (tokens(handoff) if handoff else 0)
         past = await history(self.app, self.agents, turn.agent, turn.channel, max(MIN_HISTORY_TOKENS, budget),

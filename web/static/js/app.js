@@ -18,6 +18,7 @@ import { editGroup, newDm } from "./groups.js";
 import { openMemory } from "./memory.js";
 import { openKnowledge } from "./knowledge.js";
 import { openAgents } from "./agents.js";
+import { openSchedules } from "./schedules.js";
 import { openSettings } from "./settings.js";
 import { openAccount } from "./account.js";
 
@@ -38,6 +39,8 @@ async function route() {
     await openChannel(decodeURIComponent(m[1]), m[2] ? decodeURIComponent(m[2]) : null);
   } else if (hash === "#/settings") {
     openSettings();
+  } else if (hash === "#/schedules") {
+    openSchedules();
   } else if (hash === "#/agents") {
     openAgents();
   } else if (hash === "#/account") {
@@ -90,6 +93,7 @@ function wire() {
   });
   $("#btn-agents").addEventListener("click", () => { location.hash = "#/agents"; });
   $("#btn-settings").addEventListener("click", () => { location.hash = "#/settings"; });
+  $("#btn-schedules").addEventListener("click", () => { location.hash = "#/schedules"; });
   $("#btn-account").addEventListener("click", () => { location.hash = "#/account"; });
   $("#panel-close").addEventListener("click", closePanel);
   $("#lang-select").addEventListener("change", (ev) => {

@@ -27,15 +27,17 @@ export async function openMemory(agent) {
   const newText = h("textarea", { rows: "2", placeholder: t("memory.newPlaceholder"), id: "memory-new" });
   const newCls = h("select", {}, ["semantic", "episodic", "procedural"].map((c) => h("option", { value: c, text: t(`memory.${c}`) })));
   const add = h("button", { type: "button", class: "primary", text: t("memory.add") });
+  const newShared = h("input", { type: "checkbox", id: "memory-new-shared" });
   add.addEventListener("click", busy(add, async () => {
     if (!newText.value.trim()) return;
-    await post(base, { content: newText.value.trim(), class: newCls.value });
+    await post(base, { content: newText.value.trim(), class: newCls.value, scope: newShared.checked ? "shared" : "private" });
     newText.value = "";
     await load();
   }));
   q.addEventListener("input", debounce(load, 250));
   cls.addEventListener("change", load);
-  body.append(h("div", { class: "row" }, q, cls), listEl, h("div", { class: "memory-add" }, newText, h("div", { class: "row" }, newCls, add)));
+  body.append(h("div", { class: "row" }, q, cls), listEl, h("div", { class: "memory-add" }, newText, h("div", { class: "row" }, newCls,
+    h("label", {}, newShared, t("memory.shareNew")), add)));
   openPanel("memory", `${t("memory.title")} · ${agent.name}`, body);
   await load();
 }
@@ -47,6 +49,9 @@ function memoryItem(m, base, reload) {
     h("div", { class: "memory-meta" },
       h("span", { class: `pill ${m.class || ""}`, text: t(`memory.${m.class || "semantic"}`) }),
       m.importance !== undefined ? h("span", { class: "muted", text: `★ ${Number(m.importance).toFixed(1)}` }) : null,
+      h("span", { class: `pill scope-${m.scope}`, title: m.source && m.source.channelId ? `#${m.source.channelId}` : "",
+        text: m.scope === "shared" ? t("memory.shared") : t("memory.private", {
+          who: (S.users && S.users.get(m.userId) || {}).displayName || (S.users && S.users.get(m.userId) || {}).username || t("memory.itsChannel") }) }),
       h("span", { class: "muted", text: fmtTime(m.updatedAt || m.createdAt) })),
     text);
   const actions = h("div", { class: "row" },
@@ -60,6 +65,13 @@ function memoryItem(m, base, reload) {
       text.replaceWith(h("div", {}, ta, save));
       actions.remove();
     } }),
+    h("button", { type: "button", class: "link-btn", text: t(m.scope === "shared" ? "memory.makePrivate" : "memory.share"),
+      onclick: async () => {
+        try {
+          await put(url, { scope: m.scope === "shared" ? "private" : "shared" });
+          await reload();
+        } catch (e) { report(e); }
+      } }),
     h("button", { type: "button", class: "link-btn danger-text", text: t("message.delete"), onclick: async () => {
       if (!window.confirm(t("memory.confirmDelete"))) return;
       try {
