@@ -265,3 +265,35 @@ async def test_a_group_without_default_agent_says_why_nobody_answers(browser, si
     await expect(page.locator("#composer-hint")).to_have_text(re.compile("no default agent"))
     await expect(page.locator("#thinking")).to_be_hidden()
     await page.context.close()
+
+
+async def test_a_provider_is_edited_with_the_models_its_endpoint_lists(browser, tmp_path):
+    from conftest import make_settings
+
+    async with FakeLLM() as other, live_server(make_settings(tmp_path, demo_delay=0.0)) as (app, base):
+        page = await new_page(browser, base)
+        await log_in(page, base)
+        r = await page.request.put(base + "/api/settings", data={"providers": [
+            {"id": "lab", "kind": "openai", "baseUrl": other.base_url, "apiKey": "sk-lab-123456", "models": ["x"]}]})
+        assert (await r.json())["defaultModel"] == "demo/demo"  # adding it moved nobody
+        await page.click("#btn-settings")
+        row = page.locator(".provider[data-name=lab]")
+        await row.locator(".act-models").click()
+        await expect(row.locator(".test-result")).to_contain_text("3 models")
+        await expect(page.locator("#provider-models")).to_have_value("fake-claude, fake-model, fake-model-2")
+        await page.click("#provider-add")
+        await expect(page.locator(".provider[data-name=lab] .small").last).to_have_text(
+            "fake-claude, fake-model, fake-model-2")
+        settings = await (await page.request.get(base + "/api/settings")).json()
+        lab = next(p for p in settings["providers"] if p["id"] == "lab")
+        assert lab["models"] == ["fake-claude", "fake-model", "fake-model-2"] and lab["apiKey"] != ""
+        assert app.xj.engine.gateway.config("lab").api_key == "sk-lab-123456"  # the masked key kept the stored one
+        assert settings["defaultModel"] == "demo/demo"
+        values = await page.eval_on_selector_all("#default-model option", "os => os.map(o => o.value)")
+        assert len(values) == len(set(values)) and "lab/fake-model" in values and "fake-model" not in values
+        await expect(page.locator("#default-model option[value='lab/fake-model']")).to_have_text("fake-model — lab")
+        assert "[object Object]" not in await page.locator(".providers").text_content()
+        await expect(row.locator(".pill.closed")).to_have_text("closed")
+        await page.screenshot(path=str(tmp_path / "providers.png"))
+        assert page.errors == []
+        await page.context.close()
