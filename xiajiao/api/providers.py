@@ -18,14 +18,19 @@ async def list_providers():
     return jsonify({"providers": current_app.xj.engine.gateway.provider_status()})
 
 
+def _provider(provider_id: str):
+    cfg = current_app.xj.engine.gateway.config(provider_id)
+    if cfg is None:
+        raise NotFound(f"Provider {provider_id!r} not found", "provider_not_found")
+    return cfg
+
+
 @bp.post("/api/providers/<provider_id>/test")
 @auth.requires("admin")
 async def test_provider(provider_id: str):
     """Ask the provider's first model for a few tokens: ``{"ok", "model", "latencyMs"}`` or ``{"ok": false, "error", "code"}``."""
     gw = current_app.xj.engine.gateway
-    cfg = gw.config(provider_id)
-    if cfg is None:
-        raise NotFound(f"Provider {provider_id!r} not found", "provider_not_found")
+    cfg = _provider(provider_id)
     if not cfg.models:
         raise BadRequest(f"Provider {provider_id!r} lists no model to test", "no_models")
     model = f"{cfg.id}/{cfg.models[0]}"
@@ -44,8 +49,5 @@ async def test_provider(provider_id: str):
 @auth.requires("admin")
 async def provider_models(provider_id: str):
     """The models the provider lists at its ``/models`` endpoint: ``{"models": [...]}`` (502 with a code if it fails)."""
-    gw = current_app.xj.engine.gateway
-    cfg = gw.config(provider_id)
-    if cfg is None:
-        raise NotFound(f"Provider {provider_id!r} not found", "provider_not_found")
-    return jsonify({"providerId": cfg.id, "models": await gw.list_models(cfg)})
+    cfg = _provider(provider_id)
+    return jsonify({"providerId": cfg.id, "models": await current_app.xj.engine.gateway.list_models(cfg)})

@@ -2,7 +2,7 @@
 import { del, post } from "./api.js";
 import { $, avatarEl, fmtBytes, fmtTime, h } from "./dom.js";
 import { t } from "./i18n.js";
-import { renderInto } from "./render.js";
+import { copyText, renderInto } from "./render.js";
 import { S, agentName, fileName, isOwn, report, userName } from "./state.js";
 import { loadChannels } from "./sidebar.js";
 
@@ -133,21 +133,6 @@ function attachmentsEl(items) {
 
 // ------------------------------------------------------------------ actions on a message
 
-async function copyText(btn, text) {
-  try {
-    await navigator.clipboard.writeText(text);
-  } catch (e) { /* without clipboard access (plain http) the selection fallback below runs */
-    const ta = h("textarea", { value: text });
-    document.body.appendChild(ta);
-    ta.select();
-    document.execCommand("copy");
-    ta.remove();
-  }
-  btn.textContent = t("message.copied");
-  btn.classList.add("done");
-  setTimeout(() => { btn.textContent = t("message.copy"); btn.classList.remove("done"); }, 1500);
-}
-
 async function branchFrom(m) {
   try {
     const r = await post(`/api/channels/${encodeURIComponent(m.channelId)}/fork`, { messageId: m.id });
@@ -188,7 +173,7 @@ function actionsFor(el, m, own) {
       onclick: () => deleteMessage(el) }));
   } else if (m.agentId && text && m.status !== "streaming") {
     const copy = h("button", { type: "button", class: "link-btn act-copy", text: t("message.copy") });
-    copy.addEventListener("click", () => copyText(copy, m.content || ""));
+    copy.addEventListener("click", () => copyText(m.content || "", copy, t, ["message.copied", "message.copy"]));
     actions.appendChild(copy);
     if (m.metadata && m.metadata.replyTo && !m.metadata.chainId) {
       actions.appendChild(h("button", { type: "button", class: "link-btn act-regenerate", text: t("message.regenerate"),
