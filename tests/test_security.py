@@ -42,3 +42,18 @@ async def test_api_keys_are_unaffected_by_the_origin_check(app, owner):
     resp = await c.post("/api/channels", json={"name": "k", "type": "group", "agentIds": []},
                         headers={"Authorization": f"Bearer {key}", "Origin": "http://evil.example"})
     assert resp.status_code == 201
+
+
+async def test_an_origin_listed_for_cors_passes_the_origin_check(tmp_path):
+    from conftest import make_settings, running_app
+
+    settings = make_settings(tmp_path, cors_origins="https://app.example", cors_credentials=True)
+    async with running_app(settings) as app:
+        c = app.test_client()
+        await login(c)
+        body = {"name": "x", "type": "group", "agentIds": []}
+        ok = await c.post("/api/channels", json=body, headers={"Origin": "https://app.example",
+                                                                "Sec-Fetch-Site": "cross-site"})
+        assert ok.status_code == 201
+        refused = await c.post("/api/channels", json=body, headers={"Origin": "https://evil.example"})
+        assert refused.status_code == 403
