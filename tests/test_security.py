@@ -1,6 +1,8 @@
 """Hardening: cross-site requests, bad input that must never be a 500, sizes."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from conftest import OWNER_PASSWORD, login
@@ -57,3 +59,91 @@ async def test_an_origin_listed_for_cors_passes_the_origin_check(tmp_path):
         assert ok.status_code == 201
         refused = await c.post("/api/channels", json=body, headers={"Origin": "https://evil.example"})
         assert refused.status_code == 403
+
+
+# ------------------------------------------------------------------ bad input is a 4xx with a code, never a 500
+
+DEEP = "[" * 5000 + "]" * 5000
+DEEP_OBJECT = '{"a":' * 1200 + "1" + "}" * 1200
+
+
+def _raw(body: str):
+    return {"data": body.encode("utf-8", "surrogatepass"), "headers": {"Content-Type": "application/json"}}
+
+
+BAD_HTTP = [
+    # (method, path, request kwargs, expected status, expected code)
+    ("POST", "/api/login", _raw(DEEP), 400, "json_too_deep"),
+    ("POST", "/api/messages", _raw('{"channelId": "x", "content": ' + DEEP + "}"), 400, "json_too_deep"),
+    ("POST", "/api/channels", _raw(DEEP_OBJECT), 400, "json_too_deep"),
+    ("POST", "/api/login", _raw('{"password": "\\ud800"}'), 400, "invalid_text"),
+    ("POST", "/api/messages", _raw('{"channelId": "CH", "content": "hi \\ud800"}'), 400, "invalid_text"),
+    ("POST", "/api/keys", _raw('{"name": "\\udfff"}'), 400, "invalid_text"),
+    ("POST", "/api/invites", _raw('{"role": "member", "note": "\\ud800"}'), 400, "invalid_text"),
+    ("POST", "/api/messages", _raw('{"channelId": "CH", "content": "a\\u0000b"}'), 400, "invalid_text"),
+    ("POST", "/api/rag/query", _raw('{"agentId": "coder", "query": "\\u0000"}'), 400, "invalid_text"),
+    ("POST", "/api/agents/coder/memories", _raw('{"content": "\\u0000"}'), 400, "invalid_text"),
+    ("GET", "/api/agents/coder/memories?q=%00", {}, 400, "invalid_text"),
+    ("GET", "/api/messages/search?q=a%00b", {}, 400, "invalid_text"),
+    ("POST", "/api/messages", _raw('{"channelId": ["x"], "content": 5}'), 400, "validation_error"),
+]
+
+
+@pytest.mark.parametrize("method, path, kwargs, status, code", BAD_HTTP, ids=[f"{m} {p} {c}" for m, p, _, _, c in
+                                                                         [(b[0], b[1], 0, 0, b[4]) for b in BAD_HTTP]])
+async def test_bad_http_input_is_a_4xx_with_a_code(app, owner, method, path, kwargs, status, code):
+    channel = (await (await owner.post("/api/channels", json={"name": "c", "type": "group", "agentIds": []})).get_json())
+    if "data" in kwargs:
+        kwargs = {**kwargs, "data": kwargs["data"].replace(b'"CH"', f'"{channel["id"]}"'.encode())}
+    resp = await owner.open(path, method=method, **kwargs)
+    body = await resp.get_json()
+    assert (resp.status_code, body.get("code")) == (status, code), body
+
+
+async def test_a_nul_in_a_document_is_dropped_not_an_index_error(tmp_path):
+    from conftest import make_settings, running_app
+    from test_rag import ingest
+
+    async with running_app(make_settings(tmp_path, embedder="hash")) as app:
+        c = app.test_client()
+        await login(c)
+        doc = await ingest(c, "coder", "nul.txt", b"gamma delta. " * 500 + b"alpha\x00\x00 beta " * 50 + b"\x00")
+        assert doc["status"] == "ready", doc
+        results = (await (await c.post("/api/rag/query", json={"agentId": "coder", "query": "beta"})).get_json())
+        assert results["results"] and "\x00" not in results["results"][0]["text"]
+
+
+BAD_FRAMES = [
+    # (raw frame, expected error code)
+    (b"", "invalid_json"),                                     # an empty binary frame
+    ("[" * 5000 + "]" * 5000, "json_too_deep"),
+    ('{"type": "ping", "data": ' + "[" * 900 + "]" * 900 + "}", "json_too_deep"),
+    ('{"type": "subscribe", "data": {"channelId": "\\ud800"}}', "invalid_text"),
+    ('{"type": "stop", "data": {"messageId": ["x"]}}', "invalid_frame"),
+    ('{"type": "stop", "data": {"channelId": {"a": 1}}}', "invalid_frame"),
+    ('{"type": "subscribe", "data": {"channelId": 5}}', "invalid_frame"),
+    ('{"type": 7}', "invalid_frame"),
+    ("not json", "invalid_json"),
+    (b"\xff\xfe\x00binary", "invalid_json"),
+]
+
+
+@pytest.mark.parametrize("raw, code", BAD_FRAMES, ids=[c + str(i) for i, (_, c) in enumerate(BAD_FRAMES)])
+async def test_bad_websocket_frames_get_an_error_frame_and_the_socket_lives(server, raw, code):
+    import json as _json
+
+    import httpx
+    from websockets.asyncio.client import connect
+
+    app, base = server
+    async with httpx.AsyncClient(base_url=base) as http:
+        await http.post("/api/login", json={"password": OWNER_PASSWORD})
+        token = http.cookies.get("session")
+    async with connect(base.replace("http://", "ws://") + "/ws") as ws:
+        await ws.send(_json.dumps({"type": "auth", "token": token}))
+        assert _json.loads(await ws.recv())["type"] == "auth_ok"
+        await ws.send(raw)
+        frame = _json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert frame["type"] == "error" and frame["data"]["code"] == code, frame
+        await ws.send(_json.dumps({"type": "ping"}))
+        assert _json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "pong"

@@ -15,6 +15,7 @@ from .plugins import hookimpl  # noqa: E402
 from .engine.mentions import find_mentions  # noqa: E402
 from .gateway.http import pooled_client  # noqa: E402
 from .auth import requires  # noqa: E402
+from .safejson import check_text  # noqa: E402
 from .parsing import ParseLimits, guard_zip, parse_document, parse_limits  # noqa: E402
 from .bodies import MULTIPART_OVERHEAD, file_size, limit_body  # noqa: E402
 from .db import migrations_from_dir  # noqa: E402
@@ -30,6 +31,6 @@ __all__ = [
     "Usage",
     "XiajiaoError", "BadRequest", "Conflict", "Forbidden", "NotFound", "ProviderError", "RateLimited", "TooLarge",
     "Unauthorized", "UnsupportedMediaType",
-    "requires", "ParseLimits", "guard_zip", "parse_document", "parse_limits", "MULTIPART_OVERHEAD", "file_size", "limit_body", "migrations_from_dir", "db_errors", "new_id", "now_iso",
+    "requires", "check_text", "ParseLimits", "guard_zip", "parse_document", "parse_limits", "MULTIPART_OVERHEAD", "file_size", "limit_body", "migrations_from_dir", "db_errors", "new_id", "now_iso",
     "fts_any", "fts_any_parts", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
 ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .. import chat
 from ..agents import Agents
-from ..errors import ProviderError, XiajiaoError
+from ..errors import BadRequest, ProviderError, XiajiaoError
 from ..gateway import Gateway
 from ..models import Actor, ChatMessage, ChatRequest
 from .chains import Chains
@@ -246,6 +246,9 @@ class Engine:
         from ..auth import can_write_channel
 
         data = data or {}
+        for field in ("messageId", "channelId"):
+            if data.get(field) is not None and not isinstance(data[field], str):
+                raise BadRequest(f"{field} must be a string", "invalid_frame")
         actor = getattr(conn, "actor", None)
         stopped: list[str] = []
         if data.get("messageId"):
