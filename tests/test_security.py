@@ -147,3 +147,82 @@ async def test_bad_websocket_frames_get_an_error_frame_and_the_socket_lives(serv
         assert frame["type"] == "error" and frame["data"]["code"] == code, frame
         await ws.send(_json.dumps({"type": "ping"}))
         assert _json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "pong"
+
+
+# ------------------------------------------------------------------ outgoing requests: SSRF, key leaks
+
+
+@pytest.mark.parametrize("host, kind", [
+    ("127.0.0.1", "loopback"), ("2130706433", "loopback"), ("0x7f000001", "loopback"), ("127.1", "loopback"),
+    ("0177.0.0.1", "loopback"), ("[::ffff:127.0.0.1]", "loopback"), ("::1", "loopback"), ("[::1]", "loopback"),
+    ("10.0.0.7", "private"), ("0xa000007", "private"), ("192.168.1.1", "private"), ("fd12::1", "private"),
+    ("169.254.169.254", "metadata"), ("[::ffff:169.254.169.254]", "metadata"), ("169.254.3.4", "link_local"),
+    ("0.0.0.0", "loopback"), ("240.0.0.1", "reserved"), ("8.8.8.8", "public"), ("2001:4860:4860::8888", "public"),
+])
+def test_addresses_are_normalised_then_classified(host, kind):
+    from xiajiao.netguard import classify, parse_address
+
+    assert classify(parse_address(host)) == kind
+
+
+def test_names_are_not_addresses():
+    from xiajiao.netguard import parse_address
+
+    assert parse_address("api.openai.com") is None and parse_address("localhost") is None
+
+
+async def provider_with(owner, base_url: str):
+    return await owner.put("/api/settings", json={"providers": [
+        {"id": "p1", "kind": "openai", "baseUrl": base_url, "apiKey": "sk-secret-key-123456", "models": ["m"]}]})
+
+
+@pytest.mark.parametrize("url", ["http://2130706433:9/v1", "http://0x7f000001:9/v1", "http://127.1:9/v1",
+                                 "http://[::ffff:127.0.0.1]:9/v1", "http://localhost:9/v1",
+                                 "http://169.254.169.254/latest", "http://10.1.2.3/v1"])
+async def test_the_provider_test_refuses_loopback_private_and_metadata(app, owner, url):
+    assert (await provider_with(owner, url)).status_code == 200
+    resp = await owner.post("/api/providers/p1/test", json={})
+    assert (resp.status_code, (await resp.get_json())["code"]) == (403, "address_not_allowed")
+
+
+async def test_the_setting_lets_a_local_model_server_be_tested_but_never_metadata(tmp_path, fake_llm):
+    from conftest import make_settings, running_app
+
+    async with running_app(make_settings(tmp_path, allow_private_provider_urls=True)) as app:
+        c = app.test_client()
+        await login(c)
+        await provider_with(c, fake_llm.base_url)
+        fake_llm.script(text="ok")
+        assert (await (await c.post("/api/providers/p1/test", json={})).get_json())["ok"] is True
+        await provider_with(c, "http://[::ffff:169.254.169.254]/v1")
+        assert (await c.post("/api/providers/p1/test", json={})).status_code == 403
+
+
+@pytest.mark.parametrize("url", ["http://x@evil.example/v1", "http://user:pw@api.example/v1",
+                                 "https://sk@127.0.0.1/v1"])
+async def test_base_urls_with_userinfo_are_refused(app, owner, url):
+    resp = await provider_with(owner, url)
+    assert (resp.status_code, (await resp.get_json())["code"]) == (400, "invalid_base_url")
+
+
+async def test_members_never_see_a_providers_error_verbatim(tmp_path, fake_llm):
+    from chat_helpers import user_client
+    from conftest import llm_settings, make_channel, running_app, user_says, Frames
+    from fake_llm import Reply
+
+    async with running_app(llm_settings(tmp_path, fake_llm, provider_retries=0)) as app:
+        fake_llm.script(Reply(status=400, error_message="internal banner: secret-token-XYZ"))
+        ch = await make_channel(app, ["coder"], type="dm")
+        frames = Frames(app, ch["id"])
+        await user_says(app, ch, "hello")
+        await frames.wait_for("stream_end")
+        owner = app.test_client()
+        await login(owner)
+        member, _ = await user_client(app, "mem")
+        seen = {}
+        for who, c in (("owner", owner), ("member", member)):
+            providers = (await (await c.get("/api/providers")).get_json())["providers"]
+            seen[who] = " ".join(str(p["health"]["lastError"]) for p in providers)
+        assert "secret-token-XYZ" in seen["owner"]
+        assert "secret-token-XYZ" not in seen["member"]
+        assert seen["member"].split()[0] == "provider_http_error", seen  # the code, nothing else

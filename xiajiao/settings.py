@@ -70,6 +70,7 @@ SETTINGS: list[Setting] = [
     Setting("anthropic_api_key", "", "API key of an Anthropic provider configured from the environment.", str, True),
     Setting("anthropic_base_url", "", "Base URL of that Anthropic provider (empty: the vendor's)."),
     Setting("anthropic_models", "", "Comma-separated models served by that provider."),
+    Setting("allow_private_provider_urls", False, "Let the provider Test reach loopback and private-network addresses (a model server on this machine or network); cloud metadata addresses stay refused.", _bool),
     Setting("connect_timeout", 10.0, "Seconds to connect to a model provider.", float),
     Setting("first_token_timeout", 60.0, "Seconds to wait for a model's first token.", float),
     Setting("idle_stream_timeout", 60.0, "Seconds a model stream may stay silent before it is cut.", float),
