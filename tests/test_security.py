@@ -226,3 +226,36 @@ async def test_members_never_see_a_providers_error_verbatim(tmp_path, fake_llm):
         assert "secret-token-XYZ" in seen["owner"]
         assert "secret-token-XYZ" not in seen["member"]
         assert seen["member"].split()[0] == "provider_http_error", seen  # the code, nothing else
+
+
+# ------------------------------------------------------------------ sizes
+
+
+async def test_message_metadata_is_limited_in_bytes_and_keys(tmp_path):
+    from conftest import make_settings, running_app
+
+    async with running_app(make_settings(tmp_path, max_metadata_bytes=2000, max_metadata_keys=20)) as app:
+        c = app.test_client()
+        await login(c)
+        ch = (await (await c.post("/api/channels", json={"name": "m", "type": "group", "agentIds": []})).get_json())["id"]
+        for metadata in ({"blob": "x" * 3000}, {f"k{i}": i for i in range(21)}, {"a": [{"b": i} for i in range(25)]}):
+            r = await c.post("/api/messages", json={"channelId": ch, "content": "hi", "metadata": metadata})
+            assert (r.status_code, (await r.get_json())["code"]) == (413, "metadata_too_large")
+        r = await c.post("/api/messages", json={"channelId": ch, "content": "hi", "metadata": {"k": "v"}})
+        assert r.status_code == 200
+
+
+async def test_display_names_are_limited_on_invite_accept_and_user_create(app, owner):
+    invite = await (await owner.post("/api/invites", json={"role": "member"})).get_json()
+    token = invite.get("token") or invite["url"].rsplit("/", 1)[-1]
+    r = await app.test_client().post("/api/invites/accept", json={
+        "token": token, "username": "longname", "password": "a-long-pass-phrase", "displayName": "x" * 100_000})
+    assert (r.status_code, (await r.get_json())["code"]) == (400, "invalid_display_name")
+    r = await owner.post("/api/users", json={"username": "u2", "password": "a-long-pass-phrase", "displayName": "y" * 65})
+    assert (r.status_code, (await r.get_json())["code"]) == (400, "invalid_display_name")
+
+
+@pytest.mark.parametrize("password", ["12345678", "password", "qwertyuiop", "11111111", "iloveyou"])
+async def test_common_passwords_are_refused(owner, password):
+    r = await owner.post("/api/users", json={"username": "u3", "password": password})
+    assert (r.status_code, (await r.get_json())["code"]) == (400, "weak_password")

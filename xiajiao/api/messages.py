@@ -1,6 +1,7 @@
 """Messages: history pages, posting, editing, deleting, and full-text search."""
 from __future__ import annotations
 
+import json
 from dataclasses import field
 
 from pydantic.dataclasses import dataclass
@@ -66,12 +67,30 @@ async def history(query_args: HistoryQuery):
     return jsonify({"messages": messages})
 
 
+def check_metadata(metadata: dict, settings) -> None:
+    """Metadata is stored and pushed to every subscriber: bounded in bytes and keys."""
+    size = len(json.dumps(metadata, ensure_ascii=False).encode())
+    if size > settings.max_metadata_bytes:
+        raise TooLarge(f"metadata is larger than {settings.max_metadata_bytes} bytes", "metadata_too_large")
+    keys, stack = 0, [metadata]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            keys += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    if keys > settings.max_metadata_keys:
+        raise TooLarge(f"metadata has more than {settings.max_metadata_keys} keys", "metadata_too_large")
+
+
 @bp.post("/api/messages")
 @auth.requires("guest")
 @validate_request(NewMessage)
 async def post_message(data: NewMessage):
     core = current_app.xj
     check_content(data.content)
+    check_metadata(data.metadata, core.settings)
     channel = await auth.authorized_channel(core, g.actor, data.channelId, "channel.write")
     msg = await chat.create_message(core, channel_id=channel["id"], content=data.content, type=data.type,
                                     user_id=g.actor.id, metadata=data.metadata)
