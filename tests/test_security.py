@@ -259,3 +259,82 @@ async def test_display_names_are_limited_on_invite_accept_and_user_create(app, o
 async def test_common_passwords_are_refused(owner, password):
     r = await owner.post("/api/users", json={"username": "u3", "password": password})
     assert (r.status_code, (await r.get_json())["code"]) == (400, "weak_password")
+
+
+# ------------------------------------------------------------------ provider edge cases and reply caps
+
+
+async def one_turn(app, fake_llm, *replies):
+    from conftest import Frames, make_channel, user_says
+
+    ch = await make_channel(app, ["coder"], type="dm")
+    frames = Frames(app, ch["id"])
+    if replies:
+        fake_llm.script(*replies)
+    msg, _ = await user_says(app, ch, "hello")
+    end = await frames.wait_for("stream_end", timeout=30)
+    row = await app.xj.db.fetchone("SELECT content, status, metadata FROM messages WHERE id = ?", (end["messageId"],))
+    import json as _json
+
+    return row["status"], (_json.loads(row["metadata"]).get("error") or {}).get("code"), row["content"]
+
+
+async def test_a_long_retry_after_fails_at_once_with_the_reason(tmp_path, fake_llm):
+    import time
+
+    from conftest import llm_settings, running_app
+    from fake_llm import Reply
+
+    async with running_app(llm_settings(tmp_path, fake_llm, max_retry_after=5)) as app:
+        t0 = time.monotonic()
+        status, code, _ = await one_turn(app, fake_llm, Reply(status=429, retry_after=3600))
+        assert (status, code) == ("error", "provider_retry_after_too_long")
+        assert time.monotonic() - t0 < 10
+
+
+async def test_a_200_that_is_not_an_event_stream_says_so(tmp_path, fake_llm):
+    import http.server
+    import threading
+
+    from conftest import llm_settings, running_app
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>a login page</html>")
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        settings = llm_settings(tmp_path, fake_llm, openai_base_url=f"http://127.0.0.1:{other.server_address[1]}/v1")
+        async with running_app(settings) as app:
+            status, code, _ = await one_turn(app, fake_llm)
+            assert (status, code) == ("error", "not_a_stream")
+    finally:
+        other.shutdown()
+
+
+@pytest.mark.parametrize("settings_overrides, replies, code, max_len", [
+    ({}, [{"text": ""}], "empty_reply", 0),
+    ({"tool_max_rounds": 2}, [{"tool": '{"broken'}] * 3, "empty_reply", 0),
+    ({"max_reply_chars": 1000}, [{"text": "x" * 2_000_000}], "reply_too_long", 1000),
+    ({"max_reply_seconds": 1.0}, [{"text": "a b c d e f", "chunks": 6, "hang_after": 2}], "reply_timeout", 100),
+])
+async def test_replies_that_say_nothing_or_never_end_are_marked_failed(tmp_path, fake_llm, settings_overrides,
+                                                                       replies, code, max_len):
+    from conftest import llm_settings, running_app
+    from fake_llm import Call, Reply
+
+    script = [Reply(tool_calls=[Call("memory_search", r["tool"], id=f"t{i}")]) if "tool" in r else Reply(**r)
+              for i, r in enumerate(replies)]
+    async with running_app(llm_settings(tmp_path, fake_llm, **settings_overrides)) as app:
+        await app.xj.engine.agents.update("coder", {"tools": ["memory_search"]})
+        status, got, content = await one_turn(app, fake_llm, *script)
+        assert (status, got) == ("error", code)
+        assert len(content) <= max_len

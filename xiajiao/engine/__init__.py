@@ -192,12 +192,21 @@ class Engine:
         status, error = "done", None
         try:
             try:
-                await asyncio.wait([loop])
+                limit = app.settings.max_reply_seconds
+                await asyncio.wait([loop], timeout=limit if limit > 0 else None)
+                timed_out = not loop.done()
+                if timed_out:
+                    loop.cancel()
+                    await asyncio.wait([loop])
             except asyncio.CancelledError:  # the app is stopping: keep what was said, marked interrupted
                 loop.cancel()
                 await asyncio.shield(chat.finish_message(app, reply["id"], content=turn.text, status="interrupted"))
                 raise
-            if loop.cancelled():
+            if timed_out:
+                status = "error"
+                error = ProviderError(f"The reply took longer than {limit:g} s (max_reply_seconds) and was cut",
+                                      "reply_timeout")
+            elif loop.cancelled():
                 status = "stopped"
             elif loop.exception() is not None:
                 exc = loop.exception()

@@ -288,6 +288,13 @@ class Gateway:
                     if started:
                         raise
                     last = exc
+                    bound = self.app.settings.max_retry_after
+                    if exc.retry_after is not None and exc.retry_after > bound:
+                        # waiting silently for minutes helps nobody: fail now and say why
+                        last = ProviderError(f"{exc.message}; the provider asks to wait {exc.retry_after:g} s "
+                                             f"(Retry-After), more than max_retry_after ({bound:g} s)",
+                                             "provider_retry_after_too_long", retry_after=exc.retry_after)
+                        break
                     if exc.retryable and attempt < self.retries:
                         await asyncio.sleep(backoff(attempt, exc.retry_after))
                         attempt += 1
