@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import __version__, auth, chat, safejson
 from .bodies import BoundedRequest
+from .openapi import XiajiaoOpenAPI
 from .db import Database, WorkspaceDatabases, migrations_from_dir
 from .errors import PluginError, StartupError, XiajiaoError
 from .errors import HTTP_CODES
@@ -283,7 +284,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
     app.json.sort_keys = False
     _cache_schema_adapters()
     QuartSchema(app, openapi_path="/openapi.json", redoc_ui_path=None, swagger_ui_path=None, scalar_ui_path=None,
-                info={"title": "Xiajiao", "version": __version__})
+                info={"title": "Xiajiao", "version": __version__}, openapi_provider_class=XiajiaoOpenAPI)
     _client_json(app)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
