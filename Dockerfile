@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     XIAJIAO_DATA_DIR=/data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY xiajiao ./xiajiao
 COPY plugins ./plugins
 COPY web ./web

@@ -39,7 +39,7 @@ def venv_python() -> Path:
 
 
 def wanted_stamp(extras: str) -> str:
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in ("pyproject.toml", "setup.py"))).hexdigest()[:16]
     return f"{digest} {extras} {sys.version_info[0]}.{sys.version_info[1]}"
 
 

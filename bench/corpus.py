@@ -1,10 +1,12 @@
-"""Realistic bilingual text generated from the sentences of the project's doc corpus.
+"""Realistic bilingual text generated from the sentences of a folder of Markdown pages.
 
-The corpus (/work/shared/corpus/xiajiao-docs) is read at run time, never copied. Markdown
+The pages are the small bilingual set of the test suite (``tests/corpus``) unless the environment
+variable ``XIAJIAO_BENCH_CORPUS`` names a larger folder; they are read at run time. Markdown
 markup, HTML and code are stripped; what is left is cut into English and Chinese sentences.
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections import Counter
@@ -12,7 +14,19 @@ from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "xiajiao-docs"
+BUNDLED = ROOT / "tests" / "corpus"
+CORPUS_ENV = "XIAJIAO_BENCH_CORPUS"
+
+
+def corpus_dir() -> Path:
+    """The folder of Markdown pages: ``$XIAJIAO_BENCH_CORPUS``, else the test suite's pages."""
+    named = os.environ.get(CORPUS_ENV, "").strip()
+    if not named:
+        return BUNDLED
+    folder = Path(named).expanduser()
+    if not folder.is_dir():
+        raise SystemExit(f"bench: {CORPUS_ENV}={named!r} is not a folder; fix or unset it.")
+    return folder
 
 _FENCE = re.compile(r"```.*?```", re.S)
 _TAG = re.compile(r"<[^>]+>")
@@ -27,7 +41,10 @@ _WORD = re.compile(r"[A-Za-z]+")
 def sentences() -> tuple[str, ...]:
     """Every sentence of the corpus (English and Chinese), 12 to 300 characters long."""
     found: list[str] = []
-    for path in sorted(CORPUS.rglob("*.md")):
+    folder = corpus_dir()
+    for path in sorted(folder.rglob("*.md")):
+        if path.name == "README.md":
+            continue
         text = path.read_text(encoding="utf-8")
         text = _FRONT.sub("", text)
         text = _FENCE.sub(" ", text)
@@ -41,7 +58,7 @@ def sentences() -> tuple[str, ...]:
                 if 12 <= len(s) <= 300:
                     found.append(s)
     if not found:
-        raise SystemExit(f"bench: no sentences found in {CORPUS}")
+        raise SystemExit(f"bench: no sentences found in {folder}")
     return tuple(found)
 
 

@@ -1,15 +1,18 @@
 """Cross-lingual retrieval quality and speed of the bundled embedders on the real corpus.
 
-Each query paraphrases (in its own words) a topic of one page of ../shared/corpus/xiajiao-docs;
+Each query paraphrases (in its own words) a topic of one page of the project's bilingual doc corpus
+(27 English + 27 Chinese pages, not part of the repository; name its folder in XIAJIAO_BENCH_CORPUS);
 English queries are asked against the Chinese pages and Chinese queries against the English
 pages ("cross"), then against both languages together ("mixed", either language's page counts).
 Pages are chunked like the knowledge base (200-character chunks); a page ranks by its best chunk.
 
-    python bench/embedders_recall.py [embedder ...]       (default: e5-small use-m3 hash)
+    XIAJIAO_BENCH_CORPUS=<folder with en/ and zh/> python bench/embedders_recall.py [embedder ...]
+                                                          (default: e5-small use-m3 hash)
 """
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
 import statistics
 import sys
@@ -20,7 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-CORPUS = ROOT.parent / "shared" / "corpus" / "xiajiao-docs"
+CORPUS = Path(os.environ.get("XIAJIAO_BENCH_CORPUS", "")).expanduser()
 
 from plugins.embedders import E5Small, HashEmbedder, UseM3  # noqa: E402
 from plugins.rag.store import plan  # noqa: E402
@@ -116,6 +119,13 @@ async def run(embedder) -> dict:
 
 
 def main() -> None:
+    missing = [f"{lang}/{p}" for _, p in EN + ZH for lang in ("en", "zh") if not (CORPUS / lang / p).is_file()]
+    if not os.environ.get("XIAJIAO_BENCH_CORPUS") or missing:
+        why = "XIAJIAO_BENCH_CORPUS is not set" if not os.environ.get("XIAJIAO_BENCH_CORPUS") else \
+            f"{CORPUS} lacks {', '.join(missing[:3])}"
+        print(f"embedders_recall: skipped ({why}): name the folder of the bilingual doc corpus (en/ and zh/ "
+              "holding the pages the queries paraphrase) in XIAJIAO_BENCH_CORPUS.", file=sys.stderr)
+        raise SystemExit(2)
     wanted = sys.argv[1:] or ["e5-small", "use-m3", "hash"]
     make = {"e5-small": E5Small, "use-m3": UseM3, "hash": HashEmbedder}
     print(f"# {time.strftime('%Y-%m-%d')} {platform.machine()} {platform.processor() or ''} "

@@ -21,7 +21,7 @@ import psutil
 
 from .harness import ROOT
 
-SECTIONS = ["startup", "message", "throughput", "fanout", "history", "knowledge", "memory"]
+SECTIONS = ["startup", "message", "throughput", "fanout", "history", "knowledge", "memory", "retrieval", "recall"]
 
 
 @dataclass
@@ -50,12 +50,15 @@ class Options:
     queries: int = 200
     memories: int = 10_000
     memory_searches: int = 200
+    retrieval_questions: int = 0  # 0: every question of bench/retrieval
+    retrieval_embedder: str = "e5-small"
     access_log: bool = True
 
 
 SMOKE = dict(startup_runs=1, warm_starts=0, idle_seconds=0.3, messages=10, duration=1.0, conversations=3, fanout_clients=20,
              fanout_posts=5, history_messages=3000, page_fetches=20, searches=3, kb_sizes_kb=(16, 48),
-             kb_query_chunks=(150, 400), kb_count=2, kb_small_kb=8, queries=10, memories=40, memory_searches=10)
+             kb_query_chunks=(150, 400), kb_count=2, kb_small_kb=8, queries=10, memories=40, memory_searches=10,
+             retrieval_questions=12, retrieval_embedder="hash")
 
 # (section, key, op, target, what)
 TARGETS = [
@@ -70,6 +73,9 @@ TARGETS = [
     ("knowledge", "index_1mb_s", "<=", 1.5, "1 MB indexed (s)"),
     ("knowledge", "query_small.p50", "<=", 10, "query at 5k chunks, p50 (ms)"),
     ("knowledge", "query_large.p50", "<=", 40, "query at 100k chunks, p50 (ms)"),
+    ("retrieval", "held-out.all.page_r3", ">=", 0.9, "held-out page recall@3"),
+    ("retrieval", "held-out.all.passage_r3", ">=", 0.8, "held-out passage recall@3"),
+    ("recall", "held-out.current_r3", ">=", 0.9, "held-out memory recall@3 of the current fact"),
 ]
 
 
@@ -137,6 +143,10 @@ def table(results: dict, checks: list[dict]) -> str:
         if section not in results:
             continue
         lines.append(f"\n[{section}]")
+        render = getattr(importlib.import_module(f".sections.{section}", __package__), "render", None)
+        if render is not None and "error" not in results[section]:
+            lines.append(render(results[section]))
+            continue
         rows: list = []
         flatten("", results[section], rows)
         width = max((len(k) for k, _ in rows), default=10)

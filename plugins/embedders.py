@@ -17,7 +17,7 @@ import importlib.util
 import threading
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from xiajiao import ProviderError, hookimpl
+from xiajiao import ProviderError, Setting, hookimpl
 
 if TYPE_CHECKING:  # numpy is imported on first use: the server starts without it
     import numpy as np
@@ -177,7 +177,7 @@ class OpenAIEmbedder:
 
     @staticmethod
     def configured(settings: Any) -> bool:
-        return bool(settings.embedding_api_key or settings.openai_api_key or settings.embedding_base_url)
+        return bool(settings.embedding_api_key or _openai(settings, "api_key") or settings.embedding_base_url)
 
     async def ready(self, app: Any = None) -> None:
         async with self._lock:
@@ -188,8 +188,8 @@ class OpenAIEmbedder:
             s = app.settings
             self._model = s.embedding_model
             self._client = AsyncOpenAI(
-                api_key=s.embedding_api_key or s.openai_api_key or "none",
-                base_url=s.embedding_base_url or s.openai_base_url or None,
+                api_key=s.embedding_api_key or _openai(s, "api_key") or "none",
+                base_url=s.embedding_base_url or _openai(s, "base_url") or None,
                 max_retries=s.provider_retries, timeout=s.connect_timeout + s.idle_stream_timeout)
             self.dim = int(s.embedding_dim or 0)
             if not self.dim:
@@ -218,6 +218,22 @@ class OpenAIEmbedder:
                                         "embedding_dimension")
             out.extend(vecs)
         return out
+
+
+def _openai(settings: Any, name: str) -> str:
+    """A setting of the OpenAI provider plugin, the embedder's fallback ("" when that plugin is absent)."""
+    return getattr(settings, f"openai_{name}", "") or ""
+
+
+@hookimpl
+def register_settings(register):
+    register(Setting("embedding_model", "text-embedding-3-small", "Model of the 'openai' embedder (an "
+                     "OpenAI-compatible /v1/embeddings endpoint)."))
+    register(Setting("embedding_base_url", "", "Base URL of the 'openai' embedder (empty: openai_base_url, else "
+                     "api.openai.com)."))
+    register(Setting("embedding_api_key", "", "API key of the 'openai' embedder (empty: openai_api_key).", str, True))
+    register(Setting("embedding_dim", 0, "Dimension asked of the 'openai' embedder (0: whatever the model returns).",
+                     int))
 
 
 @hookimpl

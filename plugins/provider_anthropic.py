@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from xiajiao import (ChatRequest, ProviderConfig, ProviderError, ProviderKind, TextDelta, Timeouts, ToolCall,
-                     ToolCallsDone, Usage, hookimpl)
+                     ToolCallsDone, Usage, env_provider_configs, env_provider_settings, hookimpl)
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -135,6 +135,13 @@ class AnthropicProvider:
 
 
 @hookimpl
+def register_settings(register):
+    for setting in env_provider_settings("anthropic", "an Anthropic provider", "the vendor's"):
+        register(setting)
+
+
+@hookimpl
 def register_providers(register):
     register(ProviderKind(name="anthropic", factory=AnthropicProvider, default_base_url="https://api.anthropic.com",
-                          description="Anthropic Messages API"))
+                          description="Anthropic Messages API",
+                          env_configs=lambda app: env_provider_configs(app, "anthropic")))

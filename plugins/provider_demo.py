@@ -6,7 +6,8 @@ import asyncio
 import json
 import re
 
-from xiajiao import ChatRequest, ProviderConfig, ProviderKind, TextDelta, Timeouts, ToolCall, ToolCallsDone, Usage, hookimpl
+from xiajiao import (ChatRequest, ProviderConfig, ProviderKind, Setting, TextDelta, Timeouts, ToolCall, ToolCallsDone,
+                     Usage, hookimpl)
 
 DEMO_ID = "demo"
 DEMO_MODEL = "demo"
@@ -74,8 +75,13 @@ class DemoProvider:
 
 
 @hookimpl
+def register_settings(register):
+    register(Setting("demo_delay", 0.01, "Seconds between the offline demo model's streamed words.", float))
+
+
+@hookimpl
 def register_providers(register):
     register(ProviderKind(
         name="demo", factory=DemoProvider, needs_key=False, description="Offline demo model (no key needed)",
         builtin_configs=lambda app: [ProviderConfig(id=DEMO_ID, kind="demo", models=[DEMO_MODEL], context_window=8000,
-                                                    options={"delay": app.settings.values.get("demo_delay", 0.01)})]))
+                                                    options={"delay": app.settings.demo_delay})]))

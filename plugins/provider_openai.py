@@ -15,7 +15,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from xiajiao import (ChatRequest, ProviderConfig, ProviderError, ProviderKind, TextDelta, Timeouts, ToolCall,
-                     ToolCallsDone, Usage, hookimpl, pooled_client)
+                     ToolCallsDone, Usage, env_provider_configs, env_provider_settings, hookimpl, pooled_client)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -132,6 +132,13 @@ class OpenAIProvider:
 
 
 @hookimpl
+def register_settings(register):
+    for setting in env_provider_settings("openai", "an OpenAI-compatible provider", "api.openai.com"):
+        register(setting)
+
+
+@hookimpl
 def register_providers(register):
     register(ProviderKind(name="openai", factory=OpenAIProvider, default_base_url=DEFAULT_BASE_URL,
-                          description="Any OpenAI-compatible chat completions API"))
+                          description="Any OpenAI-compatible chat completions API",
+                          env_configs=lambda app: env_provider_configs(app, "openai")))

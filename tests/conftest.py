@@ -17,7 +17,7 @@ from xiajiao.settings import load_settings
 
 OWNER_PASSWORD = "owner-password-1"
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "xiajiao-docs"
+CORPUS = ROOT / "tests" / "corpus"  # small bilingual pages written for the tests; see its README.md
 
 
 def make_settings(tmp_path: Path, **overrides):
@@ -26,6 +26,17 @@ def make_settings(tmp_path: Path, **overrides):
                 login_attempts_per_minute=1000, port=free_port())
     base.update(overrides)
     return load_settings(env={}, **base)
+
+
+def with_bundled_plugins(settings):
+    """``settings`` completed with those the bundled plugins declare (what ``app.xj.settings`` holds)."""
+    from xiajiao.app import build_plugins, resolve_settings
+
+    return resolve_settings(settings, build_plugins(load_settings(env={}, load_entrypoint_plugins=False)))
+
+
+def bundled_settings(tmp_path: Path | None = None, **overrides):
+    return with_bundled_plugins(make_settings(tmp_path or Path("."), **overrides))
 
 
 def free_port() -> int:
@@ -107,6 +118,7 @@ async def live_server(settings, plugins=()):
 
 def server_env(settings, *extra: str) -> dict:
     """The environment of a real server process (``python -m xiajiao.cli serve``) with these settings."""
+    settings = with_bundled_plugins(settings)  # plugin settings (the providers') resolved too
     env = {k: v for k, v in os.environ.items() if not k.startswith("XIAJIAO_")}
     for name in ("data_dir", "port", "owner_password", "openai_base_url", "openai_api_key", "openai_models",
                  "default_model", "load_entrypoint_plugins", "access_log", "rate_limit_per_minute",

@@ -2,7 +2,9 @@
 
 Run by hand (pytest does not collect this file):
 
-    /work/main/.venv/bin/python tests/screenshots.py [out_dir]
+    /work/main/.venv/bin/python tests/screenshots.py [out_dir] [--team]
+
+(``--team``: only the team screens, a group of people and agents on a desktop and a phone.)
 
 It starts the real server with its models on the fake model server (tests/fake_llm.py),
 drives Debian's Chromium headless through the main screens in Chinese and English and
@@ -23,7 +25,9 @@ from fake_llm import Call, FakeLLM, Reply  # noqa: E402
 from playwright.async_api import async_playwright, expect  # noqa: E402
 from test_ui_browser import ARGS, CHROMIUM, SlowTool, log_in, open_dm, say  # noqa: E402
 
-OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parent / "docs" / "screenshots"
+ARGV = [a for a in sys.argv[1:] if not a.startswith("--")]
+OUT = Path(ARGV[0]) if ARGV else HERE.parent / "docs" / "screenshots"
+ONLY_TEAM = "--team" in sys.argv
 
 REPLY_EN = """Here is a **deployment checklist**:
 
@@ -69,6 +73,47 @@ async def page_for(browser, base, lang: str, *, dark: bool = False, mobile: bool
     return await ctx.new_page()
 
 
+async def team_screens(browser, app, base) -> None:
+    """A group of people and agents: the owner's desktop with the member list, a member's phone."""
+    from xiajiao import auth, chat
+
+    db = app.xj.db
+    owner = await auth.owner(db)
+    await auth.update_profile(db, owner["id"], display_name="Lin Owner")
+    alice = await auth.create_user(db, username="alice", password="team-password-1", role="member",
+                                   display_name="Alice Wong")
+    vera = await auth.create_user(db, username="vera", password="team-password-1", role="guest",
+                                  display_name="Vera Guest")
+    await auth.update_profile(db, vera["id"], avatar="🌸")
+    room = await chat.create_channel(db, name="Launch team", type="group", creator_id=owner["id"],
+                                     agent_ids=["editor", "translator"], user_ids=[alice["id"], vera["id"]],
+                                     default_agent_id=None)
+    for who, text in ((owner, "Welcome, everyone: the launch note is due on Friday."),
+                      (alice, "@vera can you read the draft tonight?"),
+                      (vera, "Sure, send it over 👍")):
+        await chat.create_message(app.xj, channel_id=room["id"], user_id=who["id"], content=text)
+    await chat.create_message(app.xj, channel_id=room["id"], agent_id="editor",
+                              content="I can polish it too: **@编辑** me with the text.")
+    page = await page_for(browser, base, "en")
+    await log_in(page, base)
+    await page.locator(".chat-item", has_text="Launch team").click()
+    await page.click("#btn-members")
+    await page.locator("#member-list .member-row").nth(4).wait_for()
+    await shot(page, "team-desktop-en")
+    await page.context.close()
+    page = await page_for(browser, base, "en", mobile=True)
+    await page.goto(base + "/login")
+    await page.fill("#login-username", "alice")
+    await page.fill("#login-password", "team-password-1")
+    await page.click("#login-submit")
+    await page.wait_for_selector("body[data-ready=app]")
+    await shot(page, "team-phone-list-en")
+    await page.locator(".chat-item", has_text="Launch team").click()
+    await page.locator(".msg", has_text="Sure, send it over").wait_for()
+    await shot(page, "team-phone-en")
+    await page.context.close()
+
+
 async def main() -> None:
     tool = SlowTool()
     tool.go.set()  # the tool answers at once here
@@ -76,6 +121,10 @@ async def main() -> None:
         async with FakeLLM() as fake, async_playwright() as p, \
                 live_server(llm_settings(Path(tmp), fake), plugins=[tool]) as (app, base):
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            if ONLY_TEAM:
+                await team_screens(browser, app, base)
+                await browser.close()
+                return
             agents = app.xj.engine.agents.all()
             first, second = agents[0], agents[1]
             await app.xj.engine.agents.update(first["id"], {"tools": [*first["tools"], "slow_lookup"]})
@@ -180,6 +229,7 @@ async def main() -> None:
             await log_in(page, base)
             await shot(page, "mobile-zh")
             await page.context.close()
+            await team_screens(browser, app, base)
             await browser.close()
 
 

@@ -2,6 +2,7 @@
 (outside the channel), admin and owner; plus the declaration of every route's caller."""
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 
@@ -23,6 +24,10 @@ MATRIX = [
     ("GET", "/-/plugins", None, (401, 403, 403, 403, 403, 200)),
     ("GET", "/metrics", None, (401, 403, 403, 403, 200, 200)),
     ("GET", "/api/me", None, (401, 200, 200, 200, 200, 200)),
+    ("PUT", "/api/me", {"displayName": "Me", "avatar": "🦐"}, (401, 200, 200, 200, 200, 200)),
+    ("POST", "/api/me/password", {"currentPassword": "not-mine-1", "newPassword": "another-pass-1"},
+     (401, 400, 400, 400, 400, 400)),
+    ("GET", "/api/team", None, (401, 200, 200, 200, 200, 200)),
     ("POST", "/api/login", {"password": "wrong-password"}, (401, 401, 401, 401, 401, 401)),
     ("POST", "/api/logout", None, (200, 200, 200, 200, 200, 200)),
     ("GET", "/api/users", None, (401, 403, 403, 403, 200, 200)),
@@ -34,6 +39,8 @@ MATRIX = [
     ("DELETE", "/api/keys/{key}", None, (401, 200, 200, 200, 200, 200)),
     ("GET", "/api/invites", None, (401, 403, 403, 403, 200, 200)),
     ("POST", "/api/invites", {"role": "guest"}, (401, 403, 403, 403, 201, 201)),
+    ("POST", "/api/invites", {"role": "guest", "channelIds": ["{channel}"], "maxUses": 5, "hours": 1},
+     (401, 403, 403, 403, 201, 201)),
     ("DELETE", "/api/invites/{invite}", None, (401, 403, 403, 403, 200, 200)),
     ("POST", "/api/invites/accept", {"token": "{invite_token}", "username": "{uname}", "password": PASSWORD},
      (200, 200, 200, 200, 200, 200)),
@@ -53,6 +60,26 @@ MATRIX = [
     ("GET", "/api/messages/search?q=hi", None, (401, 200, 200, 200, 200, 200)),
     ("POST", "/api/upload", "FILE", (401, 200, 200, 200, 200, 200)),
     ("GET", "/uploads/{upload}", None, (401, 200, 200, 200, 200, 200)),
+    ("GET", "/api/turns?channelId={channel}", None, (401, 200, 200, 404, 200, 200)),
+    ("POST", "/api/turns/stop", {"channelId": "{channel}"}, (401, 200, 200, 404, 403, 200)),
+    ("GET", "/api/channels/{channel}/chain", None, (401, 200, 200, 404, 200, 200)),
+    ("PUT", "/api/channels/{channel}/chain", {"agentIds": ["agent_poet"]}, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/chains", {"channelId": "{chained}", "input": "hi"}, (401, 201, 201, 404, 403, 201)),
+    ("GET", "/api/chains/{run}", None, (401, 200, 200, 404, 200, 200)),
+    # a run the owner started: who started it and admins decide it, other people in the room do not
+    ("POST", "/api/chains/{run}/decision", {"action": "stop"}, (401, 403, 403, 404, 200, 200)),
+    ("GET", "/api/keys/{key}/webhook-secret", None, (401, 200, 200, 200, 200, 200)),
+    # the machine API (/v1): members and above; a task ({task}: the member's, finished) only to its owner and admins
+    ("GET", "/v1/models", None, (401, 403, 200, 200, 200, 200)),
+    ("POST", "/v1/chat/completions", {"model": "agent/agent_poet", "messages": [{"role": "user", "content": "hi"}]},
+     (401, 403, 200, 200, 200, 200)),
+    ("POST", "/v1/run", {"agent": "agent_poet", "input": "hi"}, (401, 403, 200, 200, 200, 200)),
+    ("POST", "/v1/stream", {"agent": "agent_poet", "input": "hi"}, (401, 403, 200, 200, 200, 200)),
+    ("POST", "/v1/tasks", {"agent": "agent_poet", "input": "hi"}, (401, 403, 202, 202, 202, 202)),
+    ("GET", "/v1/tasks", None, (401, 200, 200, 200, 200, 200)),
+    ("GET", "/v1/tasks/{task}", None, (401, 404, 200, 404, 200, 200)),
+    ("GET", "/v1/tasks/{task}/events", None, (401, 404, 200, 404, 200, 200)),
+    ("POST", "/v1/tasks/{task}/cancel", None, (401, 404, 409, 404, 409, 409)),
     ("GET", "/api/channels/{channel}/export", None, (401, 403, 200, 404, 200, 200)),
     ("POST", "/api/channels/import", {"format": "x"}, (401, 403, 403, 403, 400, 400)),
     ("GET", "/api/backups", None, (401, 403, 403, 403, 403, 200)),
@@ -60,9 +87,11 @@ MATRIX = [
     ("GET", "/api/backups/{backup}", None, (401, 403, 403, 403, 403, 200)),
     ("GET", "/api/system", None, (401, 403, 403, 403, 403, 200)),
 ]
+OPENAI_SHAPED = ("/v1/models", "/v1/chat/")  # errors in OpenAI's shape: {"error": {"message", "type", "code"}}
 # /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
 WS_COVERED = {("GET", "/ws")}
-OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "backups"}  # the chat core's blueprints
+OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "backups",  # the chat core's blueprints
+        "openai", "machine", "turns", "chains"}
 _names = itertools.count()
 
 
@@ -75,7 +104,8 @@ class World:
     async def build(self):
         app = self.app
         await make_agent(app, "agent_poet")
-        await make_agent(app, "agent_coder", "代码助手")
+        await make_agent(app, "agent_coder", "程序员")
+        await app.xj.engine.agents.load()  # the agents written above take part in chains
         self.clients["anon"] = app.test_client()
         self.users["owner"] = await auth.owner(app.xj.db)
         for role, name in (("guest", "guest"), ("member", "member"), ("member", "second"), ("admin", "admin")):
@@ -88,6 +118,16 @@ class World:
 
     async def fill(self, text: str, caller: str) -> str:
         app, db = self.app, self.app.xj.db
+        if "{chained}" in text or "{run}" in text:
+            ch = await chat.create_channel(db, name="c", type="group", creator_id=self.users["owner"]["id"],
+                                           agent_ids=["agent_poet", "agent_coder"],
+                                           user_ids=[self.users["guest"]["id"], self.users["member"]["id"]])
+            await db.execute("UPDATE channels SET chain = ?, config = ? WHERE id = ?",
+                             ('["agent_poet", "agent_coder"]', '{"chainApproval": true}', ch["id"]))
+            text = text.replace("{chained}", ch["id"])
+            if "{run}" in text:
+                run = await self.start_run(ch["id"])
+                text = text.replace("{run}", run.id)
         if "{channel}" in text or "{message}" in text:
             ch = await chat.create_channel(db, name="c", type="group", creator_id=self.users["owner"]["id"],
                                            agent_ids=["agent_poet"],
@@ -109,6 +149,11 @@ class World:
             inv, token = await auth.create_invite(db, created_by=auth.Actor(self.users["owner"]["id"], "owner"),
                                                   role="member")
             text = text.replace("{invite}", inv["id"]).replace("{invite_token}", token)
+        if "{task}" in text:
+            task_id = f"task_{next(_names):016x}"
+            await db.execute("INSERT INTO tasks (id, user_id, agent_id, input, status, created_at) VALUES (?,?,?,?,?,?)",
+                             (task_id, self.users["member"]["id"], "agent_poet", "hi", "succeeded", "2026-01-01"))
+            text = text.replace("{task}", task_id)
         if "{backup}" in text:
             text = text.replace("{backup}", (await app.xj.backups.run())["path"].rsplit("/", 1)[-1])
         if "{upload}" in text:
@@ -116,6 +161,20 @@ class World:
                 "file": FileStorage(io.BytesIO(PNG), filename="a.png")})
             text = text.replace("{upload}", (await resp.get_json())["url"].removeprefix("/uploads/"))
         return text
+
+    async def start_run(self, channel_id: str):
+        """A chain run the owner started, paused for approval after its first step."""
+        app = self.app
+        channel = await chat.get_channel(app.xj.db, channel_id)
+        message = await chat.create_message(app.xj, channel_id=channel_id, content="go",
+                                            user_id=self.users["owner"]["id"])
+        owner = auth.Actor(self.users["owner"]["id"], "owner")
+        run = await app.xj.engine.chains.start(channel, ["agent_poet", "agent_coder"], message, owner)
+        for _ in range(1000):
+            if run.status == "paused":
+                return run
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the chain never paused: {run.status} {run.reason}")
 
 
 async def call(world: World, role: str, method: str, path: str, body):
@@ -138,9 +197,15 @@ async def test_route_matrix(app, method, path, body, expected):
         resp = await call(world, role, method, path, body)
         got.append(resp.status_code)
         if resp.status_code >= 400:
-            err = await resp.get_json()
-            assert set(err) >= {"error", "code"} and isinstance(err["code"], str)
+            assert_error_shape(path, await resp.get_json())
     assert dict(zip(ROLES, got)) == dict(zip(ROLES, expected))
+
+
+def assert_error_shape(path: str, err: dict) -> None:
+    if path.startswith(OPENAI_SHAPED):
+        assert set(err["error"]) >= {"message", "type", "code"} and isinstance(err["error"]["code"], str)
+    else:
+        assert set(err) >= {"error", "code"} and isinstance(err["code"], str)
 
 
 def _routes(app):
@@ -160,6 +225,8 @@ async def test_every_chat_route_is_in_the_matrix(app):
             ours.add((method, path))
     normalise = {(m, p.replace("{channel}", "{x}").replace("{message}", "{x}").replace("{user}", "{x}")
                   .replace("{key}", "{x}").replace("{invite}", "{x}").replace("{backup}", "{x}").replace("agent_poet", "{x}")
+                  .replace("{run}", "{x}")
+                  .replace("{task}", "{x}")
                   .replace("/uploads/{upload}", "/uploads/{x}/{x}")) for m, p in covered}
     assert ours - normalise == set()
 
@@ -177,6 +244,10 @@ async def test_openapi_is_served(client):
     doc = await resp.get_json()
     assert resp.status_code == 200
     assert {"/api/messages", "/api/channels", "/api/login", "/api/upload"} <= set(doc["paths"])
+    machine = {"/v1/models", "/v1/chat/completions", "/v1/run", "/v1/stream", "/v1/tasks", "/v1/tasks/{task_id}",
+               "/v1/tasks/{task_id}/cancel", "/v1/tasks/{task_id}/events"}
+    assert machine <= set(doc["paths"])
+    assert "model" in str(doc["paths"]["/v1/chat/completions"]) and "webhook" in str(doc["paths"]["/v1/tasks"])
 
 
 class HiddenChannels:
@@ -213,4 +284,4 @@ async def test_bad_bodies_are_4xx_never_500(app, method, path):
         resp = await world.clients["owner"].open(await world.fill(path, "owner"), method=method, data=raw,
                                                  headers={"Content-Type": "application/json"})
         assert 400 <= resp.status_code < 500, (raw, resp.status_code, await resp.get_data(as_text=True))
-        assert set(await resp.get_json()) >= {"error", "code"}
+        assert_error_shape(path, await resp.get_json())

@@ -61,8 +61,9 @@ async def test_approval_pauses_between_steps_edit_then_stop(chain_app, fake_llm)
     assert resp.status_code == 201
     chain_id = (await resp.get_json())["chainId"]
     paused = await frames.wait_for("collab_status", lambda d: d["status"] == "paused")
+    owner_id = (await owner_actor(chain_app)).id
     assert paused == {"chainId": chain_id, "currentAgent": "novelist", "step": 1, "totalSteps": 3, "status": "paused",
-                      "handoff": "first draft", "nextAgent": "editor"}
+                      "handoff": "first draft", "nextAgent": "editor", "startedBy": owner_id}
     resp = await chain_app.owner.post(f"/api/chains/{chain_id}/decision", json={"action": "edit",
                                                                                 "text": "my better draft"})
     assert resp.status_code == 200

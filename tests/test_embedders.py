@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, make_settings, running_app
+from conftest import ROOT, bundled_settings, make_settings, running_app
 from plugins.embedders import E5Small, HashEmbedder, OpenAIEmbedder, UseM3
 from xiajiao import ProviderError, active_embedder
 
@@ -90,7 +90,7 @@ async def test_openai_embedder_speaks_v1_embeddings(tmp_path, fake_llm):
 
 
 async def test_openai_embedder_is_skipped_unless_configured_and_fails_clearly(tmp_path, fake_llm):
-    assert not OpenAIEmbedder.configured(make_settings(tmp_path))
+    assert not OpenAIEmbedder.configured(bundled_settings(tmp_path))
     settings = make_settings(tmp_path, embedder="openai", embedding_base_url="http://127.0.0.1:9/v1",
                              embedding_api_key="sk", provider_retries=0, connect_timeout=1.0)
     async with running_app(settings) as app:

@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from chat_helpers import user_client
-from conftest import ROOT, make_settings
-from test_crash import server_env, wait_http
+from conftest import ROOT, make_settings, server_env, wait_http
 from xiajiao.errors import SettingsError
 from xiajiao.settings import load_settings
 

@@ -371,7 +371,7 @@ async def test_a_10_mb_text_indexes_completely(tmp_path):
         owner = app.test_client()
         await login(owner)
         doc = await ingest(owner, agent["id"], "huge.txt", data)
-        assert doc["status"] == "ready" and doc["chars"] == len(data.decode())
+        assert doc["status"] == "ready" and doc["chars"] == len(data.decode()), doc["error"]
         db = await app.xj.workspace_db("agent_kb", "rag.db")
         assert doc["chunks"] > 50000
         for table in ("chunks", "chunks_fts", "chunk_vec"):

@@ -160,13 +160,13 @@ async def test_bad_websocket_frames_get_an_error_frame_and_the_socket_lives(serv
     ("0.0.0.0", "loopback"), ("240.0.0.1", "reserved"), ("8.8.8.8", "public"), ("2001:4860:4860::8888", "public"),
 ])
 def test_addresses_are_normalised_then_classified(host, kind):
-    from xiajiao.netguard import classify, parse_address
+    from xiajiao.addresses import classify, parse_address
 
     assert classify(parse_address(host)) == kind
 
 
 def test_names_are_not_addresses():
-    from xiajiao.netguard import parse_address
+    from xiajiao.addresses import parse_address
 
     assert parse_address("api.openai.com") is None and parse_address("localhost") is None
 

@@ -28,10 +28,10 @@ def test_csp_is_strict():
     assert script == "script-src 'self'"  # no 'unsafe-inline', no 'unsafe-eval'
 
 
-@pytest.mark.parametrize("path", ["/login", "/offline.html", "/invite/abc123"])
-async def test_anonymous_pages_carry_the_csp(client, path):
+@pytest.mark.parametrize("path,status", [("/login", 200), ("/offline.html", 200), ("/invite/abc123", 404)])
+async def test_anonymous_pages_carry_the_csp(client, path, status):
     resp = await client.get(path, headers={"Host": "localhost"})
-    assert resp.status_code == 200
+    assert resp.status_code == status  # an unknown invite: a page that says so
     assert resp.mimetype == "text/html"
     assert resp.headers["Content-Security-Policy"] == CSP_LOCAL
     assert resp.headers["X-Frame-Options"] == "DENY"

@@ -59,7 +59,7 @@ async def test_admin_cannot_touch_the_owner(app, action):
     assert resp.status_code in (400, 403)
     row = await auth.get_user(app.xj.db, oid)
     assert (row["role"], row["disabled"]) == ("owner", 0)
-    assert auth.verify_password(row["password_hash"], "owner-password-1")
+    assert await auth.verify_password(row["password_hash"], "owner-password-1")
 
 
 async def test_admin_cannot_create_or_promote_admins_but_owner_can(app, owner):
@@ -78,7 +78,8 @@ async def test_admin_manages_members_and_guests(app):
     guest, g = await user_client(app, "gus", "guest")
     resp = await admin.put(f"/api/users/{g['id']}", json={"role": "member", "displayName": "Gus"})
     assert (await resp.get_json())["user"] | {"createdAt": None, "id": None} == {
-        "id": None, "username": "gus", "displayName": "Gus", "role": "member", "createdAt": None, "disabled": False}
+        "id": None, "username": "gus", "displayName": "Gus", "avatar": "", "role": "member", "createdAt": None,
+        "disabled": False}
     # a role change ends the old sessions: the new role applies from the next login
     assert (await guest.get("/api/me")).status_code == 401
 

@@ -21,16 +21,20 @@ from .openapi import XiajiaoOpenAPI
 from .db import Database, WorkspaceDatabases, migrations_from_dir
 from .errors import PluginError, StartupError, XiajiaoError
 from .errors import HTTP_CODES
-from .models import Pack, Parser, ProviderKind, Tool
+from .models import Pack, Parser, ProviderKind, SearchBackend, Tool
+from . import proxies
 from .plugins import (Plugins, Registry, load_bundled, load_directory, load_entrypoints, new_manager)
 from .realtime import Hub
-from .settings import Settings, load_settings
+from .settings import SETTINGS_BY_NAME, Setting, Settings, load_settings
 
 log = logging.getLogger("xiajiao")
 access_log = logging.getLogger("xiajiao.access")
 
-ROOT = Path(__file__).resolve().parent.parent
-WEB_DIR = ROOT / "web"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The web UI: inside an installed package it is xiajiao/web (setup.py maps the checkout's web/ there);
+# run from a checkout (or an editable install) it is the top-level web/.
+WEB_DIR = next((d for d in (PACKAGE_DIR / "web", PACKAGE_DIR.parent / "web") if (d / "templates").is_dir()),
+               PACKAGE_DIR.parent / "web")
 MIGRATIONS = Path(__file__).resolve().parent / "db" / "migrations"
 
 
@@ -97,6 +101,22 @@ def _client_json(app: Quart) -> None:
     app.json.sort_keys = False
 
 
+def _setting(*args: Any, **kw: Any) -> Setting:
+    if len(args) == 1 and not kw and isinstance(args[0], Setting):
+        return args[0]
+    try:
+        return Setting(*args, **kw)
+    except ValueError as exc:
+        raise TypeError(str(exc)) from None
+
+
+def _validate_setting(setting: Any) -> None:
+    if not isinstance(setting, Setting):
+        raise TypeError("expected xiajiao.Setting")
+    if setting.name in SETTINGS_BY_NAME:
+        raise ValueError(f"{setting.name!r} is a setting of the core")
+
+
 class Command:
     def __init__(self, name: str, fn, help: str = ""):
         self.name, self.fn, self.help = name, fn, help
@@ -104,11 +124,13 @@ class Command:
 
 def new_registries() -> dict[str, Registry]:
     return {
+        "settings": Registry("setting", lambda s: s.name, _validate_setting, build=_setting),  # collected first
         "providers": Registry("provider kind", lambda k: k.name, _typed(ProviderKind, "ProviderKind")),
         "embedders": Registry("embedder", lambda e: e.name, _validate_embedder),
         "tools": Registry("tool", lambda t: t.name, _validate_tool),
         "parsers": Registry("parser", lambda p: p.name, _typed(Parser, "Parser")),
         "packs": Registry("pack", lambda p: p.name, _typed(Pack, "Pack")),
+        "search_backends": Registry("search backend", lambda b: b.name, _typed(SearchBackend, "SearchBackend")),
         "routes": Registry("blueprint", lambda b: b.name),
         "commands": Registry("command", lambda c: c.name, build=Command),
     }
@@ -133,10 +155,12 @@ class Xiajiao:
         self.hub = Hub(replay_size=settings.ws_replay_size, queue_size=settings.ws_queue_size,
                        replay_channels=settings.ws_replay_channels)
         self.engine: Any = None  # the conversation engine, set up in start()
+        self.tasks: Any = None  # the background task queue (xiajiao.tasks), set up in start()
         self.ws_handlers: dict[str, Any] = {}  # WebSocket frame type -> async fn(conn, data); see xiajiao.api.ws
         self.quart: Quart | None = None
         self.generated_password: str | None = None
         self.started = False
+        self.stopping = False  # set when the stop begins: late socket clean-ups skip the database
         self._background: set[asyncio.Task] = set()
         self.state: dict[str, Any] = {}  # room for plugins' own state, keyed by plugin name
         self.metrics: dict[tuple[str, str], int] = {}  # (name, label) -> count, shown at /metrics
@@ -171,8 +195,21 @@ class Xiajiao:
         return self.registries["packs"]
 
     def collect_registrations(self) -> None:
+        """Fill every registry; the plugins' settings first, so the others may read them."""
         for kind, registry in self.registries.items():
             self.plugins.collect_sync(f"register_{kind}", registry)
+            if kind == "settings":
+                self.settings = plugin_settings(self.settings, registry, self.plugins)
+
+    def describe_plugins(self) -> list[dict]:
+        """Every plugin with its version, hooks, what it registered and its settings' values (secrets
+        masked): ``/-/plugins`` and ``xiajiao plugins``."""
+        described = self.plugins.describe(self.registries)
+        for p in described:
+            names = p["registered"].get("settings", [])
+            if names:
+                p["settings"] = {self.settings.declared[n][0].env: self.settings.shown(n) for n in names}
+        return described
 
     # -- helpers for plugins
 
@@ -233,14 +270,26 @@ class Xiajiao:
 
         self.engine = Engine(self)
         await self.engine.start()
+        from .tasks import TaskQueue
+
+        self.tasks = TaskQueue(self)
+        await self.tasks.start()
         await self.hook("startup")
         if self.settings.backup_interval_hours > 0:
             self.spawn(self.backups.loop(), name="backups")
         self.started_at = time.time()
         self.started = True
 
-    async def stop(self) -> None:
+    async def quiesce(self) -> None:
+        """The first step of a stop, before the server waits for open connections: every
+        WebSocket is closed with 1001 (going away), so none is left to be cut."""
+        self.stopping = True
         await self.hub.close_all(1001)
+        if self.tasks is not None:
+            await self.tasks.stop()
+
+    async def stop(self) -> None:
+        await self.quiesce()
         if self.engine is not None:
             await self.engine.stop()
         for task in list(self._background):
@@ -251,6 +300,21 @@ class Xiajiao:
         await self.workspaces.close()
         await self.db.close()
         self.started = False
+
+
+def plugin_settings(settings: Settings, registry: Registry, plugins: Plugins) -> Settings:
+    """``settings`` with the settings the plugins declared resolved (see Settings.with_plugins),
+    plugin by plugin in load order."""
+    order = {name: i for i, name in enumerate(plugins.info)}
+    entries = sorted(registry.entries.values(), key=lambda r: order.get(r.plugin, len(order)))
+    return settings.with_plugins((r.item, r.plugin) for r in entries)
+
+
+def resolve_settings(settings: Settings, plugins: Plugins) -> Settings:
+    """``settings`` completed with those the loaded ``plugins`` declare through register_settings."""
+    registry = new_registries()["settings"]
+    plugins.collect_sync("register_settings", registry)
+    return plugin_settings(settings, registry, plugins)
 
 
 def build_plugins(settings: Settings, extra: Iterable[Any] = ()) -> Plugins:
@@ -271,6 +335,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
     pm = build_plugins(settings, plugins)
     core = Xiajiao(settings, pm)
     core.collect_registrations()
+    settings = core.settings  # now with the plugins' settings
 
     app = Quart(__name__, static_folder=str(WEB_DIR / "static"), static_url_path="/static",
                 template_folder=str(WEB_DIR / "templates"))
@@ -294,8 +359,9 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
 
         cors(app, allow_origin="*" if "*" in origins else origins, allow_credentials=settings.cors_credentials,
              allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-             allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID", "Last-Event-ID"],
-             expose_headers=["X-Request-ID", "Retry-After"], max_age=settings.cors_max_age)
+             allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID", "Last-Event-ID",
+                            "X-Xiajiao-Record"],
+             expose_headers=["X-Request-ID", "Retry-After", "X-Xiajiao-Session"], max_age=settings.cors_max_age)
 
     from .api import register_blueprints
 
@@ -311,12 +377,29 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
     async def _stop() -> None:
         await core.stop()
 
+    try:
+        trusted = proxies.parse_trusted(settings.trusted_proxies)
+    except ValueError as exc:
+        raise StartupError(f"XIAJIAO_TRUSTED_PROXIES: {exc}") from None
+    core.trusted_proxies = trusted
+
+    def _see_client(ctx) -> None:
+        seen = proxies.client(ctx.remote_addr, ctx.scheme, ctx.headers, trusted)
+        g.client_address, g.client_scheme, g.client_host = seen
+
+    @app.before_websocket
+    async def _before_ws() -> None:
+        from quart import websocket
+
+        _see_client(websocket)
+
     @app.before_request
     async def _before() -> None:
+        _see_client(request)
         g.t0 = time.perf_counter()
         rid = request.headers.get("X-Request-ID", "")
         g.request_id = rid if (0 < len(rid) <= 128 and rid.isprintable()) else secrets.token_hex(8)
-        auth.check_csrf(request.method, request.headers, trusted_origins)
+        auth.check_csrf(request.method, request.headers, trusted_origins, host=g.client_host)
         for value in request.args.values():
             safejson.check_text(value, "query string")
         g.actor = await auth.resolve_actor(core.db, cookie=request.cookies.get(auth.SESSION_COOKIE),
@@ -339,7 +422,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
                 "request_id": rid, "method": request.method, "path": request.path, "route": rule,
                 "status": response.status_code,
                 "ms": round((time.perf_counter() - g.get("t0", time.perf_counter())) * 1000, 2),
-                "user": actor.id if actor else None,
+                "user": actor.id if actor else None, "address": g.get("client_address"),
             })
         return response
 

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from . import text as textmod
-from .errors import BadRequest, Forbidden, NotFound
+from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .ids import new_id, now_iso
 
 MESSAGE_TYPES = ("text", "image", "file", "tool_call", "tool_result")
@@ -269,10 +269,17 @@ def existing_agents(conn, agent_ids: list[str]) -> None:
             raise NotFound(f"Agent {aid!r} not found", "agent_not_found")
 
 
-def existing_users(conn, user_ids: list[str]) -> None:
+def existing_users(conn, user_ids: list[str]) -> list[dict]:
+    """The users of ``user_ids``: 404 for an unknown id, 409 for a deactivated account."""
+    rows = []
     for uid in user_ids:
-        if not conn.execute("SELECT 1 FROM users WHERE id = ? AND disabled = 0", (uid,)).fetchone():
+        row = conn.execute("SELECT id, role, disabled FROM users WHERE id = ?", (uid,)).fetchone()
+        if row is None:
             raise NotFound(f"User {uid!r} not found", "user_not_found")
+        if row["disabled"]:
+            raise Conflict(f"User {uid!r} is deactivated", "user_disabled")
+        rows.append(row)
+    return rows
 
 
 def _add_members(conn, channel_id: str, member_type: str, ids: list[str], *, can_write: bool = True) -> None:
@@ -284,21 +291,25 @@ def _add_members(conn, channel_id: str, member_type: str, ids: list[str], *, can
 
 
 async def create_channel(db, *, name: str, type: str, creator_id: str, agent_ids: list[str],
-                         user_ids: list[str] = (), default_agent_id: str | None = None) -> dict:
-    """A DM is the creator and exactly one agent; a group has any members and may name a default agent."""
+                         user_ids: list[str] = (), default_agent_id: str | None = None,
+                         creator_role: str | None = None) -> dict:
+    """A DM is the creator and exactly one agent or one other person; a group has any members and may
+    name a default agent. Only admins and the owner open a DM with a guest (``creator_role``)."""
     agent_ids = list(dict.fromkeys(agent_ids))
     user_ids = [u for u in dict.fromkeys(user_ids) if u != creator_id]
     if type == "dm":
-        if len(agent_ids) != 1 or user_ids:
-            raise BadRequest("A DM has exactly one agent (and its creator)", "invalid_dm")
-        default_agent_id = agent_ids[0]
+        if len(agent_ids) + len(user_ids) != 1:
+            raise BadRequest("A DM has its creator and exactly one agent or one other person", "invalid_dm")
+        default_agent_id = agent_ids[0] if agent_ids else None
     if default_agent_id is not None and default_agent_id not in agent_ids:
         raise BadRequest("defaultAgentId must be one of agentIds", "invalid_default_agent")
     cid, now = new_id("ch"), now_iso()
 
     def work(conn):
         existing_agents(conn, agent_ids)
-        existing_users(conn, user_ids)
+        people = existing_users(conn, user_ids)
+        if type == "dm" and people and people[0]["role"] == "guest" and creator_role in ("member", "guest"):
+            raise Forbidden("Only admins open a direct message with a guest", "guest_dm")
         conn.execute(
             "INSERT INTO channels (id, name, type, created_by, default_agent_id, created_at, updated_at) "
             "VALUES (?,?,?,?,?,?,?)", (cid, name, type, creator_id, default_agent_id, now, now))
@@ -373,6 +384,27 @@ async def mark_read(db, channel_id: str, user_id: str, seq: int | None = None) -
     return await db.run_write(work)
 
 
+async def set_chain(db, channel_id: str, agent_ids: list[str], *, approval: bool) -> dict:
+    """Store a group's chain (its agents in order, approval between steps); returns the channel."""
+
+    def work(conn):
+        row = conn.execute("SELECT config FROM channels WHERE id = ?", (channel_id,)).fetchone()
+        config = json.loads(row["config"] or "{}")
+        config["chainApproval"] = approval
+        conn.execute("UPDATE channels SET chain = ?, config = ?, updated_at = ? WHERE id = ?",
+                     (json.dumps(agent_ids), json.dumps(config, ensure_ascii=False), now_iso(), channel_id))
+        return conn.execute("SELECT * FROM channels WHERE id = ?", (channel_id,)).fetchone()
+
+    return await db.run_write(work)
+
+
+async def user_channel_ids(db, user_id: str) -> list[str]:
+    """The channels a user is a member of."""
+    rows = await db.fetchall(
+        "SELECT channel_id FROM channel_members WHERE member_type = 'user' AND member_id = ?", (user_id,))
+    return [r["channel_id"] for r in rows]
+
+
 async def update_channel(db, channel_id: str, *, name: str | None = None,
                          default_agent_id: str | None = None, set_default: bool = False) -> dict:
     def work(conn):
@@ -398,12 +430,17 @@ async def update_channel(db, channel_id: str, *, name: str | None = None,
 async def add_members(db, channel: dict, *, user_ids: list[str], agent_ids: list[str],
                       read_only: bool = False) -> dict:
     if channel["type"] == "dm":
-        raise BadRequest("A DM is one user and one agent; create a group to add members", "invalid_dm")
+        raise BadRequest("A DM has two members; create a group to add more", "invalid_dm")
     user_ids, agent_ids = list(dict.fromkeys(user_ids)), list(dict.fromkeys(agent_ids))
 
     def work(conn):
         existing_users(conn, user_ids)
         existing_agents(conn, agent_ids)
+        for member_type, ids in (("user", user_ids), ("agent", agent_ids)):
+            for mid in ids:
+                if conn.execute("SELECT 1 FROM channel_members WHERE channel_id = ? AND member_type = ? "
+                                "AND member_id = ?", (channel["id"], member_type, mid)).fetchone():
+                    raise Conflict(f"{mid!r} is already a member of this channel", "already_member")
         _add_members(conn, channel["id"], "user", user_ids, can_write=not read_only)
         _add_members(conn, channel["id"], "agent", agent_ids)
         conn.execute("UPDATE channels SET updated_at = ? WHERE id = ?", (now_iso(), channel["id"]))

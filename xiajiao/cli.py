@@ -8,7 +8,7 @@ import sys
 
 from . import __version__
 from .errors import PluginError, SettingsError, StartupError
-from .settings import SETTINGS, load_settings
+from .settings import CORE, Setting, Settings, load_settings
 
 
 def _parser(extra_commands=()) -> argparse.ArgumentParser:
@@ -35,12 +35,31 @@ def _parser(extra_commands=()) -> argparse.ArgumentParser:
     return p
 
 
-def settings_table() -> str:
+def _default(s: Setting) -> str:
+    return "(generated)" if s.name == "owner_password" else (str(s.default) if s.default != "" else "(empty)")
+
+
+def settings_table(settings: Settings) -> str:
+    """The README's settings tables: the core's, then those the loaded plugins declare."""
+    groups = settings.by_owner()
     lines = ["| Setting | Default | What it does |", "| --- | --- | --- |"]
-    for s in SETTINGS:
-        default = "(generated)" if s.name == "owner_password" else (str(s.default) if s.default != "" else "(empty)")
-        lines.append(f"| `{s.env}` | `{default}` | {s.help} |")
+    lines += [f"| `{s.env}` | `{_default(s)}` | {s.help} |" for s in groups.pop(CORE)]
+    if groups:
+        lines += ["", "Settings declared by plugins (through `register_settings`):", "",
+                  "| Setting | Plugin | Default | What it does |", "| --- | --- | --- | --- |"]
+        lines += [f"| `{s.env}` | `{plugin}` | `{_default(s)}` | {s.help} |"
+                  for plugin, group in groups.items() for s in group]
     return "\n".join(lines)
+
+
+def settings_lines(settings: Settings) -> list[str]:
+    """``xiajiao settings``: every value (secrets masked), the plugins' under their plugin's name."""
+    out = []
+    for owner, group in settings.by_owner().items():
+        if owner != CORE:
+            out += ["", f"# {owner}"]
+        out += [f"{s.name} = {settings.shown(s.name)!r}" for s in group]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xiajiao: {exc}", file=sys.stderr)
         return 2
     try:
-        from .app import build_plugins, new_registries
+        from .app import build_plugins, new_registries, resolve_settings
 
         plugins = build_plugins(settings)
+        settings = resolve_settings(settings, plugins)
         commands = new_registries()["commands"]
         plugins.collect_sync("register_commands", commands)
-    except PluginError as exc:
+    except (PluginError, SettingsError) as exc:
         print(f"xiajiao: {exc}", file=sys.stderr)
         return 2
     args, rest = _parser(list(commands)).parse_known_args(argv)
@@ -82,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
         core = Xiajiao(settings, plugins)
         core.collect_registrations()
-        described = plugins.describe(core.registries)
+        described = core.describe_plugins()
         if args.json:
             print(json.dumps(described, ensure_ascii=False, indent=2))
         else:
@@ -90,14 +110,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{p['name']} {p['version'] or ''} ({p['source']})")
                 print(f"    hooks: {', '.join(p['hooks'])}")
                 for kind, names in p["registered"].items():
-                    print(f"    {kind}: {', '.join(names)}")
+                    if kind != "settings":
+                        print(f"    {kind}: {', '.join(names)}")
+                if p.get("settings"):
+                    print("    settings:")
+                    for env, value in p["settings"].items():
+                        print(f"        {env} = {value!r}")
         return 0
     if command == "settings":
-        if args.markdown:
-            print(settings_table())
-        else:
-            for name, value in settings.public().items():
-                print(f"{name} = {value!r}")
+        print(settings_table(settings) if args.markdown else "\n".join(settings_lines(settings)))
         return 0
     if command in ("backup", "restore"):
         from .backup import BackupError, create_backup, restore_backup

@@ -18,6 +18,11 @@ hookspec = pluggy.HookspecMarker("xiajiao")
 
 
 @hookspec
+def register_settings(register):
+    """Declare the plugin's settings with register(Setting(name, default, help, type, secret, env))."""
+
+
+@hookspec
 def register_providers(register):
     """Register model provider kinds with register(ProviderKind(...))."""
 
@@ -40,6 +45,11 @@ def register_parsers(register):
 @hookspec
 def register_packs(register):
     """Register domain packs (personas with their tools) with register(Pack(...))."""
+
+
+@hookspec
+def register_search_backends(register):
+    """Register web search backends for the web_search tool with register(SearchBackend(...))."""
 
 
 @hookspec

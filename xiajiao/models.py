@@ -22,6 +22,7 @@ class Actor:
     role: str
     name: str = ""
     kind: Literal["user", "agent", "system"] = "user"
+    key_id: str | None = None  # the API key the request came with (None: a session or no key)
 
     def at_least(self, role: str) -> bool:
         return role_rank(self.role) >= role_rank(role)
@@ -155,6 +156,9 @@ class ProviderKind:
     needs_key: bool = True
     # configs this kind offers without any user setting (e.g. the offline demo model)
     builtin_configs: Callable[[Any], Sequence[ProviderConfig]] | None = None
+    # configs the owner gave through the plugin's settings (environment), read-only in the UI;
+    # see xiajiao.env_provider_settings / env_provider_configs
+    env_configs: Callable[[Any], Sequence[ProviderConfig]] | None = None
 
 
 # ------------------------------------------------------------------ embedders, parsers
@@ -178,6 +182,16 @@ class Parser:
     parse: Callable[[bytes, str], str | Awaitable[str]]
     sniff: Callable[[bytes], bool] | None = None  # content check: does this data look like our type?
     isolate: bool = False  # parse in a worker process capped in memory and time (container formats)
+
+
+@dataclass
+class SearchBackend:
+    """A web search engine for the ``web_search`` tool: ``search(app, query, count)`` returns
+    ``[{"title", "url", "snippet"}]``."""
+
+    name: str
+    description: str
+    search: Callable[[Any, str, int], Awaitable[list[dict]]]
 
 
 # ------------------------------------------------------------------ domain packs

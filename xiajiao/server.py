@@ -73,4 +73,8 @@ async def serve(settings: Settings, *, ready=None) -> None:
         if ready is not None:
             ready.set()
 
-    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        await app.xj.quiesce()  # sockets first: Hypercorn then waits only for requests to finish
+
+    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)

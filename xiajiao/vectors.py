@@ -158,6 +158,15 @@ class VectorIndex:
             (vec_blob(vector), int(k))).fetchall()
         return [(r["id"], 1.0 - float(r["distance"])) for r in rows]
 
+    def similarities_sync(self, conn, ids: Sequence[int], vector: Sequence[float]) -> dict[int, float]:
+        """The cosine similarity of ``vector`` to each of these rows (rows without a vector are left out)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = conn.execute(f"SELECT rowid AS id, vec_distance_cosine(embedding, ?) AS distance FROM {self.table} "
+                            f"WHERE rowid IN ({marks})", [vec_blob(vector), *ids]).fetchall()
+        return {r["id"]: 1.0 - float(r["distance"]) for r in rows}
+
     async def nearest(self, db, vector: Sequence[float], k: int) -> list[tuple[int, float]]:
         return await db.run_read(lambda conn: self.nearest_sync(conn, vector, k))
 

@@ -8,10 +8,42 @@
 """
 from __future__ import annotations
 
-from xiajiao import Tool, hookimpl
+from xiajiao import Setting, Tool, hookimpl
 
 from . import store
 from .api import bp
+
+
+@hookimpl
+def register_settings(register):
+    register(Setting("chunk_size", 200, "Characters of a knowledge chunk used for matching.", int))
+    register(Setting("parent_chunk_size", 800, "Characters of the parent passage given to the model as context.", int))
+    register(Setting("rrf_k", 60, "The k of Reciprocal Rank Fusion for hybrid retrieval.", int))
+    register(Setting("rerank", False, "Rerank retrieved passages with the agent's model.", bool))
+    register(Setting("rag_prompt_chars", 3000, "Characters of knowledge passages injected into an agent's system "
+                     "prompt.", int))
+    register(Setting("rag_max_document_bytes", 10 * 1024 * 1024, "Largest knowledge document accepted for an agent, "
+                     "in bytes.", int))
+    register(Setting("rag_max_agent_bytes", 200 * 1024 * 1024, "Most bytes of knowledge documents one agent keeps.",
+                     int))
+    # retrieval levers, measured by bench/retrieval (docs/memory-and-knowledge.md)
+    register(Setting("rag_heading_sections", True, "Cut knowledge documents at their Markdown headings before "
+                     "cutting by size.", bool))
+    register(Setting("rag_contextual_chunks", True, "Start every knowledge chunk's indexed text with its document "
+                     "title and heading path.", bool))
+    register(Setting("rag_fusion", "linear", "How hybrid retrieval fuses its halves: 'linear' (similarity plus "
+                     "weighted relative BM25) or 'rrf' (reciprocal ranks, rrf_k)."))
+    register(Setting("rag_vector_weight", 1.0, "Weight of the vector half in the fusion of hybrid retrieval.", float))
+    register(Setting("rag_keyword_weight", 0.05, "Weight of the full-text (BM25) half in the fusion of hybrid "
+                     "retrieval.", float))
+    register(Setting("rag_cross_language_boost", 0.09, "Added to the cosine similarity of a chunk written in the "
+                     "other script than the question (Chinese vs. Latin), which the embedder scores lower.", float))
+    register(Setting("rag_vector_pool", 300, "Nearest chunks read per question before fusion (a wide pool lets the "
+                     "other language's best chunks compete).", int))
+    register(Setting("rag_min_relevance", 0.0, "Relevance (cosine after the cross-language boost) the best passage "
+                     "needs for the knowledge base to count as having an answer.", float))
+    register(Setting("rag_query_rewrite", False, "Also search the question rewritten in English and Chinese by the "
+                     "agent's model.", bool))
 
 
 async def rag_query(args: dict, ctx) -> dict:

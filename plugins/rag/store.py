@@ -119,10 +119,46 @@ def _emit(text: str, a: int, b: int) -> Iterator[tuple[int, str]]:
         yield a + (len(piece) - len(piece.lstrip())), stripped
 
 
-def plan(text: str, parent_size: int, chunk_size: int) -> tuple[list[tuple[int, str]], list[tuple[int, int, str]]]:
-    """Parents ``(start, text)`` and chunks ``(parent index, start, text)`` of a document."""
-    parents = list(split(text, parent_size))
-    chunks = [(i, p_start + c_start, c) for i, (p_start, p) in enumerate(parents) for c_start, c in split(p, chunk_size)]
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+
+
+def title_of(text: str, name: str) -> str:
+    """A document's title: its first level-1 Markdown heading, else its file name without the extension."""
+    m = re.search(r"^#[ \t]+(.+?)[ \t#]*$", text, re.MULTILINE)
+    return m.group(1).strip() if m else Path(name or "").stem or name
+
+
+def sections(text: str, title: str = "") -> list[tuple[int, int, str]]:
+    """``(start, end, heading path)`` of each Markdown section; the path joins the title and the
+    headings above the section with " › ". Text without headings is one section."""
+    marks = list(_HEADING.finditer(text))
+    out: list[tuple[int, int, str]] = []
+    if not marks or marks[0].start() > 0:
+        out.append((0, marks[0].start() if marks else len(text), title))
+    stack: list[tuple[int, str]] = []
+    for n, m in enumerate(marks):
+        level, heading = len(m.group(1)), m.group(2).strip()
+        stack = [(lv, h) for lv, h in stack if lv < level] + [(level, heading)]
+        names = [h for _, h in stack]
+        if title and names and names[0] == title:
+            names = names[1:]
+        end = marks[n + 1].start() if n + 1 < len(marks) else len(text)
+        out.append((m.start(), end, " › ".join([title, *names]) if title else " › ".join(names)))
+    return [s for s in out if text[s[0]:s[1]].strip()]
+
+
+def plan(text: str, parent_size: int, chunk_size: int, *, title: str = "", by_heading: bool = True,
+         context: bool = True) -> tuple[list[tuple[int, str, str]], list[tuple[int, int, str]]]:
+    """Parents ``(start, text, heading path)`` and chunks ``(parent index, start, text)`` of a document.
+
+    With ``by_heading`` a parent never spans two Markdown sections; with ``context`` every chunk's
+    text (what is embedded and indexed for words) starts with the heading path, so a chunk of a
+    section about billing is found by "billing" even when its sentences never say it.
+    """
+    spans = sections(text, title) if by_heading else [(0, len(text), title)]
+    parents = [(a + p_start, p, path) for a, b, path in spans for p_start, p in split(text[a:b], parent_size)]
+    chunks = [(i, p_start + c_start, f"{path}\n{c}" if context and path else c)
+              for i, (p_start, p, path) in enumerate(parents) for c_start, c in split(p, chunk_size)]
     return parents, chunks
 
 
@@ -231,7 +267,9 @@ async def ingest(app: Any, agent_id: str, doc: dict, data: bytes, parser: Any, u
             raise _Failed(str(exc)) from None
         if not isinstance(text, str) or not text.strip():
             raise _Failed("the document contains no text")
-        parents, chunks = await asyncio.to_thread(plan, text, settings.parent_chunk_size, settings.chunk_size)
+        parents, chunks = await asyncio.to_thread(
+            lambda: plan(text, settings.parent_chunk_size, settings.chunk_size, title=title_of(text, doc["name"]),
+                         by_heading=settings.rag_heading_sections, context=settings.rag_contextual_chunks))
         embedder = await active_embedder(app)
         await INDEX.ensure(db, embedder, batch=settings.embed_batch)
         parent_ids: dict[int, int] = {}
@@ -274,9 +312,9 @@ async def _fail(db, doc_id: int, reason: str) -> None:
 def _write_batch(conn, doc_id: int, rows, parents, parent_ids: dict[int, int], first: int, fraction: float) -> None:
     new_parents = sorted({c[0] for c, _ in rows if c[0] not in parent_ids})
     for p in new_parents:
-        start, text = parents[p]
-        parent_ids[p] = conn.execute("INSERT INTO parents (document_id, position, start, text) VALUES (?,?,?,?)",
-                                     (doc_id, p, start, text)).lastrowid
+        start, text, heading = parents[p]
+        parent_ids[p] = conn.execute("INSERT INTO parents (document_id, position, start, text, heading) "
+                                     "VALUES (?,?,?,?,?)", (doc_id, p, start, text, heading)).lastrowid
     base = conn.execute("SELECT COALESCE(MAX(id), 0) AS m FROM chunks").fetchone()["m"]
     ids = list(range(base + 1, base + 1 + len(rows)))
     conn.executemany("INSERT INTO chunks (id, document_id, parent_id, position, start, text) VALUES (?,?,?,?,?,?)",
@@ -291,10 +329,29 @@ def _write_batch(conn, doc_id: int, rows, parents, parent_ids: dict[int, int], f
 # ------------------------------------------------------------------ retrieval
 
 
-async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: str | None = None) -> list[dict]:
-    """Hybrid retrieval: BM25 and nearest neighbours fused by RRF (optionally reranked by the model).
+_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 
-    Each result is a parent passage with the best small chunk that matched in it.
+
+def script(text: str) -> str:
+    """``"cjk"`` when at least a fifth of the letters are CJK characters, else ``"latin"``."""
+    letters = len(_LETTER.findall(text))
+    return "cjk" if letters and len(_CJK_CHAR.findall(text)) * 5 >= letters else "latin"
+
+
+async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: str | None = None) -> list[dict]:
+    """The results of :func:`search` (the passages only)."""
+    return (await search(app, agent, text, top_k, user_id=user_id))["results"]
+
+
+async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: str | None = None) -> dict:
+    """Hybrid retrieval: BM25 and nearest neighbours fused by weighted RRF (optionally reranked by the model).
+
+    Returns ``{"results", "relevant", "queries"}``. Each result is a parent passage with the best
+    small chunk that matched in it and its ``relevance`` (the cosine similarity of its best chunk,
+    raised by rag_cross_language_boost when the chunk is in the other script than the question);
+    ``relevant`` says whether the best one reaches rag_min_relevance. ``queries`` are the texts
+    searched: the question and its rewrites (rag_query_rewrite).
     """
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("query must be a non-empty text", "invalid_query")
@@ -304,11 +361,12 @@ async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: st
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
         raise BadRequest("topK must be a whole number from 1 to 50", "invalid_top_k")
     agent_id = agent["id"]
+    empty = {"results": [], "relevant": False, "queries": [text]}
     if not has_knowledge_base(app, agent_id):
-        return []
+        return empty
     db = await open_db(app, agent_id)
     if not await db.fetchval("SELECT 1 FROM documents WHERE status = 'ready' LIMIT 1"):
-        return []
+        return empty
     embedder = await active_embedder(app)
 
     async def reindex_progress(done: int, total: int) -> None:
@@ -317,43 +375,124 @@ async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: st
                                                           "done": done, "total": total})
 
     await INDEX.ensure(db, embedder, progress=reindex_progress, batch=app.settings.embed_batch)
-    vector = (await embedder.embed([text], kind="query"))[0]
+    s = app.settings
+    texts = [text] + (await rewrites(app, agent, text) if s.rag_query_rewrite else [])
+    vectors = await embedder.embed(texts, kind="query")
     pool = max(top_k * 8, 40)
-    parts = fts_any_parts(text)
-    k = app.settings.rrf_k
+    # the nearest neighbours of a question are mostly in its own language: a wider vector pool
+    # lets the other language's best chunks in, to be judged with the cross-language boost
+    near_pool = max(pool, s.rag_vector_pool)
 
-    def keyword(conn):
-        expression = keyword_expression(conn, parts)
+    def keyword(conn, q: str):
+        expression = keyword_expression(conn, fts_any_parts(q))
         if not expression:
             return []
-        return conn.execute("SELECT rowid AS id FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
-                            (expression, pool)).fetchall()
+        return [(r["id"], -r["rank"]) for r in conn.execute(
+            "SELECT rowid AS id, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
+            (expression, pool)).fetchall()]
 
-    def passages(conn, fused: dict[int, float]):
-        marks = ",".join("?" * len(fused))
-        rows = conn.execute(
-            "SELECT c.id, c.parent_id, c.position, c.text AS chunk, p.text AS passage, p.position AS passage_position, "
-            f"d.uid AS document_id, d.name AS document_name FROM chunks c JOIN parents p ON p.id = c.parent_id "
-            f"JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}) AND d.status = 'ready'",
-            list(fused)).fetchall()
-        best: dict[int, dict] = {}
-        for row in sorted(rows, key=lambda r: (-fused[r["id"]], r["id"])):
-            row["score"] = fused[row["id"]]
-            best.setdefault(row["parent_id"], row)
-        return list(best.values())
-
-    # The two halves are independent SQLite scans: run them on two read connections at once.
-    near, hits = await asyncio.gather(db.run_read(lambda conn: INDEX.nearest_sync(conn, vector, pool)),
-                                      db.run_read(keyword))
-    fused: dict[int, float] = {}
-    for rank, (cid, _) in enumerate(near):
-        fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank + 1)
-    for rank, h in enumerate(hits):
-        fused[h["id"]] = fused.get(h["id"], 0.0) + 1.0 / (k + rank + 1)
-    candidates = await db.run_read(lambda conn: passages(conn, fused)) if fused else []
-    if app.settings.rerank and len(candidates) > 1:
+    # The halves are independent SQLite scans: run them on the read connections at once.
+    found = await asyncio.gather(*(db.run_read(lambda conn, v=v: INDEX.nearest_sync(conn, v, near_pool)) for v in vectors),
+                                 *(db.run_read(lambda conn, q=q: keyword(conn, q)) for q in texts))
+    near, hits = found[:len(texts)], found[len(texts):]
+    ids = {cid for lst in near for cid, _ in lst} | {cid for lst in hits for cid, _ in lst}
+    if not ids:
+        return {**empty, "queries": texts}
+    rows = {r["id"]: r for r in await db.run_read(lambda conn: _candidates(conn, ids))}
+    if s.rag_fusion == "linear":
+        fused, relevance = await _linear(db, s, texts, vectors, hits, rows)
+    else:
+        fused, relevance = _rrf(s, texts, near, hits, rows)
+    best: dict[int, dict] = {}
+    for cid in sorted(fused, key=lambda c: (-fused[c], c)):
+        row = rows[cid]
+        passage = best.setdefault(row["parent_id"], {**row, "score": fused[cid], "relevance": -1.0})
+        passage["relevance"] = max(passage["relevance"], relevance.get(cid, -1.0))
+    candidates = list(best.values())
+    if s.rerank and len(candidates) > 1:
         candidates = await rerank(app, agent, text, candidates[:top_k * 3])
-    return [result_json(r) for r in candidates[:top_k]]
+    results = [result_json(r) for r in candidates[:top_k]]
+    return {"results": results, "queries": texts,
+            "relevant": bool(results) and max(r["relevance"] for r in results) >= s.rag_min_relevance}
+
+
+def _boosted(s: Any, question: str, row: dict, sim: float) -> float:
+    return sim + (s.rag_cross_language_boost if script(row["body"]) != script(question) else 0.0)
+
+
+def _rrf(s: Any, texts: list[str], near: list, hits: list, rows: dict) -> tuple[dict, dict]:
+    """Reciprocal Rank Fusion of every vector list (re-sorted by boosted similarity) and keyword list."""
+    k = s.rrf_k
+    fused: dict[int, float] = {}
+    relevance: dict[int, float] = {}
+    for q, lst in zip(texts, near):
+        scored = sorted(((_boosted(s, q, rows[cid], sim), cid) for cid, sim in lst if cid in rows), reverse=True)
+        for rank, (sim, cid) in enumerate(scored):
+            fused[cid] = fused.get(cid, 0.0) + s.rag_vector_weight / (k + rank + 1)
+            relevance[cid] = max(relevance.get(cid, -1.0), sim)
+    for lst in hits:
+        for rank, cid in enumerate(c for c, _ in lst if c in rows):
+            fused[cid] = fused.get(cid, 0.0) + s.rag_keyword_weight / (k + rank + 1)
+    return fused, relevance
+
+
+async def _linear(db, s: Any, texts: list[str], vectors: list, hits: list, rows: dict) -> tuple[dict, dict]:
+    """Scores instead of ranks: every candidate's boosted cosine similarity to the closest question
+    (times rag_vector_weight) plus its BM25 relative to the best keyword hit (times rag_keyword_weight).
+
+    A chunk found by one half only is still scored by the other (its vector is read back), so a
+    passage in the other language, which no keyword matches, competes on its similarity alone.
+    """
+    ids = list(rows)
+    sims = await db.run_read(lambda conn: [INDEX.similarities_sync(conn, ids, v) for v in vectors])
+    fused: dict[int, float] = {}
+    relevance: dict[int, float] = {}
+    for q, sim in zip(texts, sims):
+        for cid, value in sim.items():
+            relevance[cid] = max(relevance.get(cid, -1.0), _boosted(s, q, rows[cid], value))
+    for cid in ids:
+        fused[cid] = s.rag_vector_weight * relevance.get(cid, 0.0)
+    for lst in hits:
+        top = max((b for _, b in lst), default=0.0) or 1.0
+        for cid, b in lst:
+            if cid in rows:
+                fused[cid] += s.rag_keyword_weight * max(0.0, b) / top / len(hits)
+    return fused, relevance
+
+
+def _candidates(conn, ids: set[int]) -> list[dict]:
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        "SELECT c.id, c.parent_id, c.position, c.text AS chunk, p.text AS passage, p.position AS passage_position, "
+        "p.heading, d.uid AS document_id, d.name AS document_name FROM chunks c JOIN parents p ON p.id = c.parent_id "
+        f"JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}) AND d.status = 'ready'",
+        list(ids)).fetchall()
+    for row in rows:  # the chunk's own words decide its script, not the heading path before them
+        row["body"] = row["chunk"].split("\n", 1)[-1] if row["heading"] and row["chunk"].startswith(row["heading"]) \
+            else row["chunk"]
+    return rows
+
+
+REWRITE_PROMPT = ("Rewrite the user's search question for a bilingual (Chinese and English) document search. "
+                  "Reply with two lines and nothing else: the question in English, then the question in Chinese "
+                  "(expand a very short question into a full one).")
+
+
+async def rewrites(app: Any, agent: dict, question: str) -> list[str]:
+    """The question rewritten in both languages by the agent's model; none when the model fails
+    (the question itself is always searched)."""
+    from xiajiao import ChatMessage
+
+    try:
+        answer = await app.engine.complete(agent, [ChatMessage("system", REWRITE_PROMPT),
+                                                   ChatMessage("user", question)])
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # no model, or a failing one: search the question as asked
+        log.warning("query rewrite failed; searching the question as asked", exc_info=True)
+        return []
+    lines = [ln.strip() for ln in (getattr(answer, "content", answer) or "").splitlines()]
+    return [ln[:MAX_QUERY_CHARS] for ln in dict.fromkeys(lines) if ln and ln != question][:2]
 
 
 def keyword_expression(conn, parts: list[str], budget: int = KEYWORD_BUDGET) -> str | None:
@@ -400,8 +539,8 @@ def _term_count(conn, part: str, budget: int) -> tuple[int, str]:
 
 def result_json(row: dict) -> dict:
     return {"documentId": row["document_id"], "documentName": row["document_name"], "position": row["position"],
-            "passage": row["passage_position"], "score": round(row["score"], 6), "text": row["passage"],
-            "chunk": row["chunk"]}
+            "passage": row["passage_position"], "heading": row["heading"], "score": round(row["score"], 6),
+            "relevance": round(row["relevance"], 4), "text": row["passage"], "chunk": row["chunk"]}
 
 
 RERANK_PROMPT = ("Rank passages by how well they answer the question. Reply with a JSON array of passage numbers, "

@@ -11,7 +11,7 @@ from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request
 from typing import Annotated
 
-from .. import auth, chat
+from .. import auth, channels, chat
 
 bp = Blueprint("channels", __name__)
 
@@ -58,16 +58,18 @@ def _reader_id() -> str | None:
 @bp.get("/api/channels")
 @auth.requires("guest")
 async def list_channels():
-    return jsonify({"channels": await chat.list_channels(current_app.xj.db, _reader_id(), g.actor.id)})
+    core = current_app.xj
+    channels = await chat.list_channels(core.db, _reader_id(), g.actor.id)
+    return jsonify({"channels": await auth.readable(core, g.actor, channels, key="id")})
 
 
 @bp.post("/api/channels")
 @auth.requires("member")
 @validate_request(NewChannel)
 async def create_channel(data: NewChannel):
-    channel = await chat.create_channel(current_app.xj.db, name=data.name.strip() or data.name, type=data.type,
-                                        creator_id=g.actor.id, agent_ids=data.agentIds, user_ids=data.userIds,
-                                        default_agent_id=data.defaultAgentId)
+    channel = await channels.open_channel(current_app.xj, g.actor, name=data.name, type=data.type,
+                                          agent_ids=data.agentIds, user_ids=data.userIds,
+                                          default_agent_id=data.defaultAgentId)
     return jsonify({"id": channel["id"], "ok": True, "channel": channel}), 201
 
 
@@ -113,11 +115,8 @@ async def delete_channel(channel_id: str):
 @auth.requires("guest")
 @validate_request(NewMembers)
 async def add_members(channel_id: str, data: NewMembers):
-    core = current_app.xj
-    channel = await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
-    view = await chat.add_members(core.db, channel, user_ids=data.userIds, agent_ids=data.agentIds,
-                                  read_only=data.readOnly)
-    core.hub.publish(channel_id, "channel_updated", view)
+    view = await channels.add_members(current_app.xj, g.actor, channel_id, user_ids=data.userIds,
+                                      agent_ids=data.agentIds, read_only=data.readOnly)
     return jsonify({"ok": True, "channel": view})
 
 

@@ -1,13 +1,16 @@
 """Invite links: the owner and admins invite people to a role; accepting one logs in."""
 from __future__ import annotations
 
+from dataclasses import field
+
 from pydantic.dataclasses import dataclass
 
 from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request
 
 from .. import auth
-from .auth import client_address, session_response, start_session
+from ..ratelimit import charge
+from .auth import session_response, start_session
 
 bp = Blueprint("invites", __name__)
 
@@ -17,6 +20,7 @@ class NewInvite:
     role: str = "member"
     hours: float = 72
     maxUses: int = 1
+    channelIds: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -38,7 +42,8 @@ async def list_invites():
 @validate_request(NewInvite)
 async def create_invite(data: NewInvite):
     invite, token = await auth.create_invite(current_app.xj.db, created_by=g.actor, role=data.role,
-                                             hours=data.hours, max_uses=data.maxUses)
+                                             hours=data.hours, max_uses=data.maxUses,
+                                             channel_ids=data.channelIds)
     return jsonify({"invite": invite, "token": token, "url": f"/invite/{token}"}), 201
 
 
@@ -54,7 +59,7 @@ async def revoke_invite(invite_id: str):
 @validate_request(Acceptance)
 async def accept_invite(data: Acceptance):
     core = current_app.xj
-    core.login_limiter.check(client_address(), "Too many attempts, wait a minute")
+    charge("invites")  # their own bucket: accepting invites never locks logins out
     user = await auth.accept_invite(core.db, data.token, username=data.username, password=data.password,
                                     display_name=data.displayName)
     return session_response({"ok": True, "user": auth.public_user(user)}, await start_session(user["id"]))

@@ -30,8 +30,16 @@ async def create_key(data: NewKey):
     return jsonify({"key": key, "secret": secret}), 201
 
 
+@bp.get("/api/keys/<key_id>/webhook-secret")
+@auth.requires("guest")
+async def key_webhook_secret(key_id: str):
+    """The secret that signs the webhooks of tasks created with this key (HMAC-SHA256)."""
+    return jsonify({"webhookSecret": await auth.webhook_secret(current_app.xj.db, g.actor.id, key_id)})
+
+
 @bp.delete("/api/keys/<key_id>")
 @auth.requires("guest")
 async def revoke_key(key_id: str):
-    await auth.revoke_api_key(current_app.xj.db, g.actor.id, key_id)
+    core = current_app.xj
+    await core.hub.disconnect_credential(await auth.revoke_api_key(core.db, g.actor.id, key_id))
     return jsonify({"ok": True})

@@ -5,7 +5,7 @@ import time
 
 from quart import Blueprint, current_app, g, jsonify
 
-from .. import auth, netguard
+from .. import addresses, auth
 from ..errors import BadRequest, NotFound, ProviderError
 from ..models import ChatMessage, ChatRequest, TextDelta
 
@@ -30,7 +30,7 @@ async def test_provider(provider_id: str):
     if not cfg.models:
         raise BadRequest(f"Provider {provider_id!r} lists no model to test", "no_models")
     if cfg.base_url:  # the Test reaches only where a provider may be (SSRF guard)
-        await netguard.check_destination(cfg.base_url, allow_private=current_app.xj.settings.allow_private_provider_urls)
+        await addresses.check_destination(cfg.base_url, allow_private=current_app.xj.settings.allow_private_provider_urls)
     model = f"{cfg.id}/{cfg.models[0]}"
     request = ChatRequest(model=model, messages=[ChatMessage("user", "Reply with one word: ok")], max_tokens=8)
     t0 = time.perf_counter()

@@ -62,3 +62,15 @@ async def delete_user(user_id: str):
     await auth.delete_user(core.db, g.actor, user_id)
     await core.hub.disconnect_user(user_id)
     return jsonify({"ok": True})
+
+
+@bp.get("/api/team")
+@auth.requires("guest")
+async def team():
+    """The team at a glance, for everyone signed in: the people one may see, the agents, and whether the
+    default model is a built-in one (the offline demo) or one the owner configured."""
+    core = current_app.xj
+    agents = [{"id": a["id"], "name": a["name"], "avatar": a.get("avatar") or "", "description": a.get("description") or ""}
+              for a in core.engine.agents.all()]
+    return jsonify({"people": await auth.list_people(core.db, g.actor), "agents": agents,
+                    "model": core.engine.gateway.default_model_info()})

@@ -4,16 +4,16 @@ Content-Security-Policy (no inline script, no eval)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from quart import Blueprint, current_app, g, redirect, render_template, request
 
 from .. import auth
+from ..app import WEB_DIR
 
 bp = Blueprint("web", __name__)
 
 LANGS = ("zh", "en")
-I18N_DIR = Path(__file__).resolve().parent.parent.parent / "web" / "static" / "i18n"
+I18N_DIR = WEB_DIR / "static" / "i18n"
 
 
 def load_strings() -> dict[str, dict[str, str]]:
@@ -101,7 +101,9 @@ async def login_page():
 @bp.get("/invite/<token>")
 @auth.requires(None)
 async def invite_page(token: str):
-    return await render_template("invite.html", lang=_lang(), boot=_boot(inviteToken=token))
+    state = await auth.invite_state(current_app.xj.db, token)
+    html = await render_template("invite.html", lang=_lang(), boot=_boot(inviteToken=token), state=state)
+    return html, 200 if state == "valid" else 410 if state in ("expired", "used", "revoked") else 404
 
 
 @bp.get("/offline.html")

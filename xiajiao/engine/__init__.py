@@ -10,20 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from .. import chat
 from ..agents import Agents
 from ..errors import BadRequest, ProviderError, XiajiaoError
 from ..gateway import Gateway
-from ..models import Actor, ChatMessage, ChatRequest
+from ..models import Actor, ChatMessage, ChatRequest, Usage
 from .chains import Chains
 from .mentions import find_mentions
 from .turn import Turn, TurnRunner, build_system
 
 log = logging.getLogger("xiajiao.engine")
 
-__all__ = ["Engine", "find_mentions"]
+__all__ = ["Engine", "TurnResult", "find_mentions"]
 
 
 @dataclass
@@ -33,6 +34,31 @@ class Origin:
     message_id: str
     limit: int
     limited: bool = False
+
+
+@dataclass
+class Lane:
+    """The turns of one agent in one channel: run in order; forgotten when nobody waits."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # turns running or waiting
+
+
+@dataclass
+class TurnResult:
+    """The outcome of one turn run for a caller (the machine API, background tasks)."""
+
+    text: str
+    status: str  # done | stopped | error | interrupted
+    usage: Usage = field(default_factory=Usage)
+    rounds: int = 0
+    error: dict | None = None  # {"error", "code"} of a failed turn
+    channel_id: str | None = None  # where it was recorded (None: nowhere)
+    message_id: str | None = None  # the stored reply
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
 
 
 def channel_chain(channel: dict) -> list[str]:
@@ -62,7 +88,7 @@ class Engine:
         self.runner = TurnRunner(self)
         self.chains = Chains(self)
         self.running: dict[str, Turn] = {}  # reply message id -> turn
-        self._lanes: dict[tuple[str, str], asyncio.Lock] = {}
+        self._lanes: dict[tuple[str, str], Lane] = {}
 
     async def start(self) -> None:
         await self.gateway.load()
@@ -123,14 +149,16 @@ class Engine:
     async def lane_turn(self, agent: dict, channel: dict, message: dict, actor: Actor, **kw) -> dict | None:
         """``run_turn`` after the turns already queued for this agent in this channel."""
         key = (agent["id"], channel["id"])
-        lock = self._lanes.get(key)
-        if lock is None:
-            lock = self._lanes[key] = asyncio.Lock()
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = Lane()
+        lane.users += 1  # counted here, not read from the lock's private waiters
         try:
-            async with lock:
+            async with lane.lock:
                 return await self.run_turn(agent, channel, message, actor, **kw)
         finally:
-            if not lock.locked() and self._lanes.get(key) is lock and not getattr(lock, "_waiters", None):
+            lane.users -= 1
+            if lane.users == 0 and self._lanes.get(key) is lane:
                 del self._lanes[key]
 
     async def _in_lane(self, agent: dict, channel: dict, message: dict, actor: Actor, origin: Origin | None,
@@ -165,8 +193,14 @@ class Engine:
                                                    "messageId": message_id, "error": exc.message, "code": exc.code})
 
     async def run_turn(self, agent: dict, channel: dict, message: dict, actor: Actor, *,
-                       handoff: str | None = None, metadata: dict | None = None) -> dict | None:
-        """Run one streamed turn of ``agent`` in ``channel``; returns the stored reply (API shape) or None."""
+                       handoff: str | None = None, metadata: dict | None = None,
+                       context: list[ChatMessage] | None = None,
+                       on_event: Callable[[str, dict], None] | None = None) -> dict | None:
+        """Run one streamed turn of ``agent`` in ``channel``; returns the stored reply (API shape) or None.
+
+        ``context``: the conversation to answer instead of the channel's history (the caller's own);
+        ``on_event``: also told of the turn's start, text and tool events (see ``Turn.on_event``).
+        """
         app = self.app
         cid = channel["id"]
         try:
@@ -174,9 +208,10 @@ class Engine:
         except XiajiaoError as exc:
             self.error_frame(cid, agent, exc, message.get("id"))
             return None
-        turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}")
+        turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}",
+                    on_event=on_event, chain_id=(metadata or {}).get("chainId"))
         try:
-            messages = await self.runner.context(turn, handoff)
+            messages = await self.runner.context(turn, handoff, context)
         except XiajiaoError as exc:
             self.error_frame(cid, agent, exc, message.get("id"))
             return None
@@ -184,6 +219,7 @@ class Engine:
         reply = await chat.create_message(app, channel_id=cid, content="", agent_id=agent["id"], status="streaming",
                                           publish=False, metadata=meta)
         turn.reply_id = reply["id"]
+        turn.event("start", {"messageId": reply["id"], "channelId": cid})
         app.hub.publish(cid, "stream_start", {"messageId": reply["id"], "channelId": cid, "agentId": agent["id"]})
         self.running[reply["id"]] = turn
         loop = asyncio.ensure_future(self.runner.model_loop(turn, messages))
@@ -218,8 +254,8 @@ class Engine:
         finally:
             self.running.pop(reply["id"], None)
             self.runner.flush(turn)
-        extra = {"usage": {"promptTokens": turn.call.usage.prompt_tokens,
-                           "completionTokens": turn.call.usage.completion_tokens}}
+        extra = {"usage": {"promptTokens": turn.usage.prompt_tokens,
+                           "completionTokens": turn.usage.completion_tokens}, "rounds": turn.rounds}
         if error is not None:
             extra["error"] = {"error": error.message, "code": error.code}
         await chat.finish_message(app, reply["id"], content=turn.text, status=status, metadata=extra)
@@ -227,6 +263,8 @@ class Engine:
             self.error_frame(cid, agent, error, reply["id"])
         app.hub.publish(cid, "stream_end", {"messageId": reply["id"], "status": status})
         reply.update(content=turn.text, status=status)
+        reply["metadata"] = {**(reply.get("metadata") or {}), **extra}
+        app.spawn(app.hook("on_message", message=reply, channel=channel, actor=actor), name="on-message")
         if status == "done":
             app.spawn(app.hook("on_turn_end", agent=agent, channel=channel, message=message, reply=reply,
                                actor=actor), name="on-turn-end")
@@ -251,23 +289,48 @@ class Engine:
         return [{"messageId": mid, "agentId": t.agent["id"], "channelId": channel_id}
                 for mid, t in self.running.items() if t.channel and t.channel["id"] == channel_id]
 
+    async def authorize_stop(self, actor: Actor, turn: Turn) -> None:
+        """Stopping a reply needs ``channel.write``; a chain's step needs ``chain.decide`` too (else 404/403)."""
+        from .. import auth
+
+        chain = self.chains.runs.get(turn.chain_id) if turn.chain_id else None
+        if chain is None:
+            await auth.authorized_channel(self.app, actor, turn.channel["id"], "channel.write")
+        else:
+            await self.chains.authorize(actor, chain, "chain.decide")
+
+    async def stop_channel_for(self, actor: Actor, channel_id: str) -> list[str]:
+        """Stop the running replies of a channel that ``actor`` may stop."""
+        stopped = []
+        for mid, turn in list(self.running.items()):
+            if not turn.channel or turn.channel["id"] != channel_id:
+                continue
+            try:
+                await self.authorize_stop(actor, turn)
+            except XiajiaoError:
+                continue
+            if self.stop_turn(mid):
+                stopped.append(mid)
+        return stopped
+
     async def _ws_stop(self, conn, data: dict) -> None:
-        from ..auth import can_write_channel
+        from .. import auth
 
         data = data or {}
         for field in ("messageId", "channelId"):
             if data.get(field) is not None and not isinstance(data[field], str):
                 raise BadRequest(f"{field} must be a string", "invalid_frame")
-        actor = getattr(conn, "actor", None)
+        actor = conn.actor
         stopped: list[str] = []
-        if data.get("messageId"):
-            turn = self.running.get(data["messageId"])
-            if turn is not None and actor and await can_write_channel(self.app.db, actor, turn.channel):
-                stopped = [data["messageId"]] if self.stop_turn(data["messageId"]) else []
-        elif data.get("channelId"):
-            channel = await chat.get_channel(self.app.db, data["channelId"])
-            if channel is not None and actor and await can_write_channel(self.app.db, actor, channel):
-                stopped = self.stop_channel(channel["id"])
+        message_id, channel_id = data.get("messageId"), data.get("channelId")
+        if isinstance(message_id, str) and message_id:
+            turn = self.running.get(message_id)
+            if turn is not None:
+                await self.authorize_stop(actor, turn)
+                stopped = [message_id] if self.stop_turn(message_id) else []
+        elif isinstance(channel_id, str) and channel_id:
+            await auth.authorized_channel(self.app, actor, channel_id, "channel.write")
+            stopped = await self.stop_channel_for(actor, channel_id)
         conn.send_frame("stopped", {"messageIds": stopped})
 
     # ------------------------------------------------------------------ helpers for other parts
@@ -281,13 +344,44 @@ class Engine:
 
     async def ask(self, agent: dict, text: str, *, actor: Actor, channel: dict | None = None, depth: int = 1) -> str:
         """Ask an agent something outside the channel stream (call_agent): its full answer, tools included."""
-        cfg, name = self.gateway.resolve(agent.get("model"))
-        message = {"id": None, "content": text, "agentId": None, "userId": actor.id}
-        turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}",
-                    depth=depth, publish=False)
-        system = await build_system(self.app, self.agents, agent, channel, message, actor)
-        await self.runner.model_loop(turn, [ChatMessage("system", system), ChatMessage("user", text)])
+        turn = await self.detached_turn(agent, [ChatMessage("user", text)], actor=actor, channel=channel, depth=depth)
         return turn.text
+
+    # ------------------------------------------------------------------ turns for callers other than the web chat
+
+    async def detached_turn(self, agent: dict, messages: list[ChatMessage], *, actor: Actor,
+                            channel: dict | None = None, depth: int = 0,
+                            on_event: Callable[[str, dict], None] | None = None) -> Turn:
+        """A full turn of ``agent`` (SOUL.md, prompt sections, its tools) answering ``messages``, with
+        nothing published or stored. Provider failures raise; cancelling the caller stops it."""
+        cfg, name = self.gateway.resolve(agent.get("model"))
+        asked = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        message = {"id": None, "content": asked, "agentId": None, "userId": actor.id}
+        turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}",
+                    depth=depth, publish=False, on_event=on_event)
+        system = await build_system(self.app, self.agents, agent, channel, message, actor)
+        await self.runner.model_loop(turn, [ChatMessage("system", system), *messages])
+        return turn
+
+    async def converse(self, agent: dict, channel: dict, text: str, actor: Actor, *,
+                       context: list[ChatMessage] | None = None,
+                       on_event: Callable[[str, dict], None] | None = None) -> TurnResult:
+        """Post ``text`` as ``actor`` in ``channel`` and run ``agent``'s turn on it, exactly as the web
+        chat does (after the turns queued there; streamed to the channel; stored). ``context``: answer
+        this conversation instead of the channel's history."""
+        self.gateway.resolve(agent.get("model"))  # an unusable model fails before anything is stored
+        channel = channel_row(channel)
+        msg = await chat.create_message(self.app, channel_id=channel["id"], content=text, user_id=actor.id)
+        await self.app.hook("on_message", message=msg, channel=channel, actor=actor)
+        reply = await self.lane_turn(agent, channel, msg, actor, context=context, on_event=on_event)
+        if reply is None:
+            raise ProviderError("The turn could not start", "turn_failed")
+        meta = reply.get("metadata") or {}
+        usage = meta.get("usage") or {}
+        return TurnResult(text=reply["content"], status=reply["status"],
+                          usage=Usage(usage.get("promptTokens", 0), usage.get("completionTokens", 0)),
+                          rounds=meta.get("rounds", 0), error=meta.get("error"), channel_id=channel["id"],
+                          message_id=reply["id"])
 
     def require_agent(self, agent_id: str) -> dict:
         return self.agents.require(agent_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, XiajiaoError
 from ..ids import new_id
 from ..models import Actor
 
@@ -32,7 +32,8 @@ class ChainRun:
     def json(self) -> dict:
         out = {"chainId": self.id, "channelId": self.channel["id"], "agentIds": list(self.agent_ids),
                "currentAgent": self.current, "step": self.step, "totalSteps": len(self.agent_ids),
-               "status": self.status, "approval": self.approval, "outputs": list(self.outputs)}
+               "status": self.status, "approval": self.approval, "outputs": list(self.outputs),
+               "startedBy": self.actor.id}
         if self.status == "paused":
             out["handoff"] = self.handoff
         if self.reason:
@@ -48,7 +49,7 @@ class Chains:
 
     def _publish(self, run: ChainRun, **extra) -> None:
         data = {"chainId": run.id, "currentAgent": run.current, "step": run.step, "totalSteps": len(run.agent_ids),
-                "status": run.status, **extra}
+                "status": run.status, "startedBy": run.actor.id, **extra}
         if run.reason:
             data["reason"] = run.reason
         self.app.hub.publish(run.channel["id"], "collab_status", data)
@@ -129,15 +130,24 @@ class Chains:
         run.decision.set_result((action, text))
         return run
 
-    async def ws_decision(self, conn, data: dict) -> None:
-        from ..auth import can_write_channel
+    async def authorize(self, actor: Actor, run: ChainRun, action: str = "channel.read") -> None:
+        """May ``actor`` see (``channel.read``) or decide (``chain.decide``) this run? A run in a
+        channel the caller may not see is not found."""
+        from .. import auth
 
-        data = data or {}
-        actor = getattr(conn, "actor", None)
+        try:
+            await auth.authorized_channel(self.app, actor, run.channel["id"], action,
+                                          chain={"id": run.id, "startedBy": run.actor.id})
+        except NotFound:
+            raise NotFound("Chain run not found", "chain_not_found") from None
+
+    async def ws_decision(self, conn, data: dict) -> None:
         try:
             run = self.get(str(data.get("chainId") or ""))
-            if actor is None or not await can_write_channel(self.app.db, actor, run.channel):
-                raise NotFound("Chain run not found", "chain_not_found")
-            self.decide(run.id, str(data.get("action") or ""), data.get("text"))
-        except (BadRequest, Conflict, NotFound) as exc:
+            await self.authorize(conn.actor, run, "chain.decide")
+            text = data.get("text")
+            if text is not None and not isinstance(text, str):
+                raise BadRequest("text must be a string", "invalid_text")
+            self.decide(run.id, str(data.get("action") or ""), text)
+        except XiajiaoError as exc:
             conn.send_frame("error", {"error": exc.message, "code": exc.code, "chainId": data.get("chainId")})

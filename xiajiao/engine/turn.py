@@ -12,13 +12,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .. import chat
 from ..errors import ProviderError, XiajiaoError
 from ..gateway import Call
 from ..ids import new_id, now_iso
-from ..models import Actor, ChatMessage, ChatRequest, Prompt, TextDelta, Tool, ToolCall, ToolCallsDone, ToolContext
+from ..models import (Actor, ChatMessage, ChatRequest, Prompt, TextDelta, Tool, ToolCall, ToolCallsDone, ToolContext,
+                      Usage)
 from ..text import estimate_tokens
 
 log = logging.getLogger("xiajiao.engine")
@@ -46,6 +47,7 @@ class Turn:
     depth: int = 0
     publish: bool = True
     reply_id: str | None = None
+    chain_id: str | None = None  # the chain run this turn is a step of
     parts: list[str] = field(default_factory=list)
     call: Call = field(default_factory=Call)
     stopped: bool = False
@@ -57,6 +59,15 @@ class Turn:
     last_flush: float = 0.0
     flush_handle: asyncio.TimerHandle | None = None
     length: int = 0  # characters in parts
+    # a listener of the turn's events besides the hub: ("text", {"delta"}), ("tool", {"name", "arguments",
+    # "callId"}), ("tool_end", {"name", "callId", "result", "error"}); the machine API streams them
+    on_event: Callable[[str, dict], None] | None = None
+    usage: Usage = field(default_factory=Usage)  # summed over every model call of the turn
+    rounds: int = 0  # model calls made
+
+    def event(self, kind: str, data: dict) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, data)
 
     @property
     def text(self) -> str:
@@ -142,7 +153,8 @@ async def tool_permissions(app, agent: dict, actor: Actor) -> dict[str, bool]:
     for name in agent.get("tools") or ():
         tool = app.tools.get(name)
         if tool is not None:
-            verdict = await app.hook("decide_tool_permission", actor=actor, agent=agent, tool=tool)
+            verdict = await app.hook("decide_tool_permission", actor=actor, agent=agent, tool=tool,
+                                     on_error=False)  # a plugin that raises denies
             if verdict is not None:
                 out[name] = bool(verdict)
     return out
@@ -179,6 +191,7 @@ class TurnRunner:
             text = text[:max(0, limit - turn.length)]
         turn.parts.append(text)
         turn.length += len(text)
+        turn.event("text", {"delta": text})
         self._publish_text(turn, text)
         if cut:
             raise ProviderError(f"The reply was cut at {limit} characters (max_reply_chars)", "reply_too_long")
@@ -233,6 +246,7 @@ class TurnRunner:
             request = ChatRequest(model=turn.model, messages=messages, tools=[t.spec() for t in offer])
             calls: list[ToolCall] = []
             start_len = len(turn.parts)
+            turn.call.usage = Usage()
             separator_needed = bool(turn.parts) and not turn.text.endswith(("\n", " "))
             async for event in self.gateway.stream(request, agent_id=turn.agent["id"], fallback=fallback,
                                                    call=turn.call):
@@ -242,6 +256,9 @@ class TurnRunner:
                     self._emit(turn, event.text)
                 elif isinstance(event, ToolCallsDone):
                     calls.extend(event.calls)
+            turn.rounds += 1
+            turn.usage = Usage(turn.usage.prompt_tokens + turn.call.usage.prompt_tokens,
+                               turn.usage.completion_tokens + turn.call.usage.completion_tokens)
             if not calls:
                 break
             round_text = "".join(turn.parts[start_len:]).strip()
@@ -285,6 +302,7 @@ class TurnRunner:
         shown_args = args if problem is None or isinstance(args, dict) else call.arguments
         base = {"messageId": turn.reply_id, "toolName": call.name, "callId": call.id}
         self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "calling"})
+        turn.event("tool", {"name": call.name, "arguments": shown_args, "callId": call.id})
         tool = tools.get(call.name)
         error = problem
         result: Any = None
@@ -313,6 +331,7 @@ class TurnRunner:
         text = f"Error: {error}" if error else _result_text(result)
         self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "error" if error else "completed"})
         self._frame(turn, "tool_result", {**base, "result": text, **({"error": True} if error else {})})
+        turn.event("tool_end", {"name": call.name, "callId": call.id, "result": text, "error": bool(error)})
         return text, bool(error)
 
     async def _store_tool_messages(self, turn: Turn, plans: list, outcomes: list) -> None:
@@ -337,8 +356,11 @@ class TurnRunner:
 
     # ------------------------------------------------------------------ a channel turn
 
-    async def context(self, turn: Turn, handoff: str | None) -> list[ChatMessage]:
+    async def context(self, turn: Turn, handoff: str | None,
+                      given: list[ChatMessage] | None = None) -> list[ChatMessage]:
         system = await build_system(self.app, self.agents, turn.agent, turn.channel, turn.message, turn.actor)
+        if given is not None:  # the caller brings the conversation (the OpenAI-compatible API)
+            return [ChatMessage("system", system), *given]
         window = self.gateway.context_window(turn.model)
         budget = window - self.app.settings.reply_tokens - tokens(system) - (tokens(handoff) if handoff else 0)
         past = await history(self.app, self.agents, turn.agent, turn.channel, max(MIN_HISTORY_TOKENS, budget))

@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator
 from ..errors import BadRequest, ProviderError
 from ..ids import now_iso
 from ..models import ChatEvent, ChatRequest, ProviderConfig, TextDelta, Timeouts, ToolCallsDone, Usage
-from ..settings import mask
+from ..settings import Setting, mask
 
 log = logging.getLogger("xiajiao.gateway")
 
@@ -61,6 +61,10 @@ class Breaker:
     def success(self) -> None:
         self.failures = 0
         self.opened_at = None
+        self.probing = False
+
+    def release(self) -> None:
+        """The probe ended without a verdict (cancelled): let the next call probe."""
         self.probing = False
 
     def failure(self) -> None:
@@ -128,6 +132,25 @@ def config_to_json(cfg: ProviderConfig, *, masked: bool = True) -> dict:
             "models": list(cfg.models), "contextWindow": cfg.context_window, "options": dict(cfg.options)}
 
 
+def env_provider_settings(prefix: str, provider: str, default_base_url: str) -> list[Setting]:
+    """The settings by which the owner configures one ``provider`` from the environment, for a
+    provider plugin to declare: ``<prefix>_api_key`` (secret), ``<prefix>_base_url``, ``<prefix>_models``."""
+    return [Setting(f"{prefix}_api_key", "", f"API key of {provider} configured from the environment.", str, True),
+            Setting(f"{prefix}_base_url", "", f"Base URL of that provider (empty: {default_base_url})."),
+            Setting(f"{prefix}_models", "", "Comma-separated models served by that provider.")]
+
+
+def env_provider_configs(app: Any, kind: str, prefix: str | None = None) -> list[ProviderConfig]:
+    """The provider ``env-<kind>`` the settings of :func:`env_provider_settings` describe, if a key or
+    a base URL is set (a ``ProviderKind.env_configs`` for provider plugins)."""
+    s, prefix = app.settings, prefix or kind
+    key, url = getattr(s, f"{prefix}_api_key"), getattr(s, f"{prefix}_base_url")
+    if not (key or url):
+        return []
+    models = [m.strip() for m in getattr(s, f"{prefix}_models").split(",") if m.strip()]
+    return [ProviderConfig(id=f"env-{kind}", kind=kind, base_url=url, api_key=key, models=models)]
+
+
 class Gateway:
     def __init__(self, app):
         self.app = app
@@ -152,25 +175,17 @@ class Gateway:
         stored = [config_from_json(d) for d in json.loads(rows.get("providers") or "[]")]
         self.stored_default = json.loads(rows.get("default_model") or '""')
         self.fallback_models = json.loads(rows.get("fallback_models") or "[]")
-        self.sources = [Source(c, "settings") for c in stored] + [Source(c, "env") for c in self.env_configs()]
-        for kind in self.app.providers:
-            if kind.builtin_configs:
-                self.sources += [Source(c, "builtin") for c in kind.builtin_configs(self.app)]
+        self.sources = [Source(c, "settings") for c in stored]
+        for origin in ("env", "builtin"):
+            for kind in self.app.providers:
+                offer = kind.env_configs if origin == "env" else kind.builtin_configs
+                if offer:
+                    self.sources += [Source(c, origin) for c in offer(self.app)]
         live = {src.config.id for src in self.sources}
         for pid in list(self._providers):
             cfg, _ = self._providers[pid]
             if pid not in live or self.config(pid) != cfg:
                 await self._close_provider(pid)
-
-    def env_configs(self) -> list[ProviderConfig]:
-        s = self.app.settings
-        out = []
-        for kind in ("openai", "anthropic"):
-            key, url = getattr(s, f"{kind}_api_key"), getattr(s, f"{kind}_base_url")
-            if (key or url) and kind in self.app.providers:
-                models = [m.strip() for m in getattr(s, f"{kind}_models").split(",") if m.strip()]
-                out.append(ProviderConfig(id=f"env-{kind}", kind=kind, base_url=url, api_key=key, models=models))
-        return out
 
     def config(self, provider_id: str) -> ProviderConfig | None:
         for src in self.sources:
@@ -197,6 +212,15 @@ class Gateway:
             if src.config.models:
                 return f"{src.config.id}/{src.config.models[0]}"
         raise BadRequest("No model is configured", "no_model")
+
+    def default_model_info(self) -> dict:
+        """The default model and whether a built-in provider (not one the owner configured) serves it."""
+        try:
+            cfg, name = self.resolve(None)
+        except BadRequest:
+            return {"model": None, "builtin": False, "configured": False}
+        source = next((s.source for s in self.sources if s.config.id == cfg.id), "builtin")
+        return {"model": f"{cfg.id}/{name}", "builtin": source == "builtin", "configured": True}
 
     def resolve(self, model: str | None) -> tuple[ProviderConfig, str]:
         """``provider/model`` or a bare model name → (its provider configuration, the model name)."""
@@ -300,6 +324,9 @@ class Gateway:
                         attempt += 1
                         continue
                     break
+                except BaseException:  # cancelled (Stop, a timeout, shutdown) or the reader went away
+                    breaker.release()
+                    raise
                 breaker.success()
                 self._record(agent_id, cfg.id, name, call, t0)
                 return

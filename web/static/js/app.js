@@ -10,14 +10,16 @@ import { S, readState, report } from "./state.js";
 import { closePanel, cycleTheme, syncCodeTheme } from "./ui.js";
 import { channelAgents, loadAgents, loadChannels, loadUsers, onConnState, renderChatList } from "./sidebar.js";
 import { list } from "./messages.js";
-import { loadOlder, markRead, onFrame, openChannel, scroller, showEmpty } from "./chat.js";
+import { focusComposer, loadOlder, markRead, onFrame, openChannel, scroller, showEmpty } from "./chat.js";
 import { wireComposer } from "./composer.js";
 import { search } from "./search.js";
 import { openCollab } from "./collab.js";
-import { editGroup, newDm } from "./groups.js";
+import { editGroup, newDm, openMembers } from "./groups.js";
+import "./home.js";
 import { openMemory } from "./memory.js";
 import { openKnowledge } from "./knowledge.js";
 import { openAgents } from "./agents.js";
+import { openSchedules } from "./schedules.js";
 import { openSettings } from "./settings.js";
 import { openAccount } from "./account.js";
 
@@ -38,10 +40,17 @@ async function route() {
     await openChannel(decodeURIComponent(m[1]), m[2] ? decodeURIComponent(m[2]) : null);
   } else if (hash === "#/settings") {
     openSettings();
+  } else if (hash === "#/schedules") {
+    openSchedules();
   } else if (hash === "#/agents") {
     openAgents();
   } else if (hash === "#/account") {
     openAccount();
+  } else if (hash === "#/home") {
+    S.active = null;
+    $("#app").dataset.view = "chat";
+    renderChatList();
+    showEmpty(true);
   } else if (!S.active) {
     const first = [...S.channels.values()][0];
     if (first && window.matchMedia("(min-width: 800px)").matches) location.replace(`#/c/${encodeURIComponent(first.id)}`);
@@ -62,6 +71,11 @@ function wire() {
     }
   });
   $("#lightbox").addEventListener("click", () => { $("#lightbox").hidden = true; });
+  // a click on the chat already open changes no route: it still lands in the composer
+  $("#chat-list").addEventListener("click", (ev) => {
+    const item = ev.target.closest(".chat-item");
+    if (item && item.dataset.channelId === S.active) focusComposer();
+  });
   $("#search-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     search($("#search-input").value);
@@ -78,8 +92,14 @@ function wire() {
   $("#btn-memory").addEventListener("click", () => openMemory(channelAgents(S.channels.get(S.active))[0]));
   $("#btn-knowledge").addEventListener("click", () => openKnowledge(channelAgents(S.channels.get(S.active))[0]));
   $("#btn-collab").addEventListener("click", () => openCollab());
+  $("#btn-members").addEventListener("click", () => openMembers(S.channels.get(S.active)));
+  $("#brand").addEventListener("click", (ev) => {
+    ev.preventDefault();
+    location.hash = "#/home";
+  });
   $("#btn-agents").addEventListener("click", () => { location.hash = "#/agents"; });
   $("#btn-settings").addEventListener("click", () => { location.hash = "#/settings"; });
+  $("#btn-schedules").addEventListener("click", () => { location.hash = "#/schedules"; });
   $("#btn-account").addEventListener("click", () => { location.hash = "#/account"; });
   $("#panel-close").addEventListener("click", closePanel);
   $("#lang-select").addEventListener("change", (ev) => {

@@ -1,11 +1,12 @@
 // The chat view: opening a chat, history pages, live messages, streaming replies and the frames
 // that drive them.
 import { get, post, qs } from "./api.js";
-import { $, $$, clear, h, toast } from "./dom.js";
+import { $, $$, avatarEl, clear, h, roleAtLeast, toast } from "./dom.js";
 import { t } from "./i18n.js";
 import { renderInto } from "./render.js";
-import { S, emit, isOwn, report, saveState } from "./state.js";
-import { channelAgents, channelAvatar, channelLabel, fetchPreviews, loadChannels, renderChatList } from "./sidebar.js";
+import { S, emit, isOwn, report, saveState, userName } from "./state.js";
+import { channelAgents, channelAvatar, channelLabel, dmPerson, fetchPreviews, isArchived, loadChannels,
+  renderChatList } from "./sidebar.js";
 import { list, mergeStoredResult, messageEl, replaceMessage, setToolResult, toolCard } from "./messages.js";
 
 const PAGE = 50;
@@ -32,15 +33,21 @@ export async function openChannel(id, jumpTo) {
   S.active = id;
   $("#app").dataset.view = "chat";
   showEmpty(false);
-  clear($("#chat-avatar")).appendChild(document.createTextNode(Array.from(String(channelAvatar(c))).slice(0, 2).join("")));
+  $("#chat-avatar").replaceWith(Object.assign(avatarEl(channelAvatar(c)), { id: "chat-avatar" }));
   $("#chat-name").textContent = channelLabel(c);
-  const names = channelAgents(c).map((a) => a.name).join(" · ");
-  $("#chat-sub").textContent = c.type === "group" ? names : (channelAgents(c)[0] || {}).description || "";
-  const isDm = c.type === "dm";
-  $("#btn-memory").hidden = !isDm;
-  $("#btn-knowledge").hidden = !isDm;
-  $("#btn-channel-settings").hidden = c.type !== "group";
+  const other = dmPerson(c);
+  const archived = isArchived(c);
+  $("#chat-sub").textContent = c.type === "group" ? groupLine(c)
+    : archived ? t("chat.archivedLine") : other ? t(`role.${other.role || "member"}`)
+      : (channelAgents(c)[0] || {}).description || "";
+  const agentDm = c.type === "dm" && !other && !archived;
+  $("#btn-memory").hidden = !agentDm;
+  $("#btn-knowledge").hidden = !agentDm;
+  $("#btn-channel-settings").hidden = c.type !== "group" || !canManage(c);
+  $("#btn-members").hidden = c.type !== "group";
   $("#btn-collab").hidden = c.type !== "group";
+  $("#composer").hidden = archived || !canWrite(c);
+  $("#archived-line").hidden = !archived;
   $("#composer-input").placeholder = t(c.type === "group" ? "composer.placeholderGroup" : "composer.placeholder");
   if (switching || jumpTo) {
     clear(list());
@@ -53,12 +60,37 @@ export async function openChannel(id, jumpTo) {
   markRead(id);
   renderChatList();
   updateStopButton();
+  focusComposer();
   emit("channel:opened", c);
+}
+
+export function focusComposer() {
+  if (!$("#composer").hidden) $("#composer-input").focus();
+}
+
+// "3 people · 2 agents: 编辑 · 翻译官"
+function groupLine(c) {
+  const people = (c.userIds || []).length;
+  const agents = channelAgents(c).map((a) => a.name);
+  const parts = [t("group.peopleCount", { n: people })];
+  if (agents.length) parts.push(`${t("group.agentsCount", { n: agents.length })}: ${agents.join(" · ")}`);
+  return parts.join(" · ");
+}
+
+// The built-in rules of the server (auth.builtin_allows), to show only buttons that work.
+export function canManage(c) {
+  return roleAtLeast(S.me.role, "admin") || (c.createdBy === S.me.id && (c.userIds || []).includes(S.me.id));
+}
+
+function canWrite(c) {
+  return (c.userIds || []).includes(S.me.id) && !(c.readOnlyUserIds || []).includes(S.me.id);
 }
 
 export function showEmpty(empty) {
   $("#empty-state").hidden = !empty;
   $("#composer").hidden = empty;
+  $("#archived-line").hidden = true;
+  if (empty) emit("home:shown");
   $("#messages").hidden = empty;
   $(".chat-head").hidden = empty;
 }
@@ -67,6 +99,7 @@ const readTimers = {};
 
 export function markRead(id) {
   S.unread[id] = 0;
+  delete S.mentions[id];
   const last = S.lastMsg[id];
   if (last) S.lastRead[id] = last.createdAt;
   saveState();
@@ -214,10 +247,32 @@ export function setThinking(on, who) {
 
 // ------------------------------------------------------------------ frames
 
+// Does this message @mention the caller (by display name or username, or @all)?
+export function mentionsMe(m) {
+  if (!S.me || isOwn(m) || m.type !== "text") return false;
+  const text = String(m.content || "").toLowerCase();
+  const names = [S.me.displayName, S.me.username].filter(Boolean).map((n) => `@${n.toLowerCase()}`);
+  return names.some((n) => text.includes(n));
+}
+
+function notifyMention(channelId, m) {
+  S.mentions[channelId] = (S.mentions[channelId] || 0) + 1;
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  if (!document.hidden && channelId === S.active) return;
+  const c = S.channels.get(channelId);
+  const who = m.agentId ? (S.agents.get(m.agentId) || {}).name : userName(m.userId);
+  try {
+    const n = new Notification(t("notify.mention", { name: who || "", chat: c ? channelLabel(c) : "" }),
+      { body: String(m.content || "").slice(0, 140), tag: `xj-${channelId}` });
+    n.onclick = () => { window.focus(); location.hash = `#/c/${encodeURIComponent(channelId)}`; };
+  } catch (e) { /* notifications unavailable on this device */ }
+}
+
 function bumpUnread(channelId, m) {
   S.lastMsg[channelId] = m;
   if (channelId !== S.active || document.hidden) {
     if (!isOwn(m)) S.unread[channelId] = (S.unread[channelId] || 0) + 1;
+    if (mentionsMe(m)) notifyMention(channelId, m);
   }
   saveState();
   renderChatList();
@@ -331,6 +386,9 @@ export function onFrame(frame) {
       break;
     case "resync":
       onResync(d);
+      break;
+    case "channel_added":
+      loadChannels().catch(() => {});
       break;
     case "unsubscribed":
       if (d.reason !== "removed") break;

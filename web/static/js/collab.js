@@ -1,8 +1,8 @@
 // The collaboration panel: a chain's steps, and approving, editing or stopping it.
 import { post } from "./api.js";
-import { $, h } from "./dom.js";
+import { $, h, roleAtLeast } from "./dom.js";
 import { t } from "./i18n.js";
-import { S, agentName, on } from "./state.js";
+import { S, agentName, on, userName } from "./state.js";
 import { busy, closePanel, currentPanel, field, openPanel } from "./ui.js";
 
 function onCollab(d) {
@@ -43,7 +43,10 @@ export function openCollab() {
         h("span", { class: `pill ${c.status}`, text: t(`collab.${c.status}`) })),
       steps,
       c.reason ? h("p", { class: "muted", text: c.reason }) : null);
-    if (c.status === "paused") {
+    if (c.status === "paused" && !mayDecide(c)) {
+      card.append(h("p", { class: "muted small waiting-for", text: t("collab.waitingFor", { name: userName(c.startedBy) }) }),
+        h("pre", { class: "handoff-view", text: c.handoff || "" }));
+    } else if (c.status === "paused") {
       const ta = h("textarea", { class: "handoff", rows: "5", value: c.handoff || "" });
       const approve = h("button", { type: "button", class: "primary act-approve", text: t("collab.approve") });
       const stop = h("button", { type: "button", class: "danger act-stop", text: t("collab.stop") });
@@ -54,6 +57,11 @@ export function openCollab() {
     body.appendChild(card);
   }
   openPanel("collab", t("collab.title"), body);
+}
+
+// Who may approve, edit or stop a chain: the person who started it, and admins or the owner.
+function mayDecide(c) {
+  return !c.startedBy || c.startedBy === S.me.id || roleAtLeast(S.me.role, "admin");
 }
 
 // approve as is, approve an edited hand-off ("edit"), or stop the chain.

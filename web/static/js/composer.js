@@ -2,7 +2,7 @@
 import { post, upload } from "./api.js";
 import { $, avatarEl, clear, h } from "./dom.js";
 import { t } from "./i18n.js";
-import { S, report } from "./state.js";
+import { S, person, personAvatar, report } from "./state.js";
 import { channelAgents, renderChatList } from "./sidebar.js";
 import { list } from "./messages.js";
 import { appendMessage, setThinking } from "./chat.js";
@@ -70,11 +70,20 @@ async function uploadFiles(files) {
 
 let mentionState = null;
 
-function mentionCandidates(c, prefix) {
-  const p = prefix.toLowerCase();
-  const agents = channelAgents(c).filter((a) => a.name.toLowerCase().includes(p));
-  if ("all".startsWith(p)) agents.push({ id: "@all", name: "all", avatar: "📣", description: t("mention.all") });
-  return agents.slice(0, 8);
+// Agents and people of the chat whose name (any language), id or username contains what was typed.
+export function mentionCandidates(c, typed) {
+  const p = typed.toLowerCase();
+  const hit = (...names) => names.some((n) => String(n || "").toLowerCase().includes(p));
+  const agents = channelAgents(c).filter((a) => hit(a.name, a.id))
+    .map((a) => ({ id: a.id, name: a.name, avatar: a.avatar || a.name, description: a.description || "", kind: "agent" }));
+  const people = (c.userIds || []).filter((id) => id !== S.me.id).map((id) => person(id)).filter(Boolean)
+    .filter((u) => hit(u.displayName, u.username))
+    // a name with spaces would end the mention early: such people are mentioned by username
+    .map((u) => ({ id: u.id, name: /\s/.test(u.displayName || "") ? u.username : u.displayName || u.username,
+      label: u.displayName || u.username, avatar: personAvatar(u), description: t(`role.${u.role}`), kind: "person" }));
+  const items = [...agents, ...people];
+  if ("all".startsWith(p)) items.push({ id: "@all", name: "all", avatar: "📣", description: t("mention.all"), kind: "all" });
+  return items.slice(0, 8);
 }
 
 function updateMention() {
@@ -103,8 +112,9 @@ function renderMention() {
   mentionState.items.forEach((a, i) => {
     popup.appendChild(h("div", {
       class: `mention-item${i === mentionState.index ? " active" : ""}`, role: "option",
+      dataset: { kind: a.kind, id: a.id },
       onmousedown: (ev) => { ev.preventDefault(); pickMention(i); },
-    }, avatarEl(a.avatar || a.name, "avatar small"), h("span", { class: "mention-name", text: a.name }),
+    }, avatarEl(a.avatar, "avatar small"), h("span", { class: "mention-name", text: a.label || a.name }),
     h("span", { class: "muted", text: a.description || "" })));
   });
   popup.hidden = false;
@@ -146,6 +156,7 @@ export function wireComposer() {
   ta.addEventListener("input", () => { autosize(); updateMention(); });
   ta.addEventListener("click", updateMention);
   ta.addEventListener("keydown", (ev) => {
+    if (ev.isComposing || ev.keyCode === 229) return; // an input method is still composing: its Enter is not ours
     if (mentionState && !$("#mention-popup").hidden) {
       if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
         ev.preventDefault();

@@ -52,9 +52,21 @@ export function fmtBytes(n) {
 
 export function avatarEl(text, cls = "avatar") {
   const a = String(text || "?").trim();
-  // One emoji or up to two letters; anything else is cut, always as text.
+  // An uploaded image (a same-origin /uploads/ URL), else one emoji or up to two letters, always as text.
+  if (/^\/uploads\/[\w.-]+\/[\w.-]+$/.test(a)) {
+    return h("span", { class: `${cls} has-image` }, h("img", { src: a, alt: "", loading: "lazy" }));
+  }
   const shown = Array.from(a).slice(0, 2).join("");
   return h("span", { class: cls, text: shown || "?" });
+}
+
+// A person's initials: the first letters of the first two words ("Alice Wong" → "AW"), or the
+// first character of a name without spaces ("王小明" → "王").
+export function initials(name) {
+  const words = String(name || "?").trim().split(/\s+/).filter(Boolean);
+  if (words.length > 1) return (Array.from(words[0])[0] + Array.from(words[1])[0]).toUpperCase();
+  const first = Array.from(words[0] || "?")[0];
+  return first.toUpperCase();
 }
 
 const RANK = { guest: 0, member: 1, admin: 2, owner: 3 };

@@ -45,7 +45,8 @@ async function start() {
       try {
         await post("/api/invites/accept", { token: boot.inviteToken,
           username: document.getElementById("invite-username").value.trim(),
-          password: document.getElementById("invite-password").value });
+          password: document.getElementById("invite-password").value,
+          displayName: document.getElementById("invite-display-name").value.trim() });
         location.href = "/";
       } catch (e) {
         showError(err, e);

@@ -3,7 +3,7 @@ import { del, put } from "./api.js";
 import { $, avatarEl, fmtBytes, fmtTime, h } from "./dom.js";
 import { t } from "./i18n.js";
 import { localUrl, renderInto } from "./render.js";
-import { S, agentName, fileName, isOwn, report, userName } from "./state.js";
+import { S, agentName, fileName, isOwn, person, personAvatar, report, userName } from "./state.js";
 
 export const list = () => $("#message-list");
 
@@ -92,7 +92,7 @@ export function messageEl(m) {
     dataset: { id: m.id, created: m.createdAt || "" },
   });
   el._msg = m;
-  el.appendChild(avatarEl(who ? who.avatar || who.name : name));
+  el.appendChild(avatarEl(who ? who.avatar || who.name : personAvatar(person(m.userId) || { displayName: name })));
   const main = h("div", { class: "msg-main" },
     h("div", { class: "msg-head" },
       h("span", { class: "msg-name", text: name }),

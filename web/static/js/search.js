@@ -1,8 +1,9 @@
 // Message search: the query and the results panel.
 import { get, qs } from "./api.js";
-import { fmtTime, h } from "./dom.js";
+import { avatarEl, fmtTime, h } from "./dom.js";
 import { t } from "./i18n.js";
-import { S, agentName, report } from "./state.js";
+import { S, agentName, person, personAvatar, report, userName } from "./state.js";
+import { channelLabel } from "./sidebar.js";
 import { openPanel } from "./ui.js";
 
 export async function search(q) {
@@ -30,12 +31,23 @@ export function showSearch(q, results, jump) {
     for (const p of parts) {
       if (/^<(mark|b)>$/.test(p)) marked = true;
       else if (/^<\/(mark|b)>$/.test(p)) marked = false;
-      else if (p) snip.appendChild(marked ? h("mark", { text: p }) : document.createTextNode(p));
+      else if (p) snip.appendChild(marked ? h("mark", { text: unescapeHtml(p) }) : document.createTextNode(unescapeHtml(p)));
     }
     body.appendChild(h("button", { type: "button", class: "search-hit", onclick: () => jump(m) },
-      h("div", { class: "search-meta" }, h("span", { class: "chan", text: c ? (c.type === "dm" ? agentName((c.agentIds || [])[0]) || c.name : c.name) : "" }),
+      h("div", { class: "search-meta" }, avatarEl(m.agentId ? (S.agents.get(m.agentId) || {}).avatar || agentName(m.agentId)
+        : personAvatar(person(m.userId) || { displayName: userName(m.userId) }), "avatar small"),
+      h("span", { class: "who", text: m.agentId ? agentName(m.agentId) : userName(m.userId) }),
+      h("span", { class: "chan", text: c ? channelLabel(c) : "" }),
         h("span", { class: "muted", text: fmtTime(m.createdAt) })),
       snip));
   }
   openPanel("search", t("search.resultsFor", { q }), body);
+}
+
+// The server's snippet is text escaped by Python's html.escape, with <mark> tags; it becomes text
+// nodes here, so the five entities html.escape makes are turned back into their characters.
+const ENTITIES = { "&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#x27;": "'" };
+
+function unescapeHtml(text) {
+  return text.replace(/&(?:amp|lt|gt|quot|#x27);/g, (e) => ENTITIES[e]);
 }

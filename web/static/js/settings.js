@@ -1,8 +1,8 @@
 // Settings (admins): providers and the default model, users, invites.
 import { ApiError, del, get, post, put } from "./api.js";
-import { clear, fmtTime, h, roleAtLeast, toast } from "./dom.js";
+import { avatarEl, clear, fmtTime, h, roleAtLeast, toast } from "./dom.js";
 import { t } from "./i18n.js";
-import { S, errorText, report } from "./state.js";
+import { S, errorText, personAvatar, report } from "./state.js";
 import { systemPane } from "./system.js";
 import { busy, field, modal } from "./ui.js";
 
@@ -36,11 +36,11 @@ async function providersPane() {
   const s = await get("/api/settings");
   const providers = (s.providers || []).map((p) => ({ ...p }));
   const wrap = h("div", { class: "providers" });
-  let health = {};
+  let healthOf = {};
   try {
     const r = await get("/api/providers");
-    for (const p of r.providers || []) health[p.id || p.name] = p;
-  } catch (e) { health = {}; }
+    for (const p of r.providers || []) healthOf[p.id || p.name] = p;
+  } catch (e) { healthOf = {}; }
   const models = new Set();
   for (const m of s.models || []) models.add(typeof m === "string" ? m : m.id || m.name);
   for (const p of providers) for (const m of p.models || []) models.add(typeof m === "string" ? m : m.id);
@@ -55,7 +55,9 @@ async function providersPane() {
   const listEl = h("div", { class: "provider-list" });
   for (const p of providers) {
     const pid = p.id || p.name;
-    const hh = health[pid] || {};
+    const hh = healthOf[pid] || {};
+    // GET /api/providers answers {health: {state, ...}}; a plain string is accepted too
+    const health = typeof hh.health === "object" && hh.health ? hh.health.state : hh.state || hh.health || "";
     const test = h("button", { type: "button", class: "act-test", text: t("settings.test") });
     const result = h("span", { class: "test-result" });
     test.addEventListener("click", busy(test, async () => {
@@ -88,7 +90,7 @@ async function providersPane() {
     listEl.appendChild(h("div", { class: "provider", dataset: { name: pid } },
       h("div", { class: "grow" },
         h("div", {}, h("strong", { text: pid }), " ", h("span", { class: "pill", text: p.kind || p.type || "" }),
-          hh.state || hh.health ? h("span", { class: `pill ${hh.state || hh.health}`, text: hh.state || hh.health }) : null),
+          health ? h("span", { class: `pill health ${health}`, text: t(`settings.health.${health}`) }) : null),
         h("div", { class: "muted small", text: p.baseUrl || p.base_url || "" }),
         h("div", { class: "muted small key-masked", text: `${t("settings.key")}: ${p.apiKey || p.key || "—"}` }),
         h("div", { class: "small", text: (p.models || []).map((m) => (typeof m === "string" ? m : m.id)).join(", ") })),
@@ -125,57 +127,115 @@ async function usersPane() {
   const r = await get("/api/users");
   const wrap = h("div", { class: "users" });
   const table = h("table", { class: "table" }, h("thead", {}, h("tr", {},
-    h("th", { text: t("login.username") }), h("th", { text: t("settings.role") }), h("th", { text: "" }))));
+    h("th", { text: t("settings.person") }), h("th", { text: t("settings.role") }), h("th", { text: "" }))));
   const tbody = h("tbody");
+  const reload = async () => wrap.replaceWith(await usersPane());
   for (const u of r.users || []) {
-    const role = h("select", { disabled: u.role === "owner" || u.id === S.me.id },
-      ["owner", "admin", "member", "guest"].map((x) => h("option", { value: x, text: t(`role.${x}`), selected: u.role === x })));
+    const mine = u.id === S.me.id;
+    const manageable = !mine && u.role !== "owner" && (S.me.role === "owner" || roleAtLeast("admin", u.role) && u.role !== "admin");
+    const role = h("select", { class: "user-role", disabled: !manageable },
+      ["owner", "admin", "member", "guest"].filter((x) => x !== "owner" || u.role === "owner")
+        .map((x) => h("option", { value: x, text: t(`role.${x}`), selected: u.role === x })));
     role.addEventListener("change", async () => {
       try { await put(`/api/users/${encodeURIComponent(u.id)}`, { role: role.value }); toast(t("common.saved")); } catch (e) { report(e); }
     });
-    tbody.appendChild(h("tr", { dataset: { userId: u.id } }, h("td", { text: u.displayName || u.username }), h("td", {}, role),
-      h("td", {}, u.role === "owner" || u.id === S.me.id ? null : h("button", { type: "button", class: "link-btn danger-text", text: t("message.delete"),
-        onclick: async () => {
-          if (!window.confirm(t("settings.confirmDeleteUser"))) return;
-          try { await del(`/api/users/${encodeURIComponent(u.id)}`); wrap.replaceWith(await usersPane()); } catch (e) { report(e); }
-        } }))));
+    const actions = manageable ? h("div", { class: "row user-actions" },
+      h("button", { type: "button", class: "link-btn act-reset", text: t("settings.resetPassword"), onclick: (ev) => {
+        const row = ev.target.closest("tr");
+        if (row.querySelector(".reset-form")) return;
+        const pw = h("input", { type: "password", class: "reset-password", minlength: "8", autocomplete: "new-password",
+          placeholder: t("settings.newPasswordFor", { name: u.displayName || u.username }) });
+        const save = h("button", { type: "submit", class: "primary", text: t("common.save") });
+        const form = h("form", { class: "row reset-form" }, pw, save);
+        form.addEventListener("submit", busy(save, async () => {
+          await put(`/api/users/${encodeURIComponent(u.id)}`, { password: pw.value });
+          form.remove();
+          toast(t("settings.passwordReset"));
+        }));
+        row.lastChild.appendChild(form);
+        pw.focus();
+      } }),
+      h("button", { type: "button", class: `link-btn ${u.disabled ? "act-reactivate" : "act-deactivate danger-text"}`,
+        text: t(u.disabled ? "settings.reactivate" : "settings.deactivate"), onclick: async () => {
+          if (!u.disabled && !window.confirm(t("settings.confirmDeactivate", { name: u.displayName || u.username }))) return;
+          try { await put(`/api/users/${encodeURIComponent(u.id)}`, { disabled: !u.disabled }); await reload(); } catch (e) { report(e); }
+        } }),
+      h("button", { type: "button", class: "link-btn danger-text act-delete", text: t("message.delete"), onclick: async () => {
+        if (!window.confirm(t("settings.confirmDeleteUser"))) return;
+        try { await del(`/api/users/${encodeURIComponent(u.id)}`); await reload(); } catch (e) { report(e); }
+      } })) : null;
+    tbody.appendChild(h("tr", { dataset: { userId: u.id, username: u.username }, class: u.disabled ? "disabled" : "" },
+      h("td", {}, h("div", { class: "row" }, avatarEl(personAvatar(u), "avatar small"),
+        h("span", { class: "name", text: u.displayName || u.username }), h("span", { class: "muted small", text: `@${u.username}` }),
+        u.disabled ? h("span", { class: "pill deactivated", text: t("settings.deactivated") }) : null)),
+      h("td", {}, role), h("td", {}, actions)));
   }
   table.appendChild(tbody);
   const uname = h("input", { id: "user-name", required: true });
+  const dname = h("input", { id: "user-display-name", maxlength: "64" });
   const pw = h("input", { id: "user-password", type: "password", minlength: "8", required: true, autocomplete: "new-password" });
   const role = h("select", { id: "user-role" }, ["member", "guest", "admin"].map((x) => h("option", { value: x, text: t(`role.${x}`) })));
   const add = h("button", { type: "submit", class: "primary", text: t("settings.addUser") });
-  const form = h("form", { class: "form" }, h("div", { class: "grid3" }, field(t("login.username"), uname),
-    field(t("login.password"), pw), field(t("settings.role"), role)), add);
+  const form = h("form", { class: "form" }, h("div", { class: "grid2" }, field(t("login.username"), uname),
+    field(t("account.displayName"), dname), field(t("login.password"), pw), field(t("settings.role"), role)), add);
   form.addEventListener("submit", busy(add, async () => {
-    await post("/api/users", { username: uname.value.trim(), password: pw.value, role: role.value });
-    wrap.replaceWith(await usersPane());
+    await post("/api/users", { username: uname.value.trim(), displayName: dname.value.trim(), password: pw.value, role: role.value });
+    await reload();
   }));
   wrap.append(table, h("h4", { text: t("settings.addUser") }), form);
   return wrap;
 }
 
+async function copyText(text, btn) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch (e) {
+    // no clipboard permission (plain http): select the text so the user can copy it
+    const input = btn.parentNode.querySelector("input");
+    if (input) input.select();
+    document.execCommand("copy");
+  }
+  btn.textContent = t("settings.copied");
+}
+
 async function invitesPane() {
   const r = await get("/api/invites");
+  const groups = [...S.channels.values()].filter((c) => c.type === "group");
   const wrap = h("div", { class: "invites" });
   const role = h("select", { id: "invite-role" }, ["member", "guest", "admin"].map((x) => h("option", { value: x, text: t(`role.${x}`) })));
+  const hours = h("select", { id: "invite-hours" }, [[1, "settings.hour1"], [24, "settings.day1"], [72, "settings.days3"], [168, "settings.days7"], [720, "settings.days30"]]
+    .map(([v, k]) => h("option", { value: String(v), text: t(k), selected: v === 72 })));
+  const uses = h("input", { id: "invite-uses", type: "number", min: "1", max: "1000", value: "1" });
+  const chanBox = h("div", { class: "checks", id: "invite-channels" }, groups.map((c) => h("label", { class: "check" },
+    h("input", { type: "checkbox", value: c.id }), h("span", { text: c.name }))));
+  if (!groups.length) chanBox.appendChild(h("p", { class: "muted small", text: t("settings.noGroups") }));
   const create = h("button", { type: "button", class: "primary", id: "invite-create", text: t("settings.createInvite") });
   const shown = h("div", { class: "once", id: "invite-link", hidden: true });
   create.addEventListener("click", busy(create, async () => {
-    const res = await post("/api/invites", { role: role.value });
-    const link = res.url || res.link || (res.token ? `${location.origin}/invite/${res.token}` : "");
+    const channelIds = [...chanBox.querySelectorAll("input:checked")].map((b) => b.value);
+    const res = await post("/api/invites", { role: role.value, hours: Number(hours.value), maxUses: Number(uses.value) || 1, channelIds });
+    const link = res.url || res.link || (res.token ? `/invite/${res.token}` : "");
     const full = link.startsWith("/") ? location.origin + link : link;
-    clear(shown).append(h("p", { text: t("settings.inviteOnce") }), h("input", { readonly: true, value: full, class: "mono", onclick: (ev) => ev.target.select() }));
+    const copy = h("button", { type: "button", id: "invite-copy", text: t("settings.copy") });
+    copy.addEventListener("click", () => copyText(full, copy));
+    clear(shown).append(h("p", { text: t("settings.inviteOnce") }),
+      h("div", { class: "row" }, h("input", { readonly: true, value: full, class: "mono", id: "invite-url", onclick: (ev) => ev.target.select() }), copy));
     shown.hidden = false;
+    clear(listEl);
+    for (const inv of (await get("/api/invites")).invites || []) listEl.appendChild(inviteRow(inv));
   }));
-  const listEl = h("ul", { class: "plain" });
-  for (const inv of r.invites || []) {
-    listEl.appendChild(h("li", {}, h("span", { text: `${t(`role.${inv.role}`)} · ${fmtTime(inv.createdAt)} · ${inv.uses ?? 0}/${inv.maxUses ?? 1}` }),
-      inv.revokedAt ? h("span", { class: "muted", text: ` ${t("settings.revoked")}` }) :
-        h("button", { type: "button", class: "link-btn danger-text", text: t("settings.revoke"), onclick: async () => {
-          try { await del(`/api/invites/${encodeURIComponent(inv.id)}`); wrap.replaceWith(await invitesPane()); } catch (e) { report(e); }
-        } })));
-  }
-  wrap.append(h("div", { class: "row" }, role, create), shown, listEl);
+  const listEl = h("ul", { class: "plain invite-list", id: "invite-list" });
+  const inviteRow = (inv) => h("li", { class: "invite-row", dataset: { id: inv.id, active: inv.active ? "1" : "0" } },
+    h("span", { class: "pill", text: t(`role.${inv.role}`) }),
+    h("span", { text: ` ${t("settings.inviteUses", { uses: inv.uses ?? 0, max: inv.maxUses ?? 1 })} · ${t("settings.expires", { when: fmtTime(inv.expiresAt) })}` }),
+    (inv.channelIds || []).length ? h("span", { class: "muted small", text: ` · ${(inv.channelIds || []).map((id) => (S.channels.get(id) || {}).name || id).join(", ")}` }) : null,
+    inv.active ? null : h("span", { class: "muted", text: ` ${t("settings.inviteInactive")}` }),
+    h("button", { type: "button", class: "link-btn danger-text act-revoke", text: t("settings.revoke"), onclick: async () => {
+      try { await del(`/api/invites/${encodeURIComponent(inv.id)}`); wrap.replaceWith(await invitesPane()); } catch (e) { report(e); }
+    } }));
+  for (const inv of r.invites || []) listEl.appendChild(inviteRow(inv));
+  wrap.append(h("div", { class: "grid3" }, field(t("settings.role"), role), field(t("settings.inviteExpiry"), hours),
+    field(t("settings.inviteMaxUses"), uses)), field(t("settings.inviteChannels"), chanBox), h("div", { class: "row" }, create), shown,
+  h("h4", { text: t("settings.openInvites") }), listEl);
   return wrap;
 }

@@ -1,8 +1,8 @@
 // The sidebar: loading agents, people and chats, the chat list with previews, the connection dot.
 import { ApiError, get, qs } from "./api.js";
-import { $, avatarEl, clear, fmtTime, h, roleAtLeast } from "./dom.js";
+import { $, avatarEl, clear, fmtTime, h, initials, roleAtLeast } from "./dom.js";
 import { t } from "./i18n.js";
-import { S, agentName, fileName, report, userName } from "./state.js";
+import { S, agentName, fileName, person, personAvatar, report, userName } from "./state.js";
 
 // ------------------------------------------------------------------ loading
 
@@ -27,7 +27,14 @@ export async function loadChannels() {
   fetchPreviews();
 }
 
+// The people the caller may see (names, avatars, roles) and which model answers; admins also get
+// every account (deactivated ones too), for the names of people who left.
 export async function loadUsers() {
+  try {
+    const r = await get("/api/team");
+    S.people = new Map((r.people || []).map((u) => [u.id, u]));
+    S.team = r;
+  } catch (e) { report(e); }
   if (!roleAtLeast(S.me.role, "admin")) return;
   try {
     const r = await get("/api/users");
@@ -53,16 +60,32 @@ export function channelAgents(c) {
   return (c.agentIds || []).map((id) => S.agents.get(id)).filter(Boolean);
 }
 
+// The other person of a DM between two people (null for an agent's DM).
+export function dmPerson(c) {
+  if (c.type !== "dm" || (c.agentIds || []).length) return null;
+  const other = (c.userIds || []).find((id) => !S.me || id !== S.me.id);
+  return other ? person(other) || { id: other, displayName: t("chat.someone") } : null;
+}
+
+// A DM whose other side is gone (its agent was deleted): kept to read, closed for new messages.
+export function isArchived(c) {
+  return c.type === "dm" && ((c.agentIds || []).length + (c.userIds || []).length) < 2;
+}
+
 export function channelAvatar(c) {
   if (c.type === "dm") {
+    const p = dmPerson(c);
+    if (p) return personAvatar(p);
     const a = channelAgents(c)[0];
-    return a ? a.avatar || a.name : c.name;
+    return a ? a.avatar || a.name : "🗄";
   }
-  return "👥";
+  return initials(c.name); // a group: the first letters of its name
 }
 
 export function channelLabel(c) {
   if (c.type === "dm") {
+    const p = dmPerson(c);
+    if (p) return p.displayName || p.username;
     const a = channelAgents(c)[0];
     if (a) return a.name;
   }
@@ -103,12 +126,17 @@ export function renderChatList() {
       h("span", { class: "chat-item-main" },
         h("span", { class: "chat-item-top" },
           h("span", { class: "chat-item-name", text: channelLabel(c) }),
+          isArchived(c) ? h("span", { class: "pill archived", text: t("chat.archived") }) : null,
           h("span", { class: "chat-item-time", text: last ? fmtTime(last.createdAt) : "" })),
         h("span", { class: "chat-item-last", text: preview(last) })),
+      S.mentions[c.id] ? h("span", { class: "badge mention", title: t("chat.mentioned"), text: "@" }) : null,
       unread ? h("span", { class: "badge", text: unread > 99 ? "99+" : String(unread) }) : null));
     }
   }
-  if (!list.length) nav.appendChild(h("p", { class: "muted pad", text: t("chat.noChats") }));
+  if (!list.length) {
+    const line = roleAtLeast(S.me.role, "member") ? "chat.noChats" : "chat.noChatsGuest";
+    nav.appendChild(h("p", { class: "muted pad", id: "no-chats", text: t(line) }));
+  }
 }
 
 export function onConnState(state) {

@@ -1,12 +1,15 @@
 // The app's shared state, a small event bus, and the name helpers every view uses.
 import { ApiError } from "./api.js";
-import { toast } from "./dom.js";
+import { initials, toast } from "./dom.js";
 import { t } from "./i18n.js";
 
 export const S = {
   me: null,
   agents: new Map(),
-  users: new Map(),
+  users: new Map(), // admins: every account (GET /api/users)
+  people: new Map(), // the people the caller may see (GET /api/team)
+  team: null, // {model: {model, builtin, configured}}
+  mentions: {}, // channelId -> mentions of the caller not yet read
   channels: new Map(),
   active: null, // channel id
   oldestId: null,
@@ -40,10 +43,20 @@ export function agentName(id) {
   return a ? a.name : id || "";
 }
 
+export function person(id) {
+  if (S.me && id === S.me.id) return S.me;
+  return S.people.get(id) || S.users.get(id) || null;
+}
+
 export function userName(id) {
-  if (S.me && id === S.me.id) return S.me.displayName || S.me.username;
-  const u = S.users.get(id);
+  const u = person(id);
   return u ? (u.displayName || u.username) : t("chat.someone");
+}
+
+// What avatarEl shows for a person: the uploaded image or chosen text, else the name's initials.
+export function personAvatar(u) {
+  if (!u) return "?";
+  return u.avatar || initials(u.displayName || u.username);
 }
 
 export function fileName(m) {
@@ -77,9 +90,11 @@ export function readState() {
   try {
     S.unread = JSON.parse(localStorage.getItem("xj.unread") || "{}");
     S.lastRead = JSON.parse(localStorage.getItem("xj.lastRead") || "{}");
+    S.mentions = JSON.parse(localStorage.getItem("xj.mentions") || "{}");
   } catch (e) {
     S.unread = {};
     S.lastRead = {};
+    S.mentions = {};
   }
 }
 
@@ -87,5 +102,6 @@ export function saveState() {
   try {
     localStorage.setItem("xj.unread", JSON.stringify(S.unread));
     localStorage.setItem("xj.lastRead", JSON.stringify(S.lastRead));
+    localStorage.setItem("xj.mentions", JSON.stringify(S.mentions));
   } catch (e) { /* private mode: counts live in memory only */ }
 }

@@ -24,6 +24,7 @@ const SHELL = [
   "/static/js/agents.js",
   "/static/js/settings.js",
   "/static/js/account.js",
+  "/static/js/home.js",
   "/static/js/render.js",
   "/static/js/ws.js",
   "/static/js/login.js",

@@ -30,7 +30,7 @@ export function modal(title, body, { wide = false, id = "" } = {}) {
   dlg.dataset.kind = id;
   const close = () => {
     dlg.close();
-    if (/^#\/(settings|agents|account)$/.test(location.hash)) history.replaceState(null, "", S.active ? `#/c/${encodeURIComponent(S.active)}` : "#/");
+    if (/^#\/(settings|agents|account|schedules)$/.test(location.hash)) history.replaceState(null, "", S.active ? `#/c/${encodeURIComponent(S.active)}` : "#/");
   };
   clear($("#modal-body")).appendChild(h("div", { class: "modal-inner" },
     h("header", { class: "modal-head" }, h("h3", { text: title }),
@@ -38,7 +38,7 @@ export function modal(title, body, { wide = false, id = "" } = {}) {
     body));
   if (!dlg.open) dlg.showModal();
   dlg.onclose = () => {
-    if (/^#\/(settings|agents|account)$/.test(location.hash)) history.replaceState(null, "", S.active ? `#/c/${encodeURIComponent(S.active)}` : "#/");
+    if (/^#\/(settings|agents|account|schedules)$/.test(location.hash)) history.replaceState(null, "", S.active ? `#/c/${encodeURIComponent(S.active)}` : "#/");
   };
   return close;
 }

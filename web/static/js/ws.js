@@ -24,6 +24,9 @@ export class Socket {
     this.setState("connecting");
     ws.onopen = () => {
       this.retry = 0;
+      // The cookie authenticated the upgrade: the socket is live now, whether or not there are
+      // channels to follow (an account without chats never gets a "subscribed" answer).
+      this.setState("online");
       // The session cookie on the upgrade request authenticates us (the HttpOnly
       // token is not readable here, so no auth frame is sent).
       for (const channelId of this.channels.keys()) this.sendSubscribe(channelId);
