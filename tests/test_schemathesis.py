@@ -33,7 +33,7 @@ async def test_a_bounded_schemathesis_run_finds_no_server_errors(tmp_path):
              # logging out or deleting the owner's key would end the run's own session
              "--exclude-path", "/api/logout",
              "-H", f"Authorization: Bearer {token}"],
-            capture_output=True, text=True, timeout=300, env=env)
+            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)  # its cache stays out of the repo
         assert proc.poll() is None, "the server died during the run"
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
