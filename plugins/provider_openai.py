@@ -92,6 +92,11 @@ class OpenAIProvider:
                 if source.response.status_code >= 400:
                     await source.response.aread()
                     raise status_error(source.response, request.model)
+                kind = source.response.headers.get("content-type", "").split(";")[0].strip()
+                if kind != "text/event-stream":
+                    raise ProviderError(f"Model {request.model!r}: the provider answered HTTP "
+                                        f"{source.response.status_code} with {kind or 'no content type'}, not an event "
+                                        "stream (is the base URL right?)", "not_a_stream")
                 async for event in source.aiter_sse():
                     if event.data == "[DONE]":
                         continue  # read to the end, so the connection goes back to the pool

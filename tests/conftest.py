@@ -263,7 +263,8 @@ def llm_settings(tmp_path, fake, **overrides):
     base = dict(openai_base_url=fake.base_url, openai_api_key="sk-test-key-123456", openai_models="fake-model,fake-model-2",
                 anthropic_base_url=fake.anthropic_base_url, anthropic_api_key="sk-ant-test-123456",
                 anthropic_models="fake-claude", default_model="env-openai/fake-model", demo_delay=0.0,
-                stream_coalesce_ms=0.0)  # one frame per delta, so tests can assert each chunk
+                stream_coalesce_ms=0.0,  # one frame per delta, so tests can assert each chunk
+                allow_private_provider_urls=True)  # the fake model server is on loopback
     base.update(overrides)
     return make_settings(tmp_path, **base)
 

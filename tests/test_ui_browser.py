@@ -581,3 +581,43 @@ async def test_a_page_of_another_origin_cannot_act_with_the_users_cookie(browser
     assert [p for p in app.xj.uploads_dir.rglob("*") if p.is_file()] == []
     assert (await page.request.get(base + "/api/me")).status == 200
     await page.context.close()
+
+
+LOOK_LOCAL = [
+    '<a href="/\\evil.example/phish">backslash</a>',
+    '<a href="/\t/evil.example/tab">tab</a>',
+    "[slashes](//evil.example/y)",
+    '<a href="\\\\evil.example/z">two backslashes</a>',
+    '<img src="//evil.example/pixel.png" alt="p">',
+    '<img src="/\\evil.example/pixel.png" alt="q">',
+    "[fine](/uploads/2026-12/a.txt) [web](https://example.org/) [top](#top)",
+]
+
+
+async def test_links_that_only_look_local_do_not_lead_to_another_host(browser, site):
+    app, base = site
+    page = await new_page(browser, base)
+    await log_in(page, base)
+    for i, src in enumerate(LOOK_LOCAL):
+        await page.evaluate("""async ([src, id]) => {
+            const { renderInto } = await import('/static/js/render.js');
+            const { t } = await import('/static/js/i18n.js');
+            const el = document.createElement('div');
+            el.id = id; el.className = 'probe';
+            document.body.appendChild(el);
+            renderInto(el, src, t);
+        }""", [src, f"l{i}"])
+    for kind in ("file", "image"):
+        await page.evaluate("""async ([kind]) => {
+            const { messageEl } = await import('/static/js/messages.js');
+            const el = messageEl({id: 'msg_' + kind, channelId: 'c', type: kind, content: '//evil.example/f.pdf',
+                                  metadata: {fileName: 'f.pdf'}, createdAt: new Date().toISOString()});
+            el.classList.add('probe');
+            document.body.appendChild(el);
+        }""", [kind])
+    resolved = await page.eval_on_selector_all(
+        ".probe a[href], .probe img[src]", "els => els.map(e => (e.href || e.src))")
+    hosts = {re.match(r"^[a-z]+:(//)?([^/]*)", u).group(2) for u in resolved}
+    assert "evil.example" not in " ".join(hosts), resolved
+    assert base + "/uploads/2026-12/a.txt" in resolved and "https://example.org/" in resolved
+    await page.context.close()

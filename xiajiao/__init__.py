@@ -16,6 +16,7 @@ from .settings import Setting  # noqa: E402
 from .engine.mentions import find_mentions  # noqa: E402
 from .gateway import env_provider_configs, env_provider_settings  # noqa: E402
 from .gateway.http import pooled_client  # noqa: E402
+from .safejson import check_text  # noqa: E402
 from .auth import authorized_channel, requires  # noqa: E402
 from .addresses import check_url as check_public_url  # noqa: E402
 from .chat import create_message as post_message  # noqa: E402
@@ -37,7 +38,7 @@ __all__ = [
     "Usage",
     "XiajiaoError", "BadRequest", "Conflict", "Forbidden", "NotFound", "ProviderError", "RateLimited", "TooLarge",
     "Unauthorized", "UnsupportedMediaType",
-    "requires", "charge_limit", "authorized_channel", "post_message", "open_channel", "add_channel_members",
+    "requires", "check_text", "charge_limit", "authorized_channel", "post_message", "open_channel", "add_channel_members",
     "rename_channel", "check_public_url", "SearchBackend",
     "ParseLimits", "guard_zip", "parse_document", "parse_limits", "MULTIPART_OVERHEAD", "file_size", "limit_body",
     "migrations_from_dir", "db_errors", "new_id", "now_iso",

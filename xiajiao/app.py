@@ -15,8 +15,9 @@ from quart import Quart, g, jsonify, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, auth, chat
+from . import __version__, auth, chat, safejson
 from .bodies import BoundedRequest
+from .openapi import XiajiaoOpenAPI
 from .db import Database, WorkspaceDatabases, migrations_from_dir
 from .errors import PluginError, StartupError, XiajiaoError
 from .errors import HTTP_CODES
@@ -86,6 +87,18 @@ def _typed(kind: type, label: str):
 def _validate_embedder(e: Any) -> None:
     if not getattr(e, "name", None) or not isinstance(getattr(e, "dim", None), int) or not hasattr(e, "embed"):
         raise TypeError("an embedder needs name, dim (int) and async embed(texts, kind=)")
+
+
+def _client_json(app: Quart) -> None:
+    """JSON read from clients goes through xiajiao.safejson (depth, Unicode, NUL); the provider
+    otherwise stays the one quart-schema installed."""
+    class ClientJSON(type(app.json)):
+        def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+            return safejson.loads(s)
+
+    app.json = ClientJSON(app)
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
 
 
 def _setting(*args: Any, **kw: Any) -> Setting:
@@ -336,7 +349,8 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
     app.json.sort_keys = False
     _cache_schema_adapters()
     QuartSchema(app, openapi_path="/openapi.json", redoc_ui_path=None, swagger_ui_path=None, scalar_ui_path=None,
-                info={"title": "Xiajiao", "version": __version__})
+                info={"title": "Xiajiao", "version": __version__}, openapi_provider_class=XiajiaoOpenAPI)
+    _client_json(app)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     trusted_origins = frozenset(o.rstrip("/").lower() for o in origins if o != "*")  # pass the CSRF check
@@ -386,6 +400,8 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
         rid = request.headers.get("X-Request-ID", "")
         g.request_id = rid if (0 < len(rid) <= 128 and rid.isprintable()) else secrets.token_hex(8)
         auth.check_csrf(request.method, request.headers, trusted_origins, host=g.client_host)
+        for value in request.args.values():
+            safejson.check_text(value, "query string")
         g.actor = await auth.resolve_actor(core.db, cookie=request.cookies.get(auth.SESSION_COOKIE),
                                            headers=request.headers)
 

@@ -66,6 +66,17 @@ def generate_password() -> str:
 def check_password_strength(password: str) -> None:
     if not isinstance(password, str) or len(password) < 8:
         raise BadRequest("Password must have at least 8 characters", "weak_password")
+    from zxcvbn import zxcvbn  # common passwords, keyboard walks, dates, repeats (Dropbox's estimator)
+
+    if zxcvbn(password[:100])["score"] < 1:
+        raise BadRequest("This password is too common or too easy to guess; choose another", "weak_password")
+
+
+def check_display_name(display_name: str | None) -> str:
+    name = (display_name or "").strip()
+    if len(name) > 64:
+        raise BadRequest("displayName must be 1-64 characters", "invalid_display_name")
+    return name
 
 
 def public_user(row: dict) -> dict:
@@ -103,6 +114,7 @@ async def create_user(db, *, username: str, password: str | None, role: str, dis
     username = (username or "").strip()
     if not (1 <= len(username) <= 64) or any(c.isspace() for c in username):
         raise BadRequest("Username must be 1-64 characters without spaces", "invalid_username")
+    display_name = check_display_name(display_name)
     if password is not None:
         check_password_strength(password)
     pw_hash = await hash_password(password) if password is not None else None
@@ -500,6 +512,7 @@ async def revoke_invite(db, actor: Actor, invite_id: str) -> None:
 
 
 async def accept_invite(db, token: str, *, username: str, password: str, display_name: str = "") -> dict:
+    display_name = check_display_name(display_name)
     check_password_strength(password)
     pw_hash = await hash_password(password)
     h = token_hash(token or "")

@@ -71,8 +71,13 @@ def guard_zip(data: bytes, limits: ParseLimits | None = None, kind: str = "archi
 
 
 def _check_text(text: Any, limits: ParseLimits) -> str:
-    if isinstance(text, str) and len(text) > limits.max_chars:
-        raise ValueError(f"the document has more than {limits.max_chars} characters of text")
+    if isinstance(text, str):
+        if len(text) > limits.max_chars:
+            raise ValueError(f"the document has more than {limits.max_chars} characters of text")
+        # NULs and lone surrogates cannot be indexed (nor encoded): drop them
+        text = text.replace("\x00", "")
+        if not text.isascii():
+            text = text.encode("utf-8", "replace").decode("utf-8")
     return text
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xiajiao import (BadRequest, NotFound, VectorIndex, within_budget, active_embedder, embed, fts_any, index_text, migrations_from_dir,
+from xiajiao import (BadRequest, check_text, NotFound, VectorIndex, within_budget, active_embedder, embed, fts_any, index_text, migrations_from_dir,
                      new_id, now_iso)
 
 CLASSES = ("semantic", "episodic", "procedural")
@@ -118,6 +118,8 @@ def check_fields(content: Any = None, klass: Any = None, importance: Any = None,
         raise BadRequest(f"scope must be one of {', '.join(SCOPES)}", "invalid_scope")
     if content is not None and (not isinstance(content, str) or not content.strip()):
         raise BadRequest("content must be a non-empty text", "invalid_content")
+    if isinstance(content, str):
+        check_text(content, "content")
     if isinstance(content, str) and len(content) > MAX_CHARS:
         raise BadRequest(f"content is longer than {MAX_CHARS} characters", "content_too_long")
     if klass is not None and klass not in CLASSES:
@@ -295,6 +297,7 @@ async def search(app: Any, agent_id: str, query: str, *, klass: str | None = Non
     With ``audience``, only the memories its people may see (see :class:`Audience`)."""
     if not isinstance(query, str) or not query.strip():
         raise BadRequest("query must be a non-empty text", "invalid_query")
+    check_text(query, "query")
     db = await open_db(app, agent_id)
     embedder = await ready_index(app, db)
     vector = (await embed(embedder, [query], kind="query"))[0]

@@ -19,7 +19,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
-from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, embed,
+from xiajiao import (BadRequest, check_text, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, embed,
                      fts_any_parts, index_text, migrations_from_dir, new_id, now_iso, parse_document)
 
 log = logging.getLogger("xiajiao.rag")
@@ -452,6 +452,7 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
         raise BadRequest("query must be a non-empty text", "invalid_query")
     if len(text) > MAX_QUERY_CHARS:
         raise BadRequest(f"query is longer than {MAX_QUERY_CHARS} characters", "query_too_long")
+    check_text(text, "query")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
         raise BadRequest("topK must be a whole number from 1 to 50", "invalid_top_k")
     agent_id = agent["id"]

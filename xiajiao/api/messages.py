@@ -1,6 +1,7 @@
 """Messages: history pages, posting, editing, deleting, and full-text search."""
 from __future__ import annotations
 
+import json
 from dataclasses import field
 
 from pydantic.dataclasses import dataclass
@@ -71,6 +72,23 @@ async def history(query_args: HistoryQuery):
     return jsonify({"messages": messages, "seq": core.hub.seq_of(query_args.channelId), "epoch": core.hub.epoch})
 
 
+def check_metadata(metadata: dict, settings) -> None:
+    """Metadata is stored and pushed to every subscriber: bounded in bytes and keys."""
+    size = len(json.dumps(metadata, ensure_ascii=False).encode())
+    if size > settings.max_metadata_bytes:
+        raise TooLarge(f"metadata is larger than {settings.max_metadata_bytes} bytes", "metadata_too_large")
+    keys, stack = 0, [metadata]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            keys += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    if keys > settings.max_metadata_keys:
+        raise TooLarge(f"metadata has more than {settings.max_metadata_keys} keys", "metadata_too_large")
+
+
 @bp.post("/api/messages")
 @auth.requires("guest")
 @validate_request(NewMessage)
@@ -88,6 +106,7 @@ async def store_user_message(channel_id: str, content: str, type: str = "text",
                              metadata: dict | None = None) -> tuple[dict, dict]:
     """Check and store a message of the caller (with its attachments), then tell the plugins."""
     core = current_app.xj
+    check_metadata(metadata, core.settings)
     metadata = dict(metadata or {})
     attachments = check_attachments(metadata.get("attachments"))
     check_content(content, allow_empty=bool(attachments))

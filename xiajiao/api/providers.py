@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import time
 
-from quart import Blueprint, current_app, jsonify
+from quart import Blueprint, current_app, g, jsonify
 
-from .. import auth
+from .. import addresses, auth
 from ..errors import BadRequest, NotFound, ProviderError
 from ..models import ChatMessage, ChatRequest
 
@@ -15,7 +15,8 @@ bp = Blueprint("providers", __name__)
 @bp.get("/api/providers")
 @auth.requires("member")
 async def list_providers():
-    return jsonify({"providers": current_app.xj.engine.gateway.provider_status()})
+    # provider errors may quote what the provider's server answered: admins only see them verbatim
+    return jsonify({"providers": current_app.xj.engine.gateway.provider_status(detail=g.actor.at_least("admin"))})
 
 
 def _provider(provider_id: str):
@@ -33,6 +34,8 @@ async def test_provider(provider_id: str):
     cfg = _provider(provider_id)
     if not cfg.models:
         raise BadRequest(f"Provider {provider_id!r} lists no model to test", "no_models")
+    if cfg.base_url:  # the Test reaches only where a provider may be (SSRF guard)
+        await addresses.check_destination(cfg.base_url, allow_private=current_app.xj.settings.allow_private_provider_urls)
     model = f"{cfg.id}/{cfg.models[0]}"
     request = ChatRequest(model=cfg.models[0], messages=[ChatMessage("user", "Reply with one word: ok")],
                           max_tokens=8)

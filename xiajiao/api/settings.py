@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_request
 
-from .. import auth
+from .. import addresses, auth
 from ..errors import BadRequest, NotFound
 from ..gateway import config_from_json, config_to_json
 from ..ids import now_iso
@@ -70,6 +70,8 @@ def _check_provider(core, body: ProviderBody, stored: dict) -> dict:
         raise BadRequest(f"Unknown provider kind {body.kind!r}", "unknown_provider")
     if body.baseUrl and not re.match(r"^https?://[^\s/]+", body.baseUrl):
         raise BadRequest("baseUrl must be an http(s) URL", "invalid_base_url")
+    if body.baseUrl:
+        addresses.check_url_form(body.baseUrl)
     models = [m.strip() for m in body.models if m.strip()]
     if any(len(m) > 200 for m in models):
         raise BadRequest("model names are at most 200 characters", "invalid_models")

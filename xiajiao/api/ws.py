@@ -23,7 +23,7 @@ from typing import Any
 
 from quart import Blueprint, current_app, g, websocket
 
-from .. import auth, chat
+from .. import auth, chat, safejson
 from ..errors import BadRequest, RateLimited, Unauthorized, XiajiaoError
 from ..realtime import Connection
 
@@ -140,11 +140,17 @@ def _install_handlers(state) -> None:
 async def handle_frame(core, conn: Connection, raw: str | bytes) -> None:
     """Parse, check and dispatch one client frame; every refusal is an ``error`` frame."""
     limit = core.settings.max_message_chars * 4 + 4096
+    if not raw:  # an empty frame (Quart hands an empty binary one over as None)
+        send_error(conn, "invalid_json", "Frames are JSON objects")
+        return
     if len(raw) > limit:
         send_error(conn, "frame_too_large", f"A frame may have at most {limit} bytes")
         return
     try:
-        frame = json.loads(raw)
+        frame = safejson.loads(raw)
+    except BadRequest as err:
+        send_error(conn, err.code, err.message)
+        return
     except ValueError:
         send_error(conn, "invalid_json", "Frames are JSON objects")
         return

@@ -15,7 +15,7 @@ from typing import Callable
 
 from .. import chat
 from ..agents import Agents
-from ..errors import ProviderError, XiajiaoError
+from ..errors import BadRequest, ProviderError, XiajiaoError
 from ..gateway import Gateway
 from ..models import Actor, ChatMessage, ChatRequest, Usage
 from .chains import Chains
@@ -296,12 +296,21 @@ class Engine:
         status, error = "done", None
         try:
             try:
-                await asyncio.wait([loop])
+                limit = app.settings.max_reply_seconds
+                await asyncio.wait([loop], timeout=limit if limit > 0 else None)
+                timed_out = not loop.done()
+                if timed_out:
+                    loop.cancel()
+                    await asyncio.wait([loop])
             except asyncio.CancelledError:  # the app is stopping: keep what was said, marked interrupted
                 loop.cancel()
                 await asyncio.shield(chat.finish_message(app, reply["id"], content=turn.text, status="interrupted"))
                 raise
-            if loop.cancelled():
+            if timed_out:
+                status = "error"
+                error = ProviderError(f"The reply took longer than {limit:g} s (max_reply_seconds) and was cut",
+                                      "reply_timeout")
+            elif loop.cancelled():
                 status = "stopped"
             elif loop.exception() is not None:
                 exc = loop.exception()
@@ -458,6 +467,10 @@ class Engine:
     async def _ws_stop(self, conn, data: dict) -> None:
         from .. import auth
 
+        data = data or {}
+        for field in ("messageId", "channelId"):
+            if data.get(field) is not None and not isinstance(data[field], str):
+                raise BadRequest(f"{field} must be a string", "invalid_frame")
         actor = conn.actor
         stopped: list[str] = []
         message_id, channel_id = data.get("messageId"), data.get("channelId")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import chat
-from ..errors import XiajiaoError
+from ..errors import ProviderError, XiajiaoError
 from ..gateway import Call
 from ..ids import new_id, now_iso
 from ..models import (Actor, ChatMessage, ChatRequest, Prompt, TextDelta, Tool, ToolCall, ToolCallsDone, ToolContext,
@@ -61,6 +61,7 @@ class Turn:
     pending: list[str] = field(default_factory=list)  # text not yet published (coalescing)
     last_flush: float = 0.0
     flush_handle: asyncio.TimerHandle | None = None
+    length: int = 0  # characters in parts
     # a listener of the turn's events besides the hub: ("text", {"delta"}), ("tool", {"name", "arguments",
     # "callId"}), ("tool_end", {"name", "callId", "result", "error"}); the machine API streams them
     on_event: Callable[[str, dict], None] | None = None
@@ -213,8 +214,20 @@ class TurnRunner:
         """Record a text delta and publish it; deltas closer than ``stream_coalesce_ms`` share one frame."""
         if not text:
             return
+        limit = self.app.settings.max_reply_chars
+        cut = turn.length + len(text) > limit
+        if cut:
+            text = text[:max(0, limit - turn.length)]
         turn.parts.append(text)
+        turn.length += len(text)
         turn.event("text", {"delta": text})
+        self._publish_text(turn, text)
+        if cut:
+            raise ProviderError(f"The reply was cut at {limit} characters (max_reply_chars)", "reply_too_long")
+
+    def _publish_text(self, turn: Turn, text: str) -> None:
+        if not text:
+            return
         if not turn.publish:
             return
         now = time.monotonic()
@@ -278,7 +291,7 @@ class TurnRunner:
             turn.usage = Usage(turn.usage.prompt_tokens + turn.call.usage.prompt_tokens,
                                turn.usage.completion_tokens + turn.call.usage.completion_tokens)
             if not calls:
-                return
+                break
             round_text = "".join(turn.parts[start_len:]).strip()
             messages.append(ChatMessage("assistant", round_text, tool_calls=calls))
             turn.tool_rounds += 1
@@ -287,6 +300,9 @@ class TurnRunner:
                 messages.append(ChatMessage("tool", text, tool_call_id=call.id))
             if repeated:
                 force_answer = True  # the model is going round in circles: make it answer now
+        if not turn.text.strip():  # an empty stream, or tool calls to the last round: no answer is a failure
+            reason = "the model answered only with tool calls" if turn.tool_rounds else "the model sent nothing"
+            raise ProviderError(f"The reply is empty: {reason}", "empty_reply")
 
     async def run_tools(self, turn: Turn, calls: list[ToolCall], tools: dict[str, Tool],
                         seen: set[tuple[str, str]]) -> tuple[list[str], bool]:

@@ -326,6 +326,13 @@ class Gateway:
                     if started:
                         raise
                     last = exc
+                    bound = self.app.settings.max_retry_after
+                    if exc.retry_after is not None and exc.retry_after > bound:
+                        # waiting silently for minutes helps nobody: fail now and say why
+                        last = ProviderError(f"{exc.message}; the provider asks to wait {exc.retry_after:g} s "
+                                             f"(Retry-After), more than max_retry_after ({bound:g} s)",
+                                             "provider_retry_after_too_long", retry_after=exc.retry_after)
+                        break
                     if exc.retryable and attempt < self.retries:
                         await asyncio.sleep(backoff(attempt, exc.retry_after))
                         attempt += 1
@@ -463,14 +470,17 @@ class Gateway:
                 "INSERT INTO usage (agent_id, provider, model, prompt_tokens, completion_tokens, first_token_ms, "
                 "latency_ms, ok, error, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
 
-    def provider_status(self) -> list[dict]:
+    def provider_status(self, detail: bool = True) -> list[dict]:
+        """Health of every provider; without ``detail`` the last error is its code only."""
         out = []
         for src in self.sources:
             cfg = src.config
             b, h = self.breaker(cfg.id), self.health.get(cfg.id, Health())
             out.append({"id": cfg.id, "kind": cfg.kind, "source": src.source, "models": list(cfg.models),
                         "health": {"state": b.state, "consecutiveFailures": b.failures, "calls": h.calls,
-                                   "failures": h.failures, "lastError": h.last_error, "lastErrorAt": h.last_error_at,
+                                   "failures": h.failures,
+                                   "lastError": h.last_error if detail or not h.last_error else h.last_error.split(":", 1)[0],
+                                   "lastErrorAt": h.last_error_at,
                                    "lastLatencyMs": h.last_latency_ms, "lastFirstTokenMs": h.last_first_token_ms,
                                    "retryInSeconds": round(b.retry_in(), 2)}})
         return out

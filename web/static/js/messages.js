@@ -2,7 +2,7 @@
 import { del, post } from "./api.js";
 import { $, avatarEl, fmtBytes, fmtTime, h } from "./dom.js";
 import { t } from "./i18n.js";
-import { copyText, renderInto } from "./render.js";
+import { copyText, localUrl, renderInto } from "./render.js";
 import { S, agentName, fileName, isOwn, person, personAvatar, report, userName } from "./state.js";
 import { loadChannels } from "./sidebar.js";
 
@@ -48,15 +48,15 @@ function bodyFor(m, body) {
   }
   const meta = m.metadata || {};
   if (m.type === "image") {
-    const url = String(m.content || "");
-    if (url.startsWith("/")) {
+    const url = localUrl(m.content);
+    if (url !== null) {
       body.appendChild(h("img", { class: "msg-image", src: url, alt: fileName(m), loading: "lazy" }));
     }
     return;
   }
   if (m.type === "file") {
-    const url = String(m.content || "");
-    body.appendChild(h("a", { class: "file-link", href: url.startsWith("/") ? url : "#", download: fileName(m) },
+    const url = localUrl(m.content);
+    body.appendChild(h("a", { class: "file-link", href: url ?? "#", download: fileName(m) },
       h("span", { text: "📎 " }), h("span", { class: "file-name", text: fileName(m) }),
       meta.size ? h("span", { class: "muted", text: ` (${fmtBytes(meta.size)})` }) : null));
     return;

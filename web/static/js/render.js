@@ -9,18 +9,42 @@ const PURIFY = {
   FORBID_ATTR: ["srcset"],
 };
 
-// Links open in a new tab without access to this window; only http(s), mailto and
-// same-origin paths survive.
+// A URL is judged by what the browser makes of it, not by how it is spelled: "/\\evil.example"
+// and "//evil.example" look like paths but lead to another host. localUrl gives the resolved
+// same-origin URL of a path (or null); safeHref also lets http(s), mailto and #fragments pass.
+export function localUrl(value) {
+  const raw = String(value ?? "").trim();
+  if (!raw.startsWith("/")) return null;
+  try {
+    const url = new URL(raw, window.location.origin);
+    return url.origin === window.location.origin ? url.pathname + url.search + url.hash : null;
+  } catch (e) { return null; }
+}
+
+export function safeHref(value) {
+  const raw = String(value ?? "").trim();
+  if (raw.startsWith("#")) return raw;
+  if (raw.startsWith("/")) return localUrl(raw);
+  try {
+    const url = new URL(raw);
+    return ["http:", "https:", "mailto:"].includes(url.protocol) ? url.href : null;
+  } catch (e) { return null; }
+}
+
+// Links open in a new tab without access to this window.
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   if (node.tagName === "A") {
-    const href = node.getAttribute("href") || "";
-    if (!/^(https?:|mailto:|\/(?!\/)|#)/i.test(href)) node.removeAttribute("href");
+    const href = safeHref(node.getAttribute("href"));
+    if (href === null) node.removeAttribute("href");
+    else node.setAttribute("href", href);
     node.setAttribute("target", "_blank");
     node.setAttribute("rel", "noopener noreferrer");
   }
   if (node.tagName === "IMG") {
     const src = node.getAttribute("src") || "";
-    if (!/^(\/(?!\/)|data:image\/(png|gif|jpeg|webp);)/i.test(src)) node.removeAttribute("src");
+    const local = localUrl(src);
+    if (local !== null) node.setAttribute("src", local);
+    else if (!/^data:image\/(png|gif|jpeg|webp);/i.test(src)) node.removeAttribute("src");
     node.setAttribute("loading", "lazy");
   }
 });
