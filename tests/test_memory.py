@@ -61,11 +61,11 @@ async def test_a_memory_written_in_one_conversation_is_recalled_in_another(app, 
     rendered = await prompt_for(app, agent, "What is my cat called?", "ch_b")
     assert "## Memories" in rendered
     lines = rendered.split("## Memories\n", 1)[1].splitlines()
-    assert lines[1] == "- (semantic) The user's cat is called Mochi"
+    assert lines[1] == f"- (semantic) The user's cat is called Mochi (id {out['memory']['id']})"
 
     rendered = await prompt_for(app, agent, "我喜欢喝什么茶?", "ch_c")
     lines = rendered.split("## Memories\n", 1)[1].splitlines()
-    assert lines[1] == "- (semantic) 用户喜欢喝乌龙茶"
+    assert lines[1].startswith("- (semantic) 用户喜欢喝乌龙茶 (id mem")
 
 
 async def test_memory_prompt_respects_its_budget(tmp_path):

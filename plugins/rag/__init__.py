@@ -78,8 +78,17 @@ async def prepare_prompt(app, prompt, agent, message):
     budget = app.settings.rag_prompt_chars
     if not agent.get("knowledge") or not question.strip() or budget <= 0:
         return
-    results = await store.query(app, agent, question[:store.MAX_QUERY_CHARS], 5)
-    text = store.prompt_text(results, budget)
+    found = await store.search(app, agent, question[:store.MAX_QUERY_CHARS], 5)
+    if not found["results"]:
+        return  # no documents at all: nothing to say about them
+    results = [r for r in found["results"] if r["relevance"] >= app.settings.rag_min_relevance]
+    text = store.prompt_text(results, budget) if found["relevant"] else ""
     if text:
         prompt.add("Knowledge", "Passages from your knowledge base; cite them as [n] when you use them.\n\n" + text,
                    priority=55)
+    else:
+        prompt.add("Knowledge", NOTHING_FOUND, priority=55)
+
+
+NOTHING_FOUND = ("Your knowledge base has nothing relevant to this message. If it asks about your documents, say "
+                 "that they do not answer it; do not invent an answer and do not cite [n].")

@@ -565,6 +565,10 @@ async def rerank(app: Any, agent: dict, question: str, rows: list[dict]) -> list
 
 
 def prompt_text(results: list[dict], budget: int) -> str:
-    """Passages with citation numbers, within ``budget`` characters."""
-    return within_budget((f"[{n}] {r['documentName']} (passage {r['passage'] + 1})\n{r['text']}"
-                          for n, r in enumerate(results, 1)), budget, "\n\n", min_cut=40)
+    """Passages with citation numbers, document names and sections, within ``budget`` characters."""
+    def cite(n: int, r: dict) -> str:
+        section = r["heading"].split(" › ", 1)[1] if " › " in r["heading"] else ""
+        return f"[{n}] {r['documentName']}" + (f" › {section}" if section else "") + \
+            f" (passage {r['passage'] + 1})\n{r['text']}"
+
+    return within_budget((cite(n, r) for n, r in enumerate(results, 1)), budget, "\n\n", min_cut=40)
