@@ -418,5 +418,7 @@ async def test_superseding_needs_an_existing_memory(app, agent, supersedes, stat
     assert r.status_code == status, await r.get_data(as_text=True)
     if status == 404:
         assert (await r.get_json())["code"] == "memory_not_found"
-    db = await app.xj.workspace_db(agent["id"], "memory.db")
-    assert await db.fetchval("SELECT COUNT(*) FROM memories") == 0  # nothing written
+        from plugins.memory import store
+
+        db = await store.open_db(app.xj, agent["id"])
+        assert await db.fetchval("SELECT COUNT(*) FROM memories") == 0  # nothing written
