@@ -40,8 +40,9 @@ def register_settings(register):
                      "other script than the question (Chinese vs. Latin), which the embedder scores lower.", float))
     register(Setting("rag_vector_pool", 300, "Nearest chunks read per question before fusion (a wide pool lets the "
                      "other language's best chunks compete).", int))
-    register(Setting("rag_min_relevance", 0.0, "Relevance (cosine after the cross-language boost) the best passage "
-                     "needs for the knowledge base to count as having an answer.", float))
+    register(Setting("rag_min_relevance", -1.0, "Relevance (cosine after the cross-language boost) the best passage "
+                     "needs for the knowledge base to count as having an answer (negative: the embedder's own "
+                     "calibrated value, 0.86 for e5-small).", float))
     register(Setting("rag_query_rewrite", False, "Also search the question rewritten in English and Chinese by the "
                      "agent's model.", bool))
 
@@ -81,7 +82,7 @@ async def prepare_prompt(app, prompt, agent, message):
     found = await store.search(app, agent, question[:store.MAX_QUERY_CHARS], 5)
     if not found["results"]:
         return  # no documents at all: nothing to say about them
-    results = [r for r in found["results"] if r["relevance"] >= app.settings.rag_min_relevance]
+    results = [r for r in found["results"] if r["relevance"] >= found["minRelevance"]]
     text = store.prompt_text(results, budget) if found["relevant"] else ""
     if text:
         prompt.add("Knowledge", "Passages from your knowledge base; cite them as [n] when you use them.\n\n" + text,

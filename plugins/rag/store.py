@@ -360,7 +360,7 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
         raise BadRequest("topK must be a whole number from 1 to 50", "invalid_top_k")
     agent_id = agent["id"]
-    empty = {"results": [], "relevant": False, "queries": [text]}
+    empty = {"results": [], "relevant": False, "queries": [text], "minRelevance": 0.0}
     if not has_knowledge_base(app, agent_id):
         return empty
     db = await open_db(app, agent_id)
@@ -412,7 +412,15 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
         candidates = await rerank(app, agent, text, candidates[:top_k * 3])
     results = [result_json(r) for r in candidates[:top_k]]
     return {"results": results, "queries": texts,
-            "relevant": bool(results) and max(r["relevance"] for r in results) >= s.rag_min_relevance}
+            "relevant": bool(results) and max(r["relevance"] for r in results) >= min_relevance(s, embedder),
+            "minRelevance": min_relevance(s, embedder)}
+
+
+def min_relevance(settings: Any, embedder: Any) -> float:
+    """rag_min_relevance, or when it is negative (the default) the embedder's own calibrated
+    ``min_relevance`` (0 for an embedder that has none: everything found counts)."""
+    value = settings.rag_min_relevance
+    return value if value >= 0 else float(getattr(embedder, "min_relevance", 0.0))
 
 
 def _boosted(s: Any, question: str, row: dict, sim: float) -> float:
