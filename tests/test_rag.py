@@ -87,7 +87,8 @@ async def test_upload_index_and_query_markdown_in_both_languages(app, owner, age
         assert doc["chunks"] > 10
     results = await ask(owner, agent["id"], "Reciprocal Rank Fusion", 3)
     assert len(results) == 3
-    assert set(results[0]) == {"documentId", "documentName", "position", "passage", "score", "text", "chunk"}
+    assert set(results[0]) == {"documentId", "documentName", "position", "passage", "heading", "score", "relevance",
+                               "text", "chunk"}
     assert results[0]["documentName"] == "rag.md"
     assert "RRF" in results[0]["text"] and results[0]["chunk"] in results[0]["text"]
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
@@ -111,9 +112,12 @@ async def test_chunks_are_small_and_parents_give_context(tmp_path):
         text = corpus("en/guide/architecture.md").decode()
         doc = await ingest(owner, agent["id"], "architecture.md", text.encode())
         db = await app.xj.workspace_db(agent["id"], "rag.db")
-        chunks = await db.fetchall("SELECT c.start, c.text, p.start AS pstart, p.text AS ptext FROM chunks c "
+        chunks = await db.fetchall("SELECT c.start, c.text, p.start AS pstart, p.text AS ptext, p.heading FROM chunks c "
                                    "JOIN parents p ON p.id = c.parent_id ORDER BY c.position")
         assert len(chunks) == doc["chunks"]
+        for c in chunks:  # each chunk's indexed text starts with its heading path (contextual chunks)
+            assert c["text"].startswith(c["heading"] + "\n")
+            c["text"] = c["text"][len(c["heading"]) + 1:]
         assert max(len(c["text"]) for c in chunks) <= 120
         assert max(len(c["ptext"]) for c in chunks) <= 480
         for c in chunks:  # positions point into the original text, and each chunk lies inside its parent

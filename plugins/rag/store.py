@@ -547,7 +547,7 @@ def _term_count(conn, part: str, budget: int) -> tuple[int, str]:
 def result_json(row: dict) -> dict:
     return {"documentId": row["document_id"], "documentName": row["document_name"], "position": row["position"],
             "passage": row["passage_position"], "heading": row["heading"], "score": round(row["score"], 6),
-            "relevance": round(row["relevance"], 4), "text": row["passage"], "chunk": row["chunk"]}
+            "relevance": round(row["relevance"], 4), "text": row["passage"], "chunk": row["body"]}
 
 
 RERANK_PROMPT = ("Rank passages by how well they answer the question. Reply with a JSON array of passage numbers, "
