@@ -384,6 +384,27 @@ async def mark_read(db, channel_id: str, user_id: str, seq: int | None = None) -
     return await db.run_write(work)
 
 
+async def set_chain(db, channel_id: str, agent_ids: list[str], *, approval: bool) -> dict:
+    """Store a group's chain (its agents in order, approval between steps); returns the channel."""
+
+    def work(conn):
+        row = conn.execute("SELECT config FROM channels WHERE id = ?", (channel_id,)).fetchone()
+        config = json.loads(row["config"] or "{}")
+        config["chainApproval"] = approval
+        conn.execute("UPDATE channels SET chain = ?, config = ?, updated_at = ? WHERE id = ?",
+                     (json.dumps(agent_ids), json.dumps(config, ensure_ascii=False), now_iso(), channel_id))
+        return conn.execute("SELECT * FROM channels WHERE id = ?", (channel_id,)).fetchone()
+
+    return await db.run_write(work)
+
+
+async def user_channel_ids(db, user_id: str) -> list[str]:
+    """The channels a user is a member of."""
+    rows = await db.fetchall(
+        "SELECT channel_id FROM channel_members WHERE member_type = 'user' AND member_id = ?", (user_id,))
+    return [r["channel_id"] for r in rows]
+
+
 async def update_channel(db, channel_id: str, *, name: str | None = None,
                          default_agent_id: str | None = None, set_default: bool = False) -> dict:
     def work(conn):

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import math
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xiajiao import (BadRequest, NotFound, VectorIndex, within_budget, active_embedder, fts_any, index_text, migrations_from_dir,
+from xiajiao import (BadRequest, NotFound, VectorIndex, within_budget, active_embedder, embed, fts_any, index_text, migrations_from_dir,
                      new_id, now_iso)
 
 CLASSES = ("semantic", "episodic", "procedural")
@@ -37,12 +38,23 @@ async def open_db(app: Any, agent_id: str):
     return await app.workspace_db(agent_id, "memory.db", MIGRATIONS)
 
 
+_REMEMBERS: "weakref.WeakSet[Any]" = weakref.WeakSet()  # open memory.db handles known to hold memories
+
+
 async def has_memories(app: Any, agent_id: str) -> bool:
-    """Whether the agent remembers anything (without creating its memory.db)."""
+    """Whether the agent remembers anything (without creating its memory.db).
+
+    Once seen, it is not asked again while the database stays open (a turn spares the read; after the
+    last memory is deleted, a recall merely finds nothing)."""
     if not (app.workspace(agent_id) / "memory.db").exists():
         return False
     db = await open_db(app, agent_id)
-    return bool(await db.fetchval("SELECT 1 FROM memories LIMIT 1"))
+    if db in _REMEMBERS:
+        return True
+    found = bool(await db.fetchval("SELECT 1 FROM memories LIMIT 1"))
+    if found:
+        _REMEMBERS.add(db)
+    return found
 
 
 @dataclass(frozen=True)
@@ -156,7 +168,7 @@ async def write(app: Any, agent_id: str, content: str, *, klass: str = "semantic
     if supersedes is not None:
         await get(app, agent_id, supersedes)  # 404 memory_not_found before anything is written
     embedder = await ready_index(app, db)
-    vector = (await embedder.embed([content], kind="passage"))[0]
+    vector = (await embed(embedder, [content], kind="passage"))[0]
     threshold = app.settings.memory_dedup_threshold
     now, ts = now_iso(), time.time()
 
@@ -226,7 +238,7 @@ async def update(app: Any, agent_id: str, uid: str, *, content: str | None = Non
     if content is not None:
         content = content.strip()
         embedder = await ready_index(app, db)
-        vector = (await embedder.embed([content], kind="passage"))[0]
+        vector = (await embed(embedder, [content], kind="passage"))[0]
 
     def work(conn):
         row = conn.execute("SELECT * FROM memories WHERE uid = ?", (uid,)).fetchone()
@@ -285,7 +297,7 @@ async def search(app: Any, agent_id: str, query: str, *, klass: str | None = Non
         raise BadRequest("query must be a non-empty text", "invalid_query")
     db = await open_db(app, agent_id)
     embedder = await ready_index(app, db)
-    vector = (await embedder.embed([query], kind="query"))[0]
+    vector = (await embed(embedder, [query], kind="query"))[0]
     pool = max(limit * 5, 50)
     expression = fts_any(query)
     now = time.time()
@@ -401,7 +413,7 @@ async def consolidate(app: Any, agent: dict, channel_id: str, after_seq: int, up
     if not summary:
         return None
     embedder = await ready_index(app, db)
-    vector = (await embedder.embed([summary], kind="passage"))[0]
+    vector = (await embed(embedder, [summary], kind="passage"))[0]
     now, ts = now_iso(), time.time()
 
     def work(conn):

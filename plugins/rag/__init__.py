@@ -1,7 +1,8 @@
 """Agent knowledge: documents in the agent's own rag.db, found by hybrid retrieval.
 
 - ``/api/rag/*``: upload (TXT, Markdown, HTML, PDF, DOCX through the registered parsers),
-  background ingestion with ``rag_progress`` frames, list, status, delete, query;
+  background ingestion with ``rag_progress`` frames (percent and time left), resumed after a
+  restart, list, status, delete, query;
 - the ``rag_query`` tool;
 - with the agent's knowledge switched on (agents.knowledge = 1), the best passages go
   into its system prompt with citation numbers (``prepare_prompt``, budget rag_prompt_chars).
@@ -71,6 +72,12 @@ def register_tools(register):
 @hookimpl
 def register_routes(register):
     register(bp)
+
+
+@hookimpl
+def startup(app):
+    # ingestions a stopped server left go on (in the background: the start does not wait for them)
+    app.spawn(store.resume_all(app), name="rag-resume")
 
 
 @hookimpl

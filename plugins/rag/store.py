@@ -1,8 +1,11 @@
 """rag.db: documents, parent passages, small chunks, full text and vectors of one agent.
 
 Ingestion runs in the background, a batch of chunks per transaction; a document's
-chunks are visible to queries only once it is ``ready``, and a failed or
-interrupted ingestion removes what it wrote, so no half-indexed document remains.
+chunks are visible to queries only once it is ``ready``, and a failed ingestion
+removes what it wrote, so no half-indexed document remains. The uploaded file waits
+in the agent's ``rag-sources/`` folder until its document is indexed: an ingestion
+interrupted by a restart resumes after the last batch it wrote (the server looks for
+such documents when it starts), and only one whose file is gone is marked failed.
 """
 from __future__ import annotations
 
@@ -16,18 +19,21 @@ import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
-from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, fts_any_parts, index_text,
-                     migrations_from_dir, new_id, now_iso, parse_document)
+from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, embed,
+                     fts_any_parts, index_text, migrations_from_dir, new_id, now_iso, parse_document)
 
 log = logging.getLogger("xiajiao.rag")
 
 MIGRATIONS = migrations_from_dir(Path(__file__).parent / "migrations")
 INDEX = VectorIndex("chunk_vec", rows="chunks", text="text")
 RUNNING: set[tuple[str, int]] = set()  # (agent id, document id) ingested by this process right now
+_READY: "weakref.WeakSet[Any]" = weakref.WeakSet()  # rag.db handles known to hold a ready document
 _checked: "weakref.WeakSet[Any]" = weakref.WeakSet()  # rag.db handles already cleaned of interrupted work
 MAX_QUERY_CHARS = 2000
 KEYWORD_BUDGET = 10_000  # chunks the keyword half may score with bm25 for one query
 INTERRUPTED = "interrupted: the server stopped during ingestion; upload the document again"
+SOURCES = "rag-sources"  # per agent folder: uploaded files waiting to be (fully) indexed
+ETA: dict[tuple[str, int], float] = {}  # (agent id, document id) -> seconds left, while it indexes
 
 
 async def agent_row(app: Any, agent_id: str) -> dict:
@@ -47,27 +53,53 @@ async def open_db(app: Any, agent_id: str):
     db = await app.workspace_db(agent_id, "rag.db", MIGRATIONS)
     if db not in _checked:
         _checked.add(db)
-        await _clean_interrupted(db, agent_id)
+        await _clean_interrupted(db, agent_id, app)
     return db
 
 
-async def _clean_interrupted(db, agent_id: str) -> None:
-    """Documents left queued or processing by a stopped process: remove their rows, mark them failed."""
-    stale = await db.fetchall("SELECT id FROM documents WHERE status IN ('queued', 'processing')")
+def source_path(app: Any, agent_id: str, uid: str) -> Path:
+    """Where an uploaded file waits until its document is indexed."""
+    return app.workspace(agent_id) / SOURCES / uid
+
+
+async def _clean_interrupted(db, agent_id: str, app: Any = None) -> None:
+    """Documents left queued or processing by a stopped process: resume their ingestion when the
+    uploaded file is still there, else remove their rows and mark them failed."""
+    stale = await db.fetchall("SELECT * FROM documents WHERE status IN ('queued', 'processing')")
     for row in stale:
-        if (agent_id, row["id"]) not in RUNNING:
-            await db.run_write(lambda conn, d=row["id"]: _purge(conn, d, INTERRUPTED))
-            log.warning("removed an interrupted ingestion", extra={"agent": agent_id, "document": row["id"]})
+        if (agent_id, row["id"]) in RUNNING:
+            continue
+        parser = next((p for p in app.parsers if p.name == row["parser"]), None) if app is not None else None
+        path = source_path(app, agent_id, row["uid"]) if app is not None else None
+        if parser is not None and path is not None and await asyncio.to_thread(path.is_file):
+            RUNNING.add((agent_id, row["id"]))
+            log.info("resuming an interrupted ingestion", extra={"agent": agent_id, "document": row["uid"]})
+            app.spawn(ingest(app, agent_id, row, None, parser, row["uploaded_by"]),
+                      name=f"ingest:{agent_id}:{row['uid']}")
+            continue
+        await db.run_write(lambda conn, d=row["id"]: _purge(conn, d, INTERRUPTED))
+        log.warning("removed an interrupted ingestion", extra={"agent": agent_id, "document": row["id"]})
 
 
-def _purge(conn, document_id: int, error: str | None) -> None:
-    """Remove a document's chunks (full text, vectors, rows); mark it failed, or delete it when ``error`` is None."""
+async def resume_all(app: Any) -> None:
+    """At start: resume the ingestions a stopped server left (agents with files waiting in rag-sources/)."""
+    for row in await app.db.fetchall("SELECT id FROM agents"):
+        folder = app.workspace(row["id"]) / SOURCES
+        if await asyncio.to_thread(lambda f=folder: f.is_dir() and any(f.iterdir())) and has_knowledge_base(app, row["id"]):
+            await open_db(app, row["id"])
+
+
+def _purge(conn, document_id: int, error: str | None, *, keep_document: bool = False) -> None:
+    """Remove a document's chunks (full text, vectors, rows); mark it failed, or delete it when ``error`` is
+    None (``keep_document``: leave its row as it is)."""
     ids = [r["id"] for r in conn.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))]
     conn.executemany("DELETE FROM chunks_fts WHERE rowid = ?", [(i,) for i in ids])
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_vec'").fetchone():
         INDEX.delete(conn, ids)
     conn.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
     conn.execute("DELETE FROM parents WHERE document_id = ?", (document_id,))
+    if keep_document:
+        return
     if error is None:
         conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
     else:
@@ -76,10 +108,13 @@ def _purge(conn, document_id: int, error: str | None) -> None:
 
 
 def document_json(row: dict, agent_id: str) -> dict:
-    return {"id": row["uid"], "agentId": agent_id, "name": row["name"], "parser": row["parser"],
-            "size": row["size"], "status": row["status"], "progress": round(row["progress"], 4),
-            "chunks": row["chunks"], "chars": row["chars"], "error": row["error"],
-            "createdAt": row["created_at"], "updatedAt": row["updated_at"]}
+    out = {"id": row["uid"], "agentId": agent_id, "name": row["name"], "parser": row["parser"],
+           "size": row["size"], "status": row["status"], "progress": round(row["progress"], 4),
+           "chunks": row["chunks"], "chars": row["chars"], "error": row["error"],
+           "createdAt": row["created_at"], "updatedAt": row["updated_at"]}
+    if row["status"] == "processing":  # the time left, once the pace is known
+        out["etaSeconds"] = ETA.get((agent_id, row["id"]))
+    return out
 
 
 # ------------------------------------------------------------------ chunking
@@ -180,16 +215,26 @@ def pick_parser(app: Any, filename: str, content_type: str | None) -> Any:
                                "unsupported_file_type")
 
 
+def _keep_source(path: Path, data: bytes) -> str:
+    """Write the uploaded file where a restarted server finds it (a worker thread: file I/O); its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()
+
+
 async def create_document(app: Any, agent_id: str, name: str, data: bytes, parser: Any, user_id: str | None) -> dict:
     db = await open_db(app, agent_id)
     now = now_iso()
+    uid = new_id("doc")
+    digest = await asyncio.to_thread(_keep_source, source_path(app, agent_id, uid), data)
 
     def work(conn):
         cur = conn.execute(
             "INSERT INTO documents (uid, name, parser, size, sha256, status, uploaded_by, created_at, updated_at) "
             "VALUES (?,?,?,?,?,?,?,?,?)",
-            (new_id("doc"), name[:255], parser.name, len(data), hashlib.sha256(data).hexdigest(), "queued",
-             user_id, now, now))
+            (uid, name[:255], parser.name, len(data), digest, "queued", user_id, now, now))
         RUNNING.add((agent_id, cur.lastrowid))
         return conn.execute("SELECT * FROM documents WHERE id = ?", (cur.lastrowid,)).fetchone()
 
@@ -230,35 +275,60 @@ async def delete_document(app: Any, agent_id: str, uid: str) -> None:
                        "document_busy")
     db = await open_db(app, agent_id)
     await db.run_write(lambda conn: _purge(conn, row["id"], None))
+    await asyncio.to_thread(source_path(app, agent_id, uid).unlink, missing_ok=True)
 
 
 class Progress:
-    """Pushes ``rag_progress`` frames to the uploader, at most every 0.2 s (and always the last one)."""
+    """Pushes ``rag_progress`` frames to the uploader, at most every 0.2 s (and always the last one),
+    with the time left estimated from the pace since this ingestion started (``etaSeconds``)."""
 
     def __init__(self, app: Any, agent_id: str, doc: dict, user_id: str | None):
         self.app, self.agent_id, self.doc, self.user_id = app, agent_id, doc, user_id
         self.last = 0.0
+        self.started = time.monotonic()
+        self.first = 0.0  # the fraction already done when this ingestion started (a resumed one)
+
+    def eta(self, progress: float) -> float | None:
+        done = progress - self.first
+        if done <= 0 or progress >= 1:
+            return None if progress < 1 else 0.0
+        return round((time.monotonic() - self.started) * (1 - progress) / done, 1)
 
     def push(self, status: str, progress: float, chunks: int, error: str | None = None, force: bool = False) -> None:
         now = time.monotonic()
+        key = (self.agent_id, self.doc["id"])
+        eta = self.eta(progress) if status == "processing" else None
+        if eta is None:
+            ETA.pop(key, None)
+        else:
+            ETA[key] = eta
         if not self.user_id or (not force and now - self.last < 0.2):
             return
         self.last = now
         data = {"documentId": self.doc["uid"], "agentId": self.agent_id, "name": self.doc["name"],
                 "status": status, "progress": round(progress, 4), "chunks": chunks}
+        if eta is not None:
+            data["etaSeconds"] = eta
         if error:
             data["error"] = error
         self.app.hub.send_to_user(self.user_id, "rag_progress", data)
 
 
-async def ingest(app: Any, agent_id: str, doc: dict, data: bytes, parser: Any, user_id: str | None) -> None:
-    """Parse, chunk, embed and index one document (the background half of an upload)."""
+async def ingest(app: Any, agent_id: str, doc: dict, data: bytes | None, parser: Any, user_id: str | None) -> None:
+    """Parse, chunk, embed and index one document (the background half of an upload).
+
+    ``data`` None reads the uploaded file kept in rag-sources/ (a resumed ingestion); the chunks
+    an interrupted run already wrote are kept and it goes on after them.
+    """
     db = await open_db(app, agent_id)
     doc_id = doc["id"]
     progress = Progress(app, agent_id, doc, user_id)
     settings = app.settings
+    source = source_path(app, agent_id, doc["uid"])
     written = 0
     try:
+        if data is None:
+            data = await asyncio.to_thread(source.read_bytes)
         await db.execute("UPDATE documents SET status = 'processing', updated_at = ? WHERE id = ?", (now_iso(), doc_id))
         progress.push("processing", 0.0, 0, force=True)
         try:  # within the parse limits; PDF and DOCX in a worker process
@@ -272,41 +342,66 @@ async def ingest(app: Any, agent_id: str, doc: dict, data: bytes, parser: Any, u
                          by_heading=settings.rag_heading_sections, context=settings.rag_contextual_chunks))
         embedder = await active_embedder(app)
         await INDEX.ensure(db, embedder, batch=settings.embed_batch)
-        parent_ids: dict[int, int] = {}
+        parent_ids, first = await db.run_read(lambda conn: _written(conn, doc_id, chunks))
+        if first:
+            log.info("resuming ingestion", extra={"agent": agent_id, "document": doc["uid"], "chunks": first})
+            progress.first = first / len(chunks)
         batch = max(1, settings.embed_batch)
-        for i in range(0, len(chunks), batch):
+        for i in range(first, len(chunks), batch):
             part = chunks[i:i + batch]
-            vectors = await embedder.embed([c[2] for c in part], kind="passage")
+            vectors = await embed(embedder, [c[2] for c in part], kind="passage", bulk=True)
             rows = [(c, v) for c, v in zip(part, vectors)]
             done = min(len(chunks), i + batch)
-            await db.run_write(lambda conn, rows=rows, done=done: _write_batch(
+            await db.run_write(lambda conn, rows=rows, done=done, i=i: _write_batch(
                 conn, doc_id, rows, parents, parent_ids, i, done / len(chunks)))
             written = done
             progress.push("processing", done / len(chunks), written)
         await db.execute("UPDATE documents SET status = 'ready', progress = 1, chunks = ?, chars = ?, updated_at = ? "
                          "WHERE id = ?", (len(chunks), len(text), now_iso(), doc_id))
         progress.push("ready", 1.0, len(chunks), force=True)
+        await asyncio.to_thread(source.unlink, missing_ok=True)
     except asyncio.CancelledError:
-        await _fail(db, doc_id, INTERRUPTED)
+        # the server is stopping: what was written stays, and the next start resumes after it
+        ETA.pop((agent_id, doc_id), None)
         raise
     except _Failed as exc:
-        await _fail(db, doc_id, str(exc))
+        await _fail(app, agent_id, db, doc_id, str(exc))
         progress.push("failed", 0.0, 0, error=str(exc), force=True)
     except Exception as exc:  # any other failure fails this document only, with its reason kept
         log.exception("ingestion failed", extra={"agent": agent_id, "document": doc["uid"]})
         reason = f"indexing failed: {exc}"
-        await _fail(db, doc_id, reason)
+        await _fail(app, agent_id, db, doc_id, reason)
         progress.push("failed", 0.0, 0, error=reason, force=True)
     finally:
         RUNNING.discard((agent_id, doc_id))
+
+
+def _written(conn, doc_id: int, chunks: list[tuple[int, int, str]]) -> tuple[dict[int, int], int]:
+    """What an earlier, interrupted run indexed of this document: its parents (position -> id) and how
+    many chunks, in order. A mismatch with today's plan (other chunk settings) starts over."""
+    count = conn.execute("SELECT COUNT(*) AS n, MAX(position) AS last FROM chunks WHERE document_id = ?",
+                         (doc_id,)).fetchone()
+    n = count["n"]
+    if not n:
+        return {}, 0
+    last = conn.execute("SELECT text FROM chunks WHERE document_id = ? AND position = ?", (doc_id, n - 1)).fetchone()
+    if count["last"] != n - 1 or n > len(chunks) or last is None or last["text"] != chunks[n - 1][2]:
+        _purge(conn, doc_id, None, keep_document=True)
+        return {}, 0
+    parents = {r["position"]: r["id"] for r in conn.execute(
+        "SELECT id, position FROM parents WHERE document_id = ?", (doc_id,))}
+    return parents, n
 
 
 class _Failed(Exception):
     """The document cannot be indexed, for a reason its uploader can read."""
 
 
-async def _fail(db, doc_id: int, reason: str) -> None:
+async def _fail(app: Any, agent_id: str, db, doc_id: int, reason: str) -> None:
     await db.run_write(lambda conn: _purge(conn, doc_id, reason))
+    row = await db.fetchone("SELECT uid FROM documents WHERE id = ?", (doc_id,))
+    if row is not None:
+        await asyncio.to_thread(source_path(app, agent_id, row["uid"]).unlink, missing_ok=True)
 
 
 def _write_batch(conn, doc_id: int, rows, parents, parent_ids: dict[int, int], first: int, fraction: float) -> None:
@@ -364,8 +459,10 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
     if not has_knowledge_base(app, agent_id):
         return empty
     db = await open_db(app, agent_id)
-    if not await db.fetchval("SELECT 1 FROM documents WHERE status = 'ready' LIMIT 1"):
-        return empty
+    if db not in _READY:  # once a base has a ready document, turns spare this read while it stays open
+        if not await db.fetchval("SELECT 1 FROM documents WHERE status = 'ready' LIMIT 1"):
+            return empty
+        _READY.add(db)
     embedder = await active_embedder(app)
 
     async def reindex_progress(done: int, total: int) -> None:
@@ -375,8 +472,11 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
 
     await INDEX.ensure(db, embedder, progress=reindex_progress, batch=app.settings.embed_batch)
     s = app.settings
-    texts = [text] + (await rewrites(app, agent, text) if s.rag_query_rewrite else [])
-    vectors = await embedder.embed(texts, kind="query")
+    extra = await rewrites(app, agent, text) if s.rag_query_rewrite else []
+    # the question itself through the shared per-text cache (memory recall embedded it this turn already)
+    vectors = (await embed(embedder, [text], kind="query")) + (
+        await embed(embedder, extra, kind="query") if extra else [])
+    texts = [text] + extra
     pool = max(top_k * 8, 40)
     # the nearest neighbours of a question are mostly in its own language: a wider vector pool
     # lets the other language's best chunks in, to be judged with the cross-language boost

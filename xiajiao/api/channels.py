@@ -58,7 +58,9 @@ def _reader_id() -> str | None:
 @bp.get("/api/channels")
 @auth.requires("guest")
 async def list_channels():
-    return jsonify({"channels": await chat.list_channels(current_app.xj.db, _reader_id(), g.actor.id)})
+    core = current_app.xj
+    channels = await chat.list_channels(core.db, _reader_id(), g.actor.id)
+    return jsonify({"channels": await auth.readable(core, g.actor, channels, key="id")})
 
 
 @bp.post("/api/channels")

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from .. import auth, chat
 from ..errors import BadRequest, NotFound, TooLarge
+from ..ratelimit import charge
 
 bp = Blueprint("messages", __name__)
 
@@ -73,6 +74,8 @@ async def post_message(data: NewMessage):
     core = current_app.xj
     check_content(data.content)
     channel = await auth.authorized_channel(core, g.actor, data.channelId, "channel.write")
+    if core.engine is not None and await chat.channel_agent_ids(core.db, channel["id"]):
+        charge("turns")  # agents will answer: the expensive kind of request
     msg = await chat.create_message(core, channel_id=channel["id"], content=data.content, type=data.type,
                                     user_id=g.actor.id, metadata=data.metadata)
     await core.hook("on_message", message=msg, channel=channel, actor=g.actor)
@@ -123,4 +126,4 @@ async def search(query_args: SearchQuery):
         reader_id = None  # the channel itself is readable
     results = await chat.search_messages(core.db, query_args.q, reader_id=reader_id,
                                          channel_id=query_args.channelId, limit=query_args.limit)
-    return jsonify({"query": query_args.q, "results": results})
+    return jsonify({"query": query_args.q, "results": await auth.readable(core, g.actor, results)})

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
-from quart import Blueprint, current_app, jsonify
+from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_querystring, validate_request
 
 from .. import auth
-from ._channels import writable_channel
 from ..errors import BadRequest, NotFound
 
 bp = Blueprint("turns", __name__)
@@ -21,13 +20,11 @@ class TurnsQuery(BaseModel):
     channelId: str
 
 
-
-
 @bp.get("/api/turns")
 @auth.requires("guest")
 @validate_querystring(TurnsQuery)
 async def list_turns(query_args: TurnsQuery):
-    channel = await writable_channel(query_args.channelId)
+    channel = await auth.authorized_channel(current_app.xj, g.actor, query_args.channelId)
     return jsonify({"turns": current_app.xj.engine.running_in(channel["id"])})
 
 
@@ -35,14 +32,15 @@ async def list_turns(query_args: TurnsQuery):
 @auth.requires("guest")
 @validate_request(StopBody)
 async def stop(data: StopBody):
-    engine = current_app.xj.engine
+    core = current_app.xj
+    engine = core.engine
     if bool(data.messageId) == bool(data.channelId):
         raise BadRequest("Give exactly one of messageId or channelId", "invalid_stop")
     if data.messageId:
         turn = engine.running.get(data.messageId)
         if turn is None:
             raise NotFound("No running reply with this id", "turn_not_found")
-        await writable_channel(turn.channel["id"])
+        await engine.authorize_stop(g.actor, turn)
         return jsonify({"stopped": [data.messageId] if engine.stop_turn(data.messageId) else []})
-    channel = await writable_channel(data.channelId)
-    return jsonify({"stopped": engine.stop_channel(channel["id"])})
+    channel = await auth.authorized_channel(core, g.actor, data.channelId, "channel.write")
+    return jsonify({"stopped": await engine.stop_channel_for(g.actor, channel["id"])})

@@ -16,6 +16,7 @@ from quart import Blueprint, current_app, request, send_file
 from .. import auth
 from ..bodies import MULTIPART_OVERHEAD, copy_file, file_size, limit_body
 from ..errors import BadRequest, NotFound, TooLarge, UnsupportedMediaType
+from ..ratelimit import charge
 
 bp = Blueprint("uploads", __name__)
 
@@ -85,6 +86,7 @@ async def upload():
         raise TooLarge(f"The file is larger than the limit of {limit} bytes", "file_too_large")
     if not size:
         raise BadRequest("The file is empty", "empty_file")
+    charge("upload_bytes", size)
     original = f.filename or "file"
     ext = await asyncio.to_thread(sniff, f.stream, original)
     month = time.strftime("%Y-%m", time.gmtime())

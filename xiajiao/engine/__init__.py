@@ -37,6 +37,14 @@ class Origin:
 
 
 @dataclass
+class Lane:
+    """The turns of one agent in one channel: run in order; forgotten when nobody waits."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # turns running or waiting
+
+
+@dataclass
 class TurnResult:
     """The outcome of one turn run for a caller (the machine API, background tasks)."""
 
@@ -80,7 +88,7 @@ class Engine:
         self.runner = TurnRunner(self)
         self.chains = Chains(self)
         self.running: dict[str, Turn] = {}  # reply message id -> turn
-        self._lanes: dict[tuple[str, str], asyncio.Lock] = {}
+        self._lanes: dict[tuple[str, str], Lane] = {}
 
     async def start(self) -> None:
         await self.gateway.load()
@@ -141,14 +149,16 @@ class Engine:
     async def lane_turn(self, agent: dict, channel: dict, message: dict, actor: Actor, **kw) -> dict | None:
         """``run_turn`` after the turns already queued for this agent in this channel."""
         key = (agent["id"], channel["id"])
-        lock = self._lanes.get(key)
-        if lock is None:
-            lock = self._lanes[key] = asyncio.Lock()
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = Lane()
+        lane.users += 1  # counted here, not read from the lock's private waiters
         try:
-            async with lock:
+            async with lane.lock:
                 return await self.run_turn(agent, channel, message, actor, **kw)
         finally:
-            if not lock.locked() and self._lanes.get(key) is lock and not getattr(lock, "_waiters", None):
+            lane.users -= 1
+            if lane.users == 0 and self._lanes.get(key) is lane:
                 del self._lanes[key]
 
     async def _in_lane(self, agent: dict, channel: dict, message: dict, actor: Actor, origin: Origin | None,
@@ -199,7 +209,7 @@ class Engine:
             self.error_frame(cid, agent, exc, message.get("id"))
             return None
         turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}",
-                    on_event=on_event)
+                    on_event=on_event, chain_id=(metadata or {}).get("chainId"))
         try:
             messages = await self.runner.context(turn, handoff, context)
         except XiajiaoError as exc:
@@ -245,6 +255,7 @@ class Engine:
         app.hub.publish(cid, "stream_end", {"messageId": reply["id"], "status": status})
         reply.update(content=turn.text, status=status)
         reply["metadata"] = {**(reply.get("metadata") or {}), **extra}
+        app.spawn(app.hook("on_message", message=reply, channel=channel, actor=actor), name="on-message")
         if status == "done":
             app.spawn(app.hook("on_turn_end", agent=agent, channel=channel, message=message, reply=reply,
                                actor=actor), name="on-turn-end")
@@ -269,20 +280,44 @@ class Engine:
         return [{"messageId": mid, "agentId": t.agent["id"], "channelId": channel_id}
                 for mid, t in self.running.items() if t.channel and t.channel["id"] == channel_id]
 
-    async def _ws_stop(self, conn, data: dict) -> None:
-        from ..auth import can_write_channel
+    async def authorize_stop(self, actor: Actor, turn: Turn) -> None:
+        """Stopping a reply needs ``channel.write``; a chain's step needs ``chain.decide`` too (else 404/403)."""
+        from .. import auth
 
-        data = data or {}
-        actor = getattr(conn, "actor", None)
+        chain = self.chains.runs.get(turn.chain_id) if turn.chain_id else None
+        if chain is None:
+            await auth.authorized_channel(self.app, actor, turn.channel["id"], "channel.write")
+        else:
+            await self.chains.authorize(actor, chain, "chain.decide")
+
+    async def stop_channel_for(self, actor: Actor, channel_id: str) -> list[str]:
+        """Stop the running replies of a channel that ``actor`` may stop."""
+        stopped = []
+        for mid, turn in list(self.running.items()):
+            if not turn.channel or turn.channel["id"] != channel_id:
+                continue
+            try:
+                await self.authorize_stop(actor, turn)
+            except XiajiaoError:
+                continue
+            if self.stop_turn(mid):
+                stopped.append(mid)
+        return stopped
+
+    async def _ws_stop(self, conn, data: dict) -> None:
+        from .. import auth
+
+        actor = conn.actor
         stopped: list[str] = []
-        if data.get("messageId"):
-            turn = self.running.get(data["messageId"])
-            if turn is not None and actor and await can_write_channel(self.app.db, actor, turn.channel):
-                stopped = [data["messageId"]] if self.stop_turn(data["messageId"]) else []
-        elif data.get("channelId"):
-            channel = await chat.get_channel(self.app.db, data["channelId"])
-            if channel is not None and actor and await can_write_channel(self.app.db, actor, channel):
-                stopped = self.stop_channel(channel["id"])
+        message_id, channel_id = data.get("messageId"), data.get("channelId")
+        if isinstance(message_id, str) and message_id:
+            turn = self.running.get(message_id)
+            if turn is not None:
+                await self.authorize_stop(actor, turn)
+                stopped = [message_id] if self.stop_turn(message_id) else []
+        elif isinstance(channel_id, str) and channel_id:
+            await auth.authorized_channel(self.app, actor, channel_id, "channel.write")
+            stopped = await self.stop_channel_for(actor, channel_id)
         conn.send_frame("stopped", {"messageIds": stopped})
 
     # ------------------------------------------------------------------ helpers for other parts

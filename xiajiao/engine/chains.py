@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, XiajiaoError
 from ..ids import new_id
 from ..models import Actor
 
@@ -130,15 +130,24 @@ class Chains:
         run.decision.set_result((action, text))
         return run
 
-    async def ws_decision(self, conn, data: dict) -> None:
-        from ..auth import can_write_channel
+    async def authorize(self, actor: Actor, run: ChainRun, action: str = "channel.read") -> None:
+        """May ``actor`` see (``channel.read``) or decide (``chain.decide``) this run? A run in a
+        channel the caller may not see is not found."""
+        from .. import auth
 
-        data = data or {}
-        actor = getattr(conn, "actor", None)
+        try:
+            await auth.authorized_channel(self.app, actor, run.channel["id"], action,
+                                          chain={"id": run.id, "startedBy": run.actor.id})
+        except NotFound:
+            raise NotFound("Chain run not found", "chain_not_found") from None
+
+    async def ws_decision(self, conn, data: dict) -> None:
         try:
             run = self.get(str(data.get("chainId") or ""))
-            if actor is None or not await can_write_channel(self.app.db, actor, run.channel):
-                raise NotFound("Chain run not found", "chain_not_found")
-            self.decide(run.id, str(data.get("action") or ""), data.get("text"))
-        except (BadRequest, Conflict, NotFound) as exc:
+            await self.authorize(conn.actor, run, "chain.decide")
+            text = data.get("text")
+            if text is not None and not isinstance(text, str):
+                raise BadRequest("text must be a string", "invalid_text")
+            self.decide(run.id, str(data.get("action") or ""), text)
+        except XiajiaoError as exc:
             conn.send_frame("error", {"error": exc.message, "code": exc.code, "chainId": data.get("chainId")})

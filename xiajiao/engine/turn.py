@@ -47,6 +47,7 @@ class Turn:
     depth: int = 0
     publish: bool = True
     reply_id: str | None = None
+    chain_id: str | None = None  # the chain run this turn is a step of
     parts: list[str] = field(default_factory=list)
     call: Call = field(default_factory=Call)
     stopped: bool = False
@@ -151,7 +152,8 @@ async def tool_permissions(app, agent: dict, actor: Actor) -> dict[str, bool]:
     for name in agent.get("tools") or ():
         tool = app.tools.get(name)
         if tool is not None:
-            verdict = await app.hook("decide_tool_permission", actor=actor, agent=agent, tool=tool)
+            verdict = await app.hook("decide_tool_permission", actor=actor, agent=agent, tool=tool,
+                                     on_error=False)  # a plugin that raises denies
             if verdict is not None:
                 out[name] = bool(verdict)
     return out

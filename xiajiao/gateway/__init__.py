@@ -63,6 +63,10 @@ class Breaker:
         self.opened_at = None
         self.probing = False
 
+    def release(self) -> None:
+        """The probe ended without a verdict (cancelled): let the next call probe."""
+        self.probing = False
+
     def failure(self) -> None:
         self.failures += 1
         if self.probing or self.failures >= self.threshold:
@@ -313,6 +317,9 @@ class Gateway:
                         attempt += 1
                         continue
                     break
+                except BaseException:  # cancelled (Stop, a timeout, shutdown) or the reader went away
+                    breaker.release()
+                    raise
                 breaker.success()
                 self._record(agent_id, cfg.id, name, call, t0)
                 return
