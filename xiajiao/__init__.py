@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from .errors import (BadRequest, Conflict, Forbidden, NotFound, ProviderError, RateLimited,  # noqa: E402
                      TooLarge, Unauthorized, UnsupportedMediaType, XiajiaoError)
-from .models import (Actor, ChatMessage, ChatRequest, Embedder, Pack, Parser, Persona, Prompt,  # noqa: E402
+from .models import (Actor, ChatMessage, ChatRequest, Embedder, Image, Pack, Parser, Persona, Prompt,  # noqa: E402
                      Provider, ProviderConfig, ProviderKind, SearchBackend, TextDelta, Timeouts, Tool, ToolCall,
                      ToolCallsDone, ToolContext, Usage)
 from .plugins import hookimpl  # noqa: E402
@@ -32,7 +32,7 @@ from .vectors import VectorIndex, active_embedder, embed  # noqa: E402
 __all__ = [
     "__version__", "hookimpl", "Setting", "find_mentions", "pooled_client", "env_provider_settings",
     "env_provider_configs",
-    "Actor", "ChatMessage", "ChatRequest", "Embedder", "Pack", "Parser", "Persona", "Prompt", "Provider",
+    "Actor", "ChatMessage", "ChatRequest", "Embedder", "Image", "Pack", "Parser", "Persona", "Prompt", "Provider",
     "ProviderConfig", "ProviderKind", "TextDelta", "Timeouts", "Tool", "ToolCall", "ToolCallsDone", "ToolContext",
     "Usage",
     "XiajiaoError", "BadRequest", "Conflict", "Forbidden", "NotFound", "ProviderError", "RateLimited", "TooLarge",

@@ -242,6 +242,11 @@ class Hub:
                     break
         return {**info, "resync": resync, "replayed": len(replay)}
 
+    def seq_of(self, channel_id: str) -> int:
+        """The channel's last frame number (a page read now plus the frames after it are the whole state)."""
+        state = self.channels.get(channel_id)
+        return state.seq if state else self._evicted_seq.get(channel_id, 0)
+
     def unsubscribe(self, conn: Connection, channel_id: str) -> None:
         state = self.channels.get(channel_id)
         if state:

@@ -75,9 +75,17 @@ async def start_chain(data: StartBody):
 
 
 async def _run(chain_id: str, action: str = "channel.read"):
-    run = current_app.xj.engine.chains.get(chain_id)
+    run = await current_app.xj.engine.chains.get(chain_id)
     await current_app.xj.engine.chains.authorize(g.actor, run, action)
     return run
+
+
+@bp.get("/api/channels/<channel_id>/chains")
+@auth.requires("guest")
+async def list_runs(channel_id: str):
+    """The channel's chain runs, newest first: when, who started it, steps, status."""
+    channel = await auth.authorized_channel(current_app.xj, g.actor, channel_id)
+    return jsonify({"runs": await current_app.xj.engine.chains.list(channel["id"])})
 
 
 @bp.get("/api/chains/<chain_id>")
@@ -91,5 +99,5 @@ async def get_run(chain_id: str):
 @validate_request(DecisionBody)
 async def decide(chain_id: str, data: DecisionBody):
     run = await _run(chain_id, "chain.decide")
-    current_app.xj.engine.chains.decide(run.id, data.action, data.text)
+    await current_app.xj.engine.chains.decide(run.id, data.action, data.text)
     return jsonify(run.json())

@@ -105,9 +105,9 @@ async def update_channel(channel_id: str, data: ChannelChange):
 async def delete_channel(channel_id: str):
     core = current_app.xj
     await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
-    await chat.delete_channel(core.db, channel_id)
-    core.hub.publish(channel_id, "channel_deleted", {"channelId": channel_id})
-    core.hub.drop_channel(channel_id)
+    for cid in await chat.delete_channel(core.db, channel_id):  # with its topics and branches
+        core.hub.publish(cid, "channel_deleted", {"channelId": cid})
+        core.hub.drop_channel(cid)
     return jsonify({"ok": True})
 
 
@@ -148,3 +148,69 @@ async def mark_read(channel_id: str, data: ReadMark):
     await auth.authorized_channel(core, g.actor, channel_id)
     seq = await chat.mark_read(core.db, channel_id, g.actor.id, data.seq)
     return jsonify({"ok": True, "lastReadSeq": seq})
+
+
+# ------------------------------------------------------------------ topics and branches
+
+
+class NewTopic(BaseModel):
+    name: Name
+
+
+class Fork(BaseModel):
+    messageId: str = Field(min_length=1, max_length=100)
+    name: Name | None = None
+
+
+class Archive(BaseModel):
+    archived: bool = True
+
+
+@bp.get("/api/channels/<channel_id>/tree")
+@auth.requires("guest")
+async def channel_tree(channel_id: str):
+    """The conversation tree the channel is part of (root, topics, branches), parents first."""
+    core = current_app.xj
+    await auth.authorized_channel(core, g.actor, channel_id)
+    return jsonify(await chat.channel_tree(core.db, channel_id))
+
+
+async def _child_created(core, parent_id: str, child: dict):
+    core.hub.publish(parent_id, "channel_created", child)
+    return jsonify({"id": child["id"], "ok": True, "channel": child}), 201
+
+
+@bp.post("/api/channels/<channel_id>/topics")
+@auth.requires("guest")
+@validate_request(NewTopic)
+async def new_topic(channel_id: str, data: NewTopic):
+    """A new topic under a conversation: same members, empty history."""
+    core = current_app.xj
+    await auth.authorized_channel(core, g.actor, channel_id, "channel.write")
+    child = await chat.create_child(core.db, channel_id, name=data.name.strip() or data.name, creator_id=g.actor.id)
+    return await _child_created(core, channel_id, child)
+
+
+@bp.post("/api/channels/<channel_id>/fork")
+@auth.requires("guest")
+@validate_request(Fork)
+async def fork(channel_id: str, data: Fork):
+    """A branch from one of the conversation's messages: it inherits the history up to it."""
+    core = current_app.xj
+    parent = await auth.authorized_channel(core, g.actor, channel_id, "channel.write")
+    name = (data.name or "").strip() or f"{parent['name']} (branch)"
+    child = await chat.create_child(core.db, channel_id, name=name[:100], creator_id=g.actor.id,
+                                    message_id=data.messageId)
+    return await _child_created(core, channel_id, child)
+
+
+@bp.post("/api/channels/<channel_id>/archive")
+@auth.requires("guest")
+@validate_request(Archive)
+async def archive(channel_id: str, data: Archive):
+    """Archive a conversation with its topics and branches (``archived: false`` brings it back)."""
+    core = current_app.xj
+    await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
+    channel = await chat.set_archived(core.db, channel_id, data.archived)
+    core.hub.publish(channel_id, "channel_updated", channel)
+    return jsonify({"ok": True, "channel": channel})

@@ -106,6 +106,12 @@ async def put_settings(data: SettingsBody):
         writes["fallback_models"] = json.dumps([m for m in data.fallbackModels if m], ensure_ascii=False)
     if data.defaultModel is not None and not (not gw.stored_default and data.defaultModel == _current_default(gw)):
         writes["default_model"] = json.dumps(data.defaultModel.strip(), ensure_ascii=False)
+    elif "providers" in writes and not gw.stored_default and not core.settings.default_model:
+        # adding a provider never moves the agents to it silently: the default in use stays until the owner picks
+        try:
+            writes["default_model"] = json.dumps(gw.default_model(), ensure_ascii=False)
+        except BadRequest:
+            pass
     for agent_id in (data.agentModels or {}):
         if agents.get(agent_id) is None:
             raise NotFound(f"Agent {agent_id!r} not found", "agent_not_found")

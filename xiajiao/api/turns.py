@@ -1,7 +1,7 @@
 """Running agent turns: list them, stop one (or every one of a channel). The partial reply is kept."""
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from quart import Blueprint, current_app, g, jsonify
 from quart_schema import validate_querystring, validate_request
 
@@ -18,6 +18,12 @@ class StopBody(BaseModel):
 
 class TurnsQuery(BaseModel):
     channelId: str
+
+
+class TurnBody(BaseModel):
+    channelId: str
+    content: str = ""
+    metadata: dict = Field(default_factory=dict)
 
 
 @bp.get("/api/turns")
@@ -44,3 +50,20 @@ async def stop(data: StopBody):
         return jsonify({"stopped": [data.messageId] if engine.stop_turn(data.messageId) else []})
     channel = await auth.authorized_channel(core, g.actor, data.channelId, "channel.write")
     return jsonify({"stopped": await engine.stop_channel_for(g.actor, channel["id"])})
+
+@bp.post("/api/turns")
+@auth.requires("guest")
+@validate_request(TurnBody)
+async def run_turn(data: TurnBody):
+    """Post a message and wait for the answers: ``{"message", "replies": [...]}`` (no streaming; for scripts).
+
+    A failed reply is in ``replies`` with ``status: "error"`` and ``metadata.error``."""
+    from .messages import store_user_message
+
+    core = current_app.xj
+    msg, channel = await store_user_message(data.channelId, data.content, "text", data.metadata)
+    replies = await core.engine.reply_to(msg, channel, g.actor)
+    out = {"message": msg, "replies": replies}
+    if not replies:
+        out.update(await core.engine.who_answers(msg, channel))
+    return jsonify(out)

@@ -100,6 +100,15 @@ async def upload():
             "mimeType": SERVED_TYPES[ext]}
 
 
+def upload_path(core, url: str) -> Path | None:
+    """The file behind an ``/uploads/<month>/<name>`` URL this server gave out, or None."""
+    parts = url.split("/") if isinstance(url, str) else []
+    if len(parts) != 4 or parts[:2] != ["", "uploads"] or not _MONTH.match(parts[2]) or not _NAME.match(parts[3]):
+        return None
+    path = core.uploads_dir / parts[2] / parts[3]
+    return path if parts[3].rsplit(".", 1)[1] in SERVED_TYPES and path.is_file() else None
+
+
 @bp.get("/uploads/<month>/<name>")
 @auth.requires("guest")
 async def serve(month: str, name: str):
