@@ -61,11 +61,11 @@ async def test_a_memory_written_in_one_conversation_is_recalled_in_another(app, 
     rendered = await prompt_for(app, agent, "What is my cat called?", "ch_b")
     assert "## Memories" in rendered
     lines = rendered.split("## Memories\n", 1)[1].splitlines()
-    assert lines[1] == "- (semantic) The user's cat is called Mochi"
+    assert lines[1] == f"- (semantic) The user's cat is called Mochi (id {out['memory']['id']})"
 
     rendered = await prompt_for(app, agent, "我喜欢喝什么茶?", "ch_c")
     lines = rendered.split("## Memories\n", 1)[1].splitlines()
-    assert lines[1] == "- (semantic) 用户喜欢喝乌龙茶"
+    assert lines[1].startswith("- (semantic) 用户喜欢喝乌龙茶 (id mem")
 
 
 async def test_memory_prompt_respects_its_budget(tmp_path):
@@ -388,3 +388,37 @@ async def test_near_duplicates_of_different_people_do_not_merge(app, agent):
                         ToolContext(app=app.xj, agent=agent, channel={"id": "dm_b"}, message={"id": "m2"}, actor=bob))
     assert (first["status"], second["status"]) == ("created", "created")
     assert second["memory"]["userId"] == "user_bob" and second["memory"]["source"]["channelId"] == "dm_b"
+
+
+async def test_an_updated_fact_supersedes_the_old_one_which_is_kept_marked_and_never_ranked_first(app, agent):
+    old = (await call(app, "memory_write", {"content": "The user lives in Berlin, Kreuzberg"}, ctx(app, agent)))["memory"]
+    new = (await call(app, "memory_write", {"content": "The user moved to Munich in May", "supersedes": old["id"]},
+                      ctx(app, agent, message_id="msg_2")))["memory"]
+    assert new["id"] != old["id"] and new["supersededBy"] is None
+    # the old fact matches the question's words better, yet the current one comes first
+    found = (await call(app, "memory_search", {"query": "lives in Berlin Kreuzberg"}, ctx(app, agent)))["memories"]
+    assert [m["id"] for m in found[:2]] == [new["id"], old["id"]]
+    assert found[1]["supersededBy"] == new["id"] and found[1]["supersededAt"]
+    rendered = await prompt_for(app, agent, "Where does the user live? Berlin?", "ch_a")
+    assert "moved to Munich" in rendered and "Kreuzberg" not in rendered
+    # deleting the newer memory makes the older one current again
+    from plugins.memory import store
+
+    await store.delete(app.xj, agent["id"], new["id"])
+    assert (await store.get(app.xj, agent["id"], old["id"]))["superseded_by"] is None
+
+
+@pytest.mark.parametrize("supersedes, status", [("mem_nothere", 404), (7, 400)])
+async def test_superseding_needs_an_existing_memory(app, agent, supersedes, status):
+    from conftest import login
+
+    client = app.test_client()
+    await login(client)
+    r = await client.post(f"/api/agents/{agent['id']}/memories", json={"content": "x y z", "supersedes": supersedes})
+    assert r.status_code == status, await r.get_data(as_text=True)
+    if status == 404:
+        assert (await r.get_json())["code"] == "memory_not_found"
+        from plugins.memory import store
+
+        db = await store.open_db(app.xj, agent["id"])
+        assert await db.fetchval("SELECT COUNT(*) FROM memories") == 0  # nothing written

@@ -98,6 +98,7 @@ async def ask_all(client, agent_id: str, names: dict[str, str], limit: int = 0) 
         body = r.json()
         rows.append({**q, "ranks": ranks(body["results"], q["expected"], names),
                      "relevant": body.get("relevant", bool(body["results"])),
+                     "best": max((x.get("relevance", 0) for x in body["results"]), default=0),
                      "top": [names.get(x["documentName"], x["documentName"]) for x in body["results"]]})
     return rows
 

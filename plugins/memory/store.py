@@ -344,7 +344,7 @@ async def search(app: Any, agent_id: str, query: str, *, klass: str | None = Non
 def prompt_text(rows: list[dict], budget: int) -> str:
     """Current memories as prompt lines with their ids (to name in memory_write's ``supersedes``),
     best first, within ``budget`` characters; superseded ones are left out."""
-    return within_budget((f"- ({row['class']}, {row['uid']}) {row['content']}" for row in rows
+    return within_budget((f"- ({row['class']}) {row['content']} (id {row['uid']})" for row in rows
                           if not row.get("superseded_by")), budget, "\n")
 
 

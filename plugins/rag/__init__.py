@@ -41,8 +41,9 @@ def register_settings(register):
                      "other script than the question (Chinese vs. Latin), which the embedder scores lower.", float))
     register(Setting("rag_vector_pool", 300, "Nearest chunks read per question before fusion (a wide pool lets the "
                      "other language's best chunks compete).", int))
-    register(Setting("rag_min_relevance", 0.0, "Relevance (cosine after the cross-language boost) the best passage "
-                     "needs for the knowledge base to count as having an answer.", float))
+    register(Setting("rag_min_relevance", -1.0, "Relevance (cosine after the cross-language boost) the best passage "
+                     "needs for the knowledge base to count as having an answer (negative: the embedder's own "
+                     "calibrated value, 0.86 for e5-small).", float))
     register(Setting("rag_query_rewrite", False, "Also search the question rewritten in English and Chinese by the "
                      "agent's model.", bool))
 
@@ -85,8 +86,17 @@ async def prepare_prompt(app, prompt, agent, message):
     budget = app.settings.rag_prompt_chars
     if not agent.get("knowledge") or not question.strip() or budget <= 0:
         return
-    results = await store.query(app, agent, question[:store.MAX_QUERY_CHARS], 5)
-    text = store.prompt_text(results, budget)
+    found = await store.search(app, agent, question[:store.MAX_QUERY_CHARS], 5)
+    if not found["results"]:
+        return  # no documents at all: nothing to say about them
+    results = [r for r in found["results"] if r["relevance"] >= found["minRelevance"]]
+    text = store.prompt_text(results, budget) if found["relevant"] else ""
     if text:
         prompt.add("Knowledge", "Passages from your knowledge base; cite them as [n] when you use them.\n\n" + text,
                    priority=55)
+    else:
+        prompt.add("Knowledge", NOTHING_FOUND, priority=55)
+
+
+NOTHING_FOUND = ("Your knowledge base has nothing relevant to this message. If it asks about your documents, say "
+                 "that they do not answer it; do not invent an answer and do not cite [n].")

@@ -456,7 +456,7 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
         raise BadRequest("topK must be a whole number from 1 to 50", "invalid_top_k")
     agent_id = agent["id"]
-    empty = {"results": [], "relevant": False, "queries": [text]}
+    empty = {"results": [], "relevant": False, "queries": [text], "minRelevance": 0.0}
     if not has_knowledge_base(app, agent_id):
         return empty
     db = await open_db(app, agent_id)
@@ -513,7 +513,15 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
         candidates = await rerank(app, agent, text, candidates[:top_k * 3])
     results = [result_json(r) for r in candidates[:top_k]]
     return {"results": results, "queries": texts,
-            "relevant": bool(results) and max(r["relevance"] for r in results) >= s.rag_min_relevance}
+            "relevant": bool(results) and max(r["relevance"] for r in results) >= min_relevance(s, embedder),
+            "minRelevance": min_relevance(s, embedder)}
+
+
+def min_relevance(settings: Any, embedder: Any) -> float:
+    """rag_min_relevance, or when it is negative (the default) the embedder's own calibrated
+    ``min_relevance`` (0 for an embedder that has none: everything found counts)."""
+    value = settings.rag_min_relevance
+    return value if value >= 0 else float(getattr(embedder, "min_relevance", 0.0))
 
 
 def _boosted(s: Any, question: str, row: dict, sim: float) -> float:
@@ -640,7 +648,7 @@ def _term_count(conn, part: str, budget: int) -> tuple[int, str]:
 def result_json(row: dict) -> dict:
     return {"documentId": row["document_id"], "documentName": row["document_name"], "position": row["position"],
             "passage": row["passage_position"], "heading": row["heading"], "score": round(row["score"], 6),
-            "relevance": round(row["relevance"], 4), "text": row["passage"], "chunk": row["chunk"]}
+            "relevance": round(row["relevance"], 4), "text": row["passage"], "chunk": row["body"]}
 
 
 RERANK_PROMPT = ("Rank passages by how well they answer the question. Reply with a JSON array of passage numbers, "
@@ -666,6 +674,10 @@ async def rerank(app: Any, agent: dict, question: str, rows: list[dict]) -> list
 
 
 def prompt_text(results: list[dict], budget: int) -> str:
-    """Passages with citation numbers, within ``budget`` characters."""
-    return within_budget((f"[{n}] {r['documentName']} (passage {r['passage'] + 1})\n{r['text']}"
-                          for n, r in enumerate(results, 1)), budget, "\n\n", min_cut=40)
+    """Passages with citation numbers, document names and sections, within ``budget`` characters."""
+    def cite(n: int, r: dict) -> str:
+        section = r["heading"].split(" › ", 1)[1] if " › " in r["heading"] else ""
+        return f"[{n}] {r['documentName']}" + (f" › {section}" if section else "") + \
+            f" (passage {r['passage'] + 1})\n{r['text']}"
+
+    return within_budget((cite(n, r) for n, r in enumerate(results, 1)), budget, "\n\n", min_cut=40)
