@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import OWNER_PASSWORD, login
+from conftest import OWNER_PASSWORD
 
 
 # ------------------------------------------------------------------ CSRF

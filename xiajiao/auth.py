@@ -15,7 +15,7 @@ import re
 import secrets
 import time
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
@@ -426,7 +426,7 @@ async def actor_from_api_key(db, secret: str) -> Actor | None:
 
 
 async def create_invite(db, *, created_by: Actor, role: str, hours: float = 72, max_uses: int = 1,
-                        channel_ids: list[str] = ()) -> tuple[dict, str]:
+                        channel_ids: Sequence[str] = ()) -> tuple[dict, str]:
     if role not in ("admin", "member", "guest"):
         raise BadRequest("Invites grant admin, member or guest", "invalid_role")
     if role_rank(role) >= role_rank(created_by.role):
@@ -619,7 +619,9 @@ def requires(role: str | None) -> Callable:
     def decorator(fn: Callable) -> Callable:
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any):
-            from quart import current_app, g, has_request_context, request, websocket
+            from quart import g, has_request_context, request, websocket
+
+            from .quart_app import current_app
 
             actor = g.get("actor")
             limiter = getattr(current_app.xj, "limiter", None)
@@ -633,7 +635,7 @@ def requires(role: str | None) -> Callable:
                     raise Forbidden("You do not have permission to do this", "forbidden")
             return await fn(*args, **kwargs)
 
-        wrapper.required_role = role  # read by the test that every route declares its caller
+        wrapper.required_role = role  # type: ignore[attr-defined]  # read by the test that every route declares its caller
         return wrapper
 
     return decorator

@@ -241,7 +241,7 @@ async def ingest(app: Any, agent_id: str, doc: dict, data: bytes, parser: Any, u
             vectors = await embedder.embed([c[2] for c in part], kind="passage")
             rows = [(c, v) for c, v in zip(part, vectors)]
             done = min(len(chunks), i + batch)
-            await db.run_write(lambda conn, rows=rows, done=done: _write_batch(
+            await db.run_write(lambda conn, rows=rows, done=done, i=i: _write_batch(
                 conn, doc_id, rows, parents, parent_ids, i, done / len(chunks)))
             written = done
             progress.push("processing", done / len(chunks), written)

@@ -1,10 +1,11 @@
 """Helpers the engine's routes share."""
 from __future__ import annotations
 
-from quart import current_app, g
+from quart import g
 
 from .. import auth, chat
 from ..errors import NotFound
+from ..quart_app import current_app
 
 
 async def writable_channel(channel_id: str) -> dict:

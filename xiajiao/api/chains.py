@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, current_app, g, jsonify
+from quart import Blueprint, g, jsonify
 from quart_schema import validate_request
 
 from .. import auth, chat
 from ._channels import writable_channel
 from ..errors import BadRequest
 from ..ids import now_iso
+from ..quart_app import current_app
 
 bp = Blueprint("chains", __name__)
 

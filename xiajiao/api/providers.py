@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import time
 
-from quart import Blueprint, current_app, jsonify
+from quart import Blueprint, jsonify
 
 from .. import auth
 from ..errors import BadRequest, NotFound, ProviderError
 from ..models import ChatMessage, ChatRequest, TextDelta
+from ..quart_app import current_app
 
 bp = Blueprint("providers", __name__)
 

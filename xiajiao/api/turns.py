@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
-from quart import Blueprint, current_app, jsonify
+from quart import Blueprint, jsonify
 from quart_schema import validate_querystring, validate_request
 
 from .. import auth
 from ._channels import writable_channel
 from ..errors import BadRequest, NotFound
+from ..quart_app import current_app
 
 bp = Blueprint("turns", __name__)
 

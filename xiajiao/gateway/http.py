@@ -58,7 +58,7 @@ class _Stream(httpcore.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # an idle connection with data or EOF waiting is not reusable
-            return bool(self._reader._buffer) or self._reader.at_eof()  # noqa: SLF001 (asyncio keeps no public probe)
+            return bool(self._reader._buffer) or self._reader.at_eof()  # type: ignore[attr-defined]  # noqa: SLF001 (asyncio keeps no public probe)
         if info == "ssl_object":
             return self._writer.get_extra_info("ssl_object")
         if info == "client_addr":
