@@ -8,18 +8,66 @@ from collections import defaultdict
 
 import websockets
 
-from .harness import Server
+from .corpus import TextMaker
+from .harness import Server, realistic
+
+# what a user's agent has in the realistic profile (docs/benchmarks.md)
+TOOLS = ["memory_write", "memory_search", "rag_query"]
+SEED_MEMORIES = 5
+SEED_KB_BYTES = 8 * 1024
 
 
-async def create_agent(client, name: str, model: str | None = "fake-model") -> str:
+async def create_agent(client, name: str, model: str | None = "fake-model", *, seed: bool | None = None) -> str:
+    """An agent made through the API; in the realistic profile with the memory and knowledge tools and its
+    knowledge base switched on, and (``seed``, default: realistic) a few memories and a small knowledge base."""
     body = {"name": name, "soul": "You are a benchmark agent. Answer briefly."}
     if model:
         body["model"] = model
+    if realistic():
+        body.update(tools=TOOLS, knowledge=True)
     r = await client.post("/api/agents", json=body)
     if r.status_code not in (200, 201):
         raise RuntimeError(f"POST /api/agents: {r.status_code} {r.text}")
     body = r.json()
-    return body.get("id") or body["agent"]["id"]
+    agent_id = body.get("id") or body["agent"]["id"]
+    if realistic() if seed is None else seed:
+        await seed_agent(client, agent_id)
+    return agent_id
+
+
+async def seed_agent(client, agent_id: str) -> None:
+    """A few memories and a small knowledge base (one document, indexed before returning)."""
+    text = TextMaker(seed=len(agent_id))
+    for i in range(SEED_MEMORIES):
+        r = await client.post(f"/api/agents/{agent_id}/memories",
+                              json={"content": f"The user prefers {text.message()[:200]} (fact {i})"})
+        if r.status_code not in (200, 201):
+            raise RuntimeError(f"memory write: {r.status_code} {r.text}")
+    await upload_document(client, agent_id, "handbook.md", text.document(SEED_KB_BYTES))
+
+
+async def upload_document(client, agent_id: str, name: str, text: str, *, wait: bool = True) -> dict:
+    """Upload a document to the agent's knowledge base; with ``wait``, poll until it is indexed.
+
+    Returns the document with ``seconds`` (upload → ready) and ``bytes``.
+    """
+    data = text.encode("utf-8")
+    t0 = time.perf_counter()
+    r = await client.post("/api/rag/upload", data={"agentId": agent_id},
+                          files={"file": (name, data, "text/markdown")})
+    if r.status_code not in (200, 201, 202):
+        raise RuntimeError(f"upload: {r.status_code} {r.text}")
+    doc = r.json()["document"]
+    while wait:
+        d = await client.get(f"/api/rag/documents/{doc['id']}", params={"agentId": agent_id})
+        d.raise_for_status()
+        doc = d.json()["document"]
+        if doc["status"] in ("ready", "failed"):
+            if doc["status"] != "ready":
+                raise RuntimeError(f"indexing failed: {doc}")
+            break
+        await asyncio.sleep(0.01)
+    return {**doc, "seconds": time.perf_counter() - t0, "bytes": len(data)}
 
 
 async def create_channel(client, name: str, *, type: str = "dm", agent_ids: list[str] = ()) -> str:

@@ -19,6 +19,25 @@ SERVER_ROOT = Path(os.environ.get("XIAJIAO_BENCH_SERVER_ROOT") or ROOT)
 # ``--profile DIR``: every server runs under pyinstrument and leaves a text report in DIR
 PROFILE_DIR: Path | None = None
 PASSWORD = "bench-owner-password-1"
+# The load profile (``--light`` picks the other): "realistic" agents are created like a user's, with
+# the memory and knowledge tools on, a few memories and a small knowledge base each, and embeddings
+# come from the fake model's OpenAI-compatible /v1/embeddings; "light" agents are bare and embed
+# with the in-process hash test embedder.
+LOAD_PROFILE = "realistic"
+EMBED_DIM = 384  # the dimension the realistic profile asks of the embedding endpoint (e5-small's)
+# ``--loop-check MS``: the servers log every callback holding the loop longer than this (CPU time,
+# setting loop_slow_ms); ``Server.stop`` collects those lines into SLOW_CALLBACKS (the smoke run sets 50)
+LOOP_CHECK_MS = 0.0
+SLOW_CALLBACKS: list[str] = []
+
+
+def realistic() -> bool:
+    return LOAD_PROFILE == "realistic"
+
+
+def base_python() -> str:
+    """The interpreter ``python run.py`` means: the one the virtual environment was made from."""
+    return getattr(sys, "_base_executable", None) or sys.executable
 
 
 def free_port() -> int:
@@ -61,8 +80,16 @@ class FakeModel:
 class Server:
     """``python -m xiajiao.cli serve`` with its data folder in ``data_dir`` on a free port."""
 
-    def __init__(self, data_dir: Path, *, model_url: str = "", env: dict | None = None, access_log: bool = True):
+    def __init__(self, data_dir: Path, *, model_url: str = "", embed_url: str = "", env: dict | None = None,
+                 access_log: bool = True, via_run_py: bool = False):
         self.data_dir = Path(data_dir)
+        self.via_run_py = via_run_py  # start as the README says (``python run.py``), not ``-m xiajiao.cli``
+        embed_url = embed_url or model_url
+        if realistic() and embed_url:
+            embedder = {"XIAJIAO_EMBEDDER": "openai", "XIAJIAO_EMBEDDING_BASE_URL": embed_url,
+                        "XIAJIAO_EMBEDDING_API_KEY": "sk-bench", "XIAJIAO_EMBEDDING_DIM": str(EMBED_DIM)}
+        else:
+            embedder = {"XIAJIAO_EMBEDDER": "hash"}
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
@@ -80,8 +107,12 @@ class Server:
             # the load generator is one user sending thousands of requests a second
             "XIAJIAO_RATE_LIMIT_PER_MINUTE": "100000000",
             "XIAJIAO_RATE_LIMIT_BURST": "100000000",
+            "XIAJIAO_TURN_RATE_PER_MINUTE": "100000000",
+            "XIAJIAO_TURN_RATE_BURST": "100000000",
+            "XIAJIAO_UPLOAD_BYTES_PER_MINUTE": "100000000000",
             "XIAJIAO_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
-            "XIAJIAO_EMBEDDER": "hash",
+            **embedder,
+            **({"XIAJIAO_LOOP_SLOW_MS": str(LOOP_CHECK_MS)} if LOOP_CHECK_MS else {}),
             "XIAJIAO_WS_QUEUE_SIZE": "100000",
             **({"XIAJIAO_OPENAI_BASE_URL": model_url, "XIAJIAO_OPENAI_API_KEY": "sk-bench",
                 "XIAJIAO_OPENAI_MODELS": "fake-model", "XIAJIAO_DEFAULT_MODEL": "fake-model"} if model_url else {}),
@@ -94,8 +125,9 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "xiajiao.cli", "serve"]
-        if PROFILE_DIR is not None:
+        cmd = [base_python(), str(SERVER_ROOT / "run.py")] if self.via_run_py else [
+            sys.executable, "-m", "xiajiao.cli", "serve"]
+        if PROFILE_DIR is not None and not self.via_run_py:
             PROFILE_DIR.mkdir(parents=True, exist_ok=True)
             report = PROFILE_DIR / f"server-{self.data_dir.parent.name}-{self.port}.txt"
             cmd[1:2] = ["-m", "pyinstrument", "--renderer", "text", "--show-all", "-o", str(report), "-m"]
@@ -143,13 +175,20 @@ class Server:
         return httpx.AsyncClient(base_url=self.base, cookies=self.cookies, timeout=60, limits=limits, **kw)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if LOOP_CHECK_MS and self.log_path.exists() and self.proc is not None:
+            self.proc, _proc = None, self.proc
+            lines = self.log_path.read_text(errors="replace").splitlines()
+            SLOW_CALLBACKS.extend(line.strip()[:3000] for line in lines if "slow callback" in line)
+
 
     async def __aenter__(self) -> "Server":
         await self.start()

@@ -29,7 +29,8 @@ def provider_error(exc: Exception, model: str) -> ProviderError:
             retry_after = None
         return ProviderError(f"Model {model!r}: HTTP {status} from the provider",
                              "rate_limited" if status == 429 else "provider_http_error",
-                             retryable=retryable, retry_after=retry_after)
+                             retryable=retryable, retry_after=retry_after,
+                             extra={"httpStatus": status, "detail": str(getattr(exc, "message", ""))[:300]})
     if isinstance(exc, anthropic.APITimeoutError):
         return ProviderError(f"Model {model!r}: the provider timed out", "timeout", retryable=True)
     if isinstance(exc, anthropic.APIConnectionError):
@@ -66,6 +67,9 @@ def wire(request: ChatRequest) -> tuple[str, list[dict], list[dict]]:
                                "input": args if isinstance(args, dict) else {}})
             if blocks:
                 push("assistant", blocks)
+        elif m.images:  # Anthropic's image blocks come before the text that asks about them
+            push("user", [{"type": "image", "source": {"type": "base64", "media_type": i.mime_type, "data": i.data}}
+                          for i in m.images] + [{"type": "text", "text": m.content or " "}])
         elif m.content:
             push("user", [{"type": "text", "text": m.content}])
     tools = [{"name": t["function"]["name"], "description": t["function"].get("description", ""),
@@ -128,6 +132,14 @@ class AnthropicProvider:
         yield usage
         if blocks:
             yield ToolCallsDone([ToolCall(b["id"], b["name"], b["json"] or "{}") for _, b in sorted(blocks.items())])
+
+    async def list_models(self) -> list[str]:
+        """The model ids the Models API (``GET /v1/models``) lists."""
+        try:
+            page = await self.client.models.list(limit=100)
+            return sorted({m.id for m in page.data})
+        except Exception as exc:  # the client's errors, mapped like a chat call's
+            raise provider_error(exc, "(model list)") from exc
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -46,7 +46,10 @@ def demo_reply(request: ChatRequest) -> tuple[str, ToolCall | None]:
         n = sum(1 for m in request.messages if m.tool_calls)
         return "", ToolCall(f"demo_call_{n}", tool["function"]["name"], json.dumps(_arguments_for(tool, user),
                                                                                   ensure_ascii=False))
-    quoted = user.strip().replace("\n", " ")[:120]
+    # in a group the engine merges the messages since the agent last spoke into one user turn,
+    # oldest first: the latest is the last paragraph
+    latest = [p for p in user.strip().split("\n\n") if p.strip()]
+    quoted = (latest[-1] if latest else "").strip().replace("\n", " ")[:120]
     if zh:
         return (f"我是离线演示模型,还没有接入真实的大模型。你说:「{quoted}」。"
                 "在设置里添加一个模型服务商和密钥,就能得到真正的回答。"), None

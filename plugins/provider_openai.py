@@ -40,7 +40,8 @@ def status_error(response: httpx.Response, model: str) -> ProviderError:
     message = f"Model {model!r}: HTTP {status} from the provider" + (f" ({detail[:200]})" if detail and status < 500
                                                                        and status not in (401, 403) else "")
     return ProviderError(message, "rate_limited" if status == 429 else "provider_http_error", retryable=retryable,
-                         retry_after=_retry_after(response) if retryable else None)
+                         retry_after=_retry_after(response) if retryable else None,
+                         extra={"httpStatus": status, "detail": detail[:300]})
 
 
 def transport_error(exc: Exception, model: str) -> ProviderError:
@@ -55,6 +56,9 @@ def wire_messages(request: ChatRequest) -> list[dict]:
     out = []
     for m in request.messages:
         d: dict = {"role": m.role, "content": m.content}
+        if m.images:  # OpenAI's content parts: the text, then each image as a data URL
+            d["content"] = [{"type": "text", "text": m.content or " "}] + [
+                {"type": "image_url", "image_url": {"url": f"data:{i.mime_type};base64,{i.data}"}} for i in m.images]
         if m.tool_calls:
             d["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                                for c in m.tool_calls]
@@ -121,6 +125,20 @@ class OpenAIProvider:
         if calls:
             yield ToolCallsDone([ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"])
                                  for i, c in sorted(calls.items())])
+
+    async def list_models(self) -> list[str]:
+        """The model ids the provider's ``GET /models`` lists."""
+        try:
+            resp = await self.http.get("/models", timeout=15.0)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, "(model list)") from exc
+        if resp.status_code >= 400:
+            raise status_error(resp, "(model list)")
+        try:
+            data = resp.json().get("data") or []
+        except (ValueError, AttributeError) as exc:
+            raise transport_error(exc, "(model list)") from exc
+        return sorted({str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")})
 
     async def aclose(self) -> None:
         await self.http.aclose()

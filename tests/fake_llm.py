@@ -6,7 +6,8 @@ for benchmarks). Endpoints:
 
 - ``POST /v1/chat/completions``: OpenAI chat completions, JSON or ``stream: true`` SSE
   (``data: {...}`` chunks, usage in the last chunk, ``data: [DONE]``), streamed tool calls;
-- ``POST /v1/embeddings``: deterministic normalized vectors (``dim`` floats);
+- ``POST /v1/embeddings``: deterministic normalized vectors (``dim`` floats, or ``dimensions``), as JSON
+  floats or, with ``encoding_format: "base64"``, little-endian float32 bytes in base64;
 - ``GET /v1/models``: the served model names;
 - ``POST /v1/messages``: Anthropic Messages, JSON or SSE (message_start,
   content_block_start/delta/stop, message_delta, message_stop; tool_use blocks
@@ -22,13 +23,16 @@ Every request is recorded in ``fake.requests`` (method, path, headers, json).
 """
 from __future__ import annotations
 
+import array
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
 import math
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -133,6 +137,14 @@ def fake_vector(text: str, dim: int) -> list[float]:
     vals = vals[:dim]
     norm = math.sqrt(sum(v * v for v in vals)) or 1.0
     return [v / norm for v in vals]
+
+
+def _base64_floats(vector: list[float]) -> str:
+    """The OpenAI ``encoding_format: "base64"`` form: little-endian float32 bytes, base64-encoded."""
+    values = array.array("f", vector)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return base64.b64encode(values.tobytes()).decode("ascii")
 
 
 def _tokens(text: str) -> int:
@@ -365,9 +377,11 @@ class FakeLLM:
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
             return await self._json(send, 400, self._error_body("/v1/embeddings", 400, "input must be text"))
         dim = int((data or {}).get("dimensions") or self.dim)
+        encode = _base64_floats if (data or {}).get("encoding_format") == "base64" else (lambda v: v)
         await self._json(send, 200, {
             "object": "list", "model": (data or {}).get("model", "fake-embed"),
-            "data": [{"object": "embedding", "index": i, "embedding": fake_vector(t, dim)} for i, t in enumerate(inputs)],
+            "data": [{"object": "embedding", "index": i, "embedding": encode(fake_vector(t, dim))}
+                     for i, t in enumerate(inputs)],
             "usage": {"prompt_tokens": sum(_tokens(t) for t in inputs), "total_tokens": sum(_tokens(t) for t in inputs)},
         })
 

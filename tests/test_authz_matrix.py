@@ -2,6 +2,7 @@
 (outside the channel), admin and owner; plus the declaration of every route's caller."""
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 
@@ -58,7 +59,26 @@ MATRIX = [
     ("DELETE", "/api/messages/{message}", None, (401, 403, 200, 404, 200, 200)),
     ("GET", "/api/messages/search?q=hi", None, (401, 200, 200, 200, 200, 200)),
     ("POST", "/api/upload", "FILE", (401, 200, 200, 200, 200, 200)),
+    # conversations: the tree of topics and branches, reply versions, the JSON turn, chain runs
+    ("GET", "/api/channels/{channel}/tree", None, (401, 200, 200, 404, 200, 200)),
+    ("POST", "/api/channels/{channel}/topics", {"name": "t"}, (401, 201, 201, 404, 403, 201)),
+    ("POST", "/api/channels/{channel}/fork", {"messageId": "msg_0000000000000000"}, (401, 404, 404, 404, 403, 404)),
+    ("POST", "/api/channels/{channel}/archive", {"archived": True}, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/messages/{message}/regenerate", None, (401, 400, 400, 404, 403, 400)),
+    ("POST", "/api/messages/{message}/retry", None, (401, 409, 409, 404, 403, 409)),
+    ("POST", "/api/messages/{message}/resend", {"content": "again"}, (401, 403, 202, 404, 403, 403)),
+    ("POST", "/api/turns", {"channelId": "{channel}", "content": "hi"}, (401, 200, 200, 404, 403, 200)),
+    ("GET", "/api/channels/{channel}/chains", None, (401, 200, 200, 404, 404, 200)),
+    ("GET", "/api/providers/demo/models", None, (401, 403, 403, 403, 400, 400)),
     ("GET", "/uploads/{upload}", None, (401, 200, 200, 200, 200, 200)),
+    ("GET", "/api/turns?channelId={channel}", None, (401, 200, 200, 404, 200, 200)),
+    ("POST", "/api/turns/stop", {"channelId": "{channel}"}, (401, 200, 200, 404, 403, 200)),
+    ("GET", "/api/channels/{channel}/chain", None, (401, 200, 200, 404, 200, 200)),
+    ("PUT", "/api/channels/{channel}/chain", {"agentIds": ["agent_poet"]}, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/chains", {"channelId": "{chained}", "input": "hi"}, (401, 201, 201, 404, 403, 201)),
+    ("GET", "/api/chains/{run}", None, (401, 200, 200, 404, 200, 200)),
+    # a run the owner started: who started it and admins decide it, other people in the room do not
+    ("POST", "/api/chains/{run}/decision", {"action": "stop"}, (401, 403, 403, 404, 200, 200)),
     ("GET", "/api/keys/{key}/webhook-secret", None, (401, 200, 200, 200, 200, 200)),
     # the machine API (/v1): members and above; a task ({task}: the member's, finished) only to its owner and admins
     ("GET", "/v1/models", None, (401, 403, 200, 200, 200, 200)),
@@ -82,7 +102,7 @@ OPENAI_SHAPED = ("/v1/models", "/v1/chat/")  # errors in OpenAI's shape: {"error
 # /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
 WS_COVERED = {("GET", "/ws")}
 OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "backups",  # the chat core's blueprints
-        "openai", "machine"}
+        "openai", "machine", "turns", "chains"}
 _names = itertools.count()
 
 
@@ -95,7 +115,8 @@ class World:
     async def build(self):
         app = self.app
         await make_agent(app, "agent_poet")
-        await make_agent(app, "agent_coder", "代码助手")
+        await make_agent(app, "agent_coder", "程序员")
+        await app.xj.engine.agents.load()  # the agents written above take part in chains
         self.clients["anon"] = app.test_client()
         self.users["owner"] = await auth.owner(app.xj.db)
         for role, name in (("guest", "guest"), ("member", "member"), ("member", "second"), ("admin", "admin")):
@@ -108,6 +129,16 @@ class World:
 
     async def fill(self, text: str, caller: str) -> str:
         app, db = self.app, self.app.xj.db
+        if "{chained}" in text or "{run}" in text:
+            ch = await chat.create_channel(db, name="c", type="group", creator_id=self.users["owner"]["id"],
+                                           agent_ids=["agent_poet", "agent_coder"],
+                                           user_ids=[self.users["guest"]["id"], self.users["member"]["id"]])
+            await db.execute("UPDATE channels SET chain = ?, config = ? WHERE id = ?",
+                             ('["agent_poet", "agent_coder"]', '{"chainApproval": true}', ch["id"]))
+            text = text.replace("{chained}", ch["id"])
+            if "{run}" in text:
+                run = await self.start_run(ch["id"])
+                text = text.replace("{run}", run.id)
         if "{channel}" in text or "{message}" in text:
             ch = await chat.create_channel(db, name="c", type="group", creator_id=self.users["owner"]["id"],
                                            agent_ids=["agent_poet"],
@@ -141,6 +172,20 @@ class World:
                 "file": FileStorage(io.BytesIO(PNG), filename="a.png")})
             text = text.replace("{upload}", (await resp.get_json())["url"].removeprefix("/uploads/"))
         return text
+
+    async def start_run(self, channel_id: str):
+        """A chain run the owner started, paused for approval after its first step."""
+        app = self.app
+        channel = await chat.get_channel(app.xj.db, channel_id)
+        message = await chat.create_message(app.xj, channel_id=channel_id, content="go",
+                                            user_id=self.users["owner"]["id"])
+        owner = auth.Actor(self.users["owner"]["id"], "owner")
+        run = await app.xj.engine.chains.start(channel, ["agent_poet", "agent_coder"], message, owner)
+        for _ in range(1000):
+            if run.status == "paused":
+                return run
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the chain never paused: {run.status} {run.reason}")
 
 
 async def call(world: World, role: str, method: str, path: str, body):
@@ -191,6 +236,7 @@ async def test_every_chat_route_is_in_the_matrix(app):
             ours.add((method, path))
     normalise = {(m, p.replace("{channel}", "{x}").replace("{message}", "{x}").replace("{user}", "{x}")
                   .replace("{key}", "{x}").replace("{invite}", "{x}").replace("{backup}", "{x}").replace("agent_poet", "{x}")
+                  .replace("{run}", "{x}")
                   .replace("{task}", "{x}")
                   .replace("/uploads/{upload}", "/uploads/{x}/{x}")) for m, p in covered}
     assert ours - normalise == set()

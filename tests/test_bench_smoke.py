@@ -58,3 +58,11 @@ def test_smoke_run_reports_every_section_with_numbers(tmp_path):
     assert results["message"]["frames_per_message"] >= 1
     assert results["throughput"]["one_ws"]["replies"] > 0 and results["throughput"]["ten_ws"]["replies"] > 0
     assert results["history"]["search_rare"]["hits"] >= 1
+    # the default profile is the realistic one: the agents recalled memories and knowledge through the
+    # OpenAI-compatible embedder of the fake model, and CPU per reply is reported
+    assert report["profile"] == "realistic"
+    assert results["throughput"]["one_ws"]["cpu_ms_per_reply"] > 0
+    assert results["startup"]["command"] == "python run.py"
+    # nothing held the event loop longer than 50 ms (asyncio debug mode in every server of the run)
+    assert report["loop_check_ms"] == 50
+    assert report["slow_callbacks"] == [], "\n".join(report["slow_callbacks"])

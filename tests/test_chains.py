@@ -70,9 +70,11 @@ async def test_approval_pauses_between_steps_edit_then_stop(chain_app, fake_llm)
     await frames.wait_for("collab_status", lambda d: d["status"] == "paused" and d["step"] == 2)
     assert fake_llm.chat_requests()[1].last_user == "[小说家 → 编辑]\nmy better draft"
     resp = await chain_app.owner.post(f"/api/chains/{chain_id}/decision", json={"action": "stop"})
-    end = await frames.wait_for("collab_status", lambda d: d["status"] == "completed")
-    assert end["reason"] == "stopped" and end["step"] == 2
+    end = await frames.wait_for("collab_status", lambda d: d["status"] == "stopped")  # not "completed"
+    assert end["step"] == 2 and "reason" not in end
     assert len(fake_llm.chat_requests()) == 2
+    stored = await (await chain_app.owner.get(f"/api/chains/{chain_id}")).get_json()
+    assert (stored["status"], stored["step"], len(stored["outputs"])) == ("stopped", 2, 2)
 
 
 async def test_approval_over_websocket_handler(chain_app, fake_llm):
@@ -120,3 +122,56 @@ async def test_chain_definition_is_checked(chain_app):
     assert (resp.status_code, (await resp.get_json())["code"]) == (400, "no_chain")
     resp = await chain_app.owner.post("/api/chains", json={"channelId": ch["id"], "input": ""})
     assert resp.status_code == 400
+
+
+async def test_a_paused_run_is_still_waiting_after_a_restart_and_goes_on_when_approved(tmp_path, fake_llm):
+    settings = llm_settings(tmp_path, fake_llm)
+    async with running_app(settings) as app:
+        c = app.test_client()
+        await login(c)
+        app.owner = c
+        ch = await group(app, approval=True)
+        frames = Frames(app, ch["id"])
+        fake_llm.script(Reply(text="first draft"))
+        chain_id = (await (await c.post("/api/chains", json={"channelId": ch["id"], "input": "write"})).get_json())[
+            "chainId"]
+        await frames.wait_for("collab_status", lambda d: d["status"] == "paused")
+    async with running_app(settings) as app:  # the same data folder, a new process
+        c = app.test_client()
+        await login(c)
+        runs = (await (await c.get(f"/api/channels/{ch['id']}/chains")).get_json())["runs"]
+        assert [(r["chainId"], r["status"], r["step"], r["handoff"], r["nextAgent"]) for r in runs] == [
+            (chain_id, "paused", 1, "first draft", "editor")]
+        owner_id = await app.xj.db.fetchval("SELECT id FROM users WHERE role = 'owner'")
+        assert runs[0]["startedBy"] == owner_id and runs[0]["createdAt"] and runs[0]["totalSteps"] == 3
+        frames = Frames(app, ch["id"])
+        fake_llm.script(Reply(text="edited"), Reply(text="translated"))
+        resp = await c.post(f"/api/chains/{chain_id}/decision", json={"action": "approve"})
+        assert resp.status_code == 200
+        await frames.wait_for("collab_status", lambda d: d["status"] == "paused" and d["step"] == 2)
+        assert fake_llm.chat_requests()[-1].last_user == "[小说家 → 编辑]\nfirst draft"
+        await c.post(f"/api/chains/{chain_id}/decision", json={"action": "approve"})
+        await frames.wait_for("collab_status", lambda d: d["status"] == "completed")
+        run = await (await c.get(f"/api/chains/{chain_id}")).get_json()
+        assert run["status"] == "completed" and [o["agentId"] for o in run["outputs"]] == [
+            "novelist", "editor", "translator"]
+        resp = await c.post(f"/api/chains/{chain_id}/decision", json={"action": "approve"})
+        assert (resp.status_code, (await resp.get_json())["code"]) == (409, "chain_not_paused")
+
+
+async def test_a_run_cut_off_mid_step_reads_interrupted_after_a_restart(tmp_path, fake_llm):
+    settings = llm_settings(tmp_path, fake_llm)
+    async with running_app(settings) as app:
+        c = app.test_client()
+        await login(c)
+        app.owner = c
+        ch = await group(app)
+        frames = Frames(app, ch["id"])
+        fake_llm.script(Reply(text="never ends", chunks=4, hang_after=1))
+        await c.post("/api/chains", json={"channelId": ch["id"], "input": "write"})
+        await frames.wait_for("stream_chunk")
+    async with running_app(settings) as app:
+        c = app.test_client()
+        await login(c)
+        [run] = (await (await c.get(f"/api/channels/{ch['id']}/chains")).get_json())["runs"]
+        assert run["status"] == "interrupted"

@@ -8,7 +8,7 @@ from chat_helpers import make_agent, make_channel, post, user_client
 
 @pytest.fixture
 async def agents(app):
-    return [await make_agent(app, "agent_poet", "诗人"), await make_agent(app, "agent_coder", "代码助手")]
+    return [await make_agent(app, "agent_poet", "诗人"), await make_agent(app, "agent_coder", "程序员")]
 
 
 async def test_create_group_as_in_the_seed(app, owner, agents):

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT, bundled_settings, make_settings, running_app
+from fake_llm import fake_vector
 from plugins.embedders import E5Small, HashEmbedder, OpenAIEmbedder, UseM3
 from xiajiao import ProviderError, active_embedder
 
@@ -84,8 +85,11 @@ async def test_openai_embedder_speaks_v1_embeddings(tmp_path, fake_llm):
         assert (e.name, e.dim) == ("openai", 16)  # learnt from the endpoint's first answer
         vecs = await e.embed(["one", "two", "one"])
         assert len(vecs) == 3 and vecs[0] == vecs[2] != vecs[1] and len(vecs[0]) == 16
+        # asked as base64 float32 and decoded exactly: the fake's vector, to float32 precision
+        assert vecs[1] == pytest.approx(fake_vector("two", 16), abs=1e-6)
         sent = [r for r in fake_llm.requests if r.path == "/v1/embeddings"]
         assert sent[-1].json["input"] == ["one", "two", "one"] and sent[-1].json["model"] == "fake-embed"
+        assert sent[-1].json["encoding_format"] == "base64"
         assert sent[-1].headers.get("authorization") == "Bearer sk-test"
 
 
@@ -97,3 +101,21 @@ async def test_openai_embedder_is_skipped_unless_configured_and_fails_clearly(tm
         with pytest.raises(ProviderError) as err:
             await active_embedder(app.xj)
         assert err.value.code == "embedding_failed"
+
+
+async def test_openai_embedder_never_imports_the_openai_sdk(tmp_path, fake_llm):
+    """Importing the SDK cost 1.3 s inside the event loop on the first embedding; plain HTTP needs none."""
+    code = ("import asyncio, sys; sys.path.insert(0, 'tests'); from conftest import make_settings, running_app\n"
+            "from fake_llm import FakeLLM\nfrom xiajiao import active_embedder\nimport pathlib, tempfile\n"
+            "async def main():\n"
+            "    async with FakeLLM() as fake:\n"
+            "        s = make_settings(pathlib.Path(tempfile.mkdtemp()), embedder='openai', embedding_base_url=fake.base_url,"
+            " embedding_api_key='k')\n"
+            "        async with running_app(s) as app:\n"
+            "            e = await active_embedder(app.xj)\n"
+            "            await e.embed(['x'])\n"
+            "    print('openai' in sys.modules)\n"
+            "asyncio.run(main())\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -1,7 +1,9 @@
 """One agent turn: streamed DM reply, context (SOUL.md, prepare_prompt, history budget), stop, errors."""
 from __future__ import annotations
 
+
 import asyncio
+import json
 
 
 from fake_llm import Reply
@@ -23,7 +25,8 @@ async def test_a_dm_streams_the_reply_and_stores_it(llm_app, fake_llm):
     assert routed == ["translator"]
     end, row = await reply_row(llm_app, frames)
     start = frames.of("stream_start")[0]
-    assert start == {"messageId": end["messageId"], "channelId": ch["id"], "agentId": "translator"}
+    assert start == {"messageId": end["messageId"], "channelId": ch["id"], "agentId": "translator",
+                     "replyTo": msg["id"], "createdAt": row["created_at"]}
     assert frames.of("stream_chunk") == [{"messageId": end["messageId"], "content": c}
                                          for c in ["Hell", "o, w", "orld"]]
     assert end == {"messageId": start["messageId"], "status": "done"}
@@ -170,8 +173,12 @@ async def test_provider_down_sends_an_error_frame_and_keeps_the_user_message(tmp
         err = await frames.wait_for("error")
         end, row = await reply_row(app, frames)
         assert err == {"channelId": ch["id"], "agentId": "coder", "messageId": end["messageId"],
-                       "error": "Model 'fake-model': cannot reach the provider", "code": "connection_error"}
+                       "error": "Model 'fake-model': cannot reach the provider", "code": "connection_error",
+                       "reason": "provider_unreachable"}
         assert end["status"] == "error" and row["status"] == "error"
+        # the failure is the agent's message, with the reason the page words
+        assert row["agent_id"] == "coder" and row["user_id"] is None
+        assert json.loads(row["metadata"])["error"]["reason"] == "provider_unreachable"
         assert (await get_message(app.xj.db, msg["id"]))["content"] == "are you there?"
 
 
@@ -181,8 +188,12 @@ async def test_unknown_model_sends_an_error_frame(llm_app, fake_llm):
     frames = Frames(llm_app, ch["id"])
     msg, _ = await user_says(llm_app, ch, "hello")
     err = await frames.wait_for("error")
-    assert err == {"channelId": ch["id"], "agentId": "coder", "messageId": msg["id"],
-                   "error": "Unknown model 'gpt-vanished'", "code": "unknown_model"}
+    stored = await frames.wait_for("message", lambda d: d["agentId"] == "coder")
+    assert err == {"channelId": ch["id"], "agentId": "coder", "messageId": stored["id"],
+                   "error": "Unknown model 'gpt-vanished'", "code": "unknown_model", "reason": "model_unavailable"}
+    # stored as the agent's failed reply to the message, so a reload shows the same
+    assert (stored["agentId"], stored["status"], stored["metadata"]["replyTo"]) == ("coder", "error", msg["id"])
+    assert stored["metadata"]["error"]["reason"] == "model_unavailable"
     assert frames.of("stream_start") == [] and fake_llm.chat_requests() == []
 
 
@@ -315,7 +326,8 @@ async def test_end_to_end_over_http_and_a_real_websocket(tmp_path, fake_llm):
                 assert resp.status_code == 200
                 start = await until("stream_start")
                 assert start["data"] == {"messageId": start["data"]["messageId"], "channelId": cid,
-                                         "agentId": "translator"}
+                                         "agentId": "translator", "replyTo": resp.json()["id"],
+                                         "createdAt": start["data"]["createdAt"]}
                 chunks = []
                 while True:
                     frame = json.loads(await asyncio.wait_for(ws.recv(), 10))

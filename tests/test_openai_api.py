@@ -351,3 +351,20 @@ async def test_each_api_key_has_its_own_rate_limit(tmp_path, fake_llm):
             other = (await http.get("/v1/models", headers={"X-API-Key": second})).status_code
             login = await http.post("/api/login", json={"password": OWNER_PASSWORD})
     assert got == [200, 200, 200, 429] and other == 200 and login.status_code == 200
+
+
+async def test_browser_apps_of_listed_origins_may_ask_for_recording_and_read_the_session(tmp_path):
+    from conftest import make_settings, running_app
+
+    async with running_app(make_settings(tmp_path, cors_origins="https://chat.example")) as app:
+        c = app.test_client()
+        r = await c.options("/v1/chat/completions", headers={
+            "Origin": "https://chat.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,x-xiajiao-record"})
+        assert "x-xiajiao-record" in r.headers["Access-Control-Allow-Headers"].lower()
+        secret, _ = await key_for(app, "alice")
+        r = await c.post("/v1/chat/completions", headers={"Origin": "https://chat.example", "X-API-Key": secret,
+                                                          "X-Xiajiao-Record": "yes"},
+                         json={"model": "agent/translator", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200 and r.headers["X-Xiajiao-Session"].startswith("ch_")
+        assert "x-xiajiao-session" in r.headers["Access-Control-Expose-Headers"].lower()

@@ -186,6 +186,14 @@ async def test_demo_model_says_it_is_a_demo(user, expected):
     assert len([e for e in events if isinstance(e, TextDelta)]) > 3  # it streams
 
 
+async def test_demo_model_in_a_group_answers_the_latest_message_not_the_oldest():
+    p = demo.DemoProvider(ProviderConfig(id="demo", kind="demo", options={"delay": 0}))
+    merged = "[Poet]: an old line\n\nfirst question\n\nthe latest question"
+    events = await collect(p, ChatRequest(model="demo", messages=[ChatMessage("user", merged)]))
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert 'You said: "the latest question"' in text and "old line" not in text
+
+
 async def test_demo_model_calls_a_tool_when_asked_and_reads_the_result():
     p = demo.DemoProvider(ProviderConfig(id="demo", kind="demo", options={"delay": 0}))
     tools = [{"type": "function", "function": {"name": "clock", "description": "",

@@ -54,3 +54,49 @@ async def test_the_connection_test_is_for_admins_and_known_providers(llm_app, fa
     assert resp.status_code == status
     assert (await resp.get_json())["code"] == code
     assert fake_llm.chat_requests() == []
+
+
+async def test_a_failed_test_does_not_open_the_breaker_for_real_traffic(tmp_path, fake_llm):
+    async with running_app(llm_settings(tmp_path, fake_llm, breaker_failures=1, provider_retries=0)) as app:
+        c = app.test_client()
+        await login(c)
+        fake_llm.script(Reply(status=500))
+        body = await (await c.post("/api/providers/env-openai/test", json={})).get_json()
+        assert body["ok"] is False
+        status = {p["id"]: p["health"] for p in (await (await c.get("/api/providers")).get_json())["providers"]}
+        assert status["env-openai"]["state"] == "closed" and status["env-openai"]["calls"] == 0
+        ch = (await (await c.post("/api/channels", json={"name": "t", "type": "dm", "agentIds": ["coder"]}))
+              .get_json())["id"]
+        [reply] = (await (await c.post("/api/turns", json={"channelId": ch, "content": "hi"})).get_json())["replies"]
+        assert (reply["status"], reply["content"]) == ("done", "Echo: hi")
+
+
+async def test_the_model_list_comes_from_the_providers_models_endpoint(llm_app, fake_llm):
+    c = llm_app.test_client()
+    await login(c)
+    body = await (await c.get("/api/providers/env-openai/models")).get_json()
+    assert body == {"providerId": "env-openai", "models": sorted(fake_llm.models)}
+    assert fake_llm.requests[-1].path == "/v1/models"
+    body = await (await c.get("/api/providers/env-anthropic/models")).get_json()
+    assert body["models"] == sorted(fake_llm.models)
+    resp = await c.get("/api/providers/demo/models")
+    assert (resp.status_code, (await resp.get_json())["code"]) == (400, "no_model_list")
+
+
+async def test_adding_a_provider_does_not_move_the_agents_to_it(tmp_path, fake_llm):
+    from conftest import make_settings
+
+    async with running_app(make_settings(tmp_path, demo_delay=0.0)) as app:
+        c = app.test_client()
+        await login(c)
+        assert (await (await c.get("/api/settings")).get_json())["defaultModel"] == "demo/demo"
+        resp = await c.put("/api/settings", json={"providers": [
+            {"id": "lab", "kind": "openai", "baseUrl": fake_llm.base_url, "apiKey": "sk-x-123456",
+             "models": ["fake-model"]}]})
+        assert resp.status_code == 200
+        assert (await resp.get_json())["defaultModel"] == "demo/demo"  # it changes only when the owner picks
+        fake_llm.script(Reply(text="ok"))
+        await c.post("/api/providers/lab/test", json={})
+        assert (await (await c.get("/api/settings")).get_json())["defaultModel"] == "demo/demo"
+        resp = await c.put("/api/settings", json={"defaultModel": "lab/fake-model"})
+        assert (await resp.get_json())["defaultModel"] == "lab/fake-model"

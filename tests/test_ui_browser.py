@@ -372,6 +372,8 @@ async def test_group_mention_autocomplete_and_xss_file_name(browser, site, tmp_p
     evil = tmp_path / "<img src=x onerror=window.__xss.push(1)>.txt"
     evil.write_text("just text", encoding="utf-8")
     await page.set_input_files("#file-input", str(evil))
+    await expect(page.locator("#attachments .attachment:not(.uploading) .file-name")).to_have_text(evil.name)
+    await page.click("#btn-send")  # the file goes with the message being written, not on its own
     link = page.locator(".msg.own .file-name").last
     await expect(link).to_have_text(evil.name)
     await no_attack_ran(page)

@@ -59,7 +59,7 @@ async def test_admin_cannot_touch_the_owner(app, action):
     assert resp.status_code in (400, 403)
     row = await auth.get_user(app.xj.db, oid)
     assert (row["role"], row["disabled"]) == ("owner", 0)
-    assert auth.verify_password(row["password_hash"], "owner-password-1")
+    assert await auth.verify_password(row["password_hash"], "owner-password-1")
 
 
 async def test_admin_cannot_create_or_promote_admins_but_owner_can(app, owner):

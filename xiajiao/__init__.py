@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from .errors import (BadRequest, Conflict, Forbidden, NotFound, ProviderError, RateLimited,  # noqa: E402
                      TooLarge, Unauthorized, UnsupportedMediaType, XiajiaoError)
-from .models import (Actor, ChatMessage, ChatRequest, Embedder, Pack, Parser, Persona, Prompt,  # noqa: E402
+from .models import (Actor, ChatMessage, ChatRequest, Embedder, Image, Pack, Parser, Persona, Prompt,  # noqa: E402
                      Provider, ProviderConfig, ProviderKind, SearchBackend, TextDelta, Timeouts, Tool, ToolCall,
                      ToolCallsDone, ToolContext, Usage)
 from .plugins import hookimpl  # noqa: E402
@@ -19,24 +19,28 @@ from .gateway.http import pooled_client  # noqa: E402
 from .auth import authorized_channel, requires  # noqa: E402
 from .addresses import check_url as check_public_url  # noqa: E402
 from .chat import create_message as post_message  # noqa: E402
+from .channels import add_members as add_channel_members, open_channel, rename as rename_channel  # noqa: E402
 from .parsing import ParseLimits, guard_zip, parse_document, parse_limits  # noqa: E402
 from .bodies import MULTIPART_OVERHEAD, file_size, limit_body  # noqa: E402
+from .ratelimit import charge as charge_limit  # noqa: E402
 from .db import migrations_from_dir  # noqa: E402
 from .db.driver import errors as db_errors  # noqa: E402
 from .ids import new_id, now_iso  # noqa: E402
 from .text import fts_any, fts_any_parts, fts_query, index_text, query_terms, snippet, within_budget  # noqa: E402
-from .vectors import VectorIndex, active_embedder  # noqa: E402
+from .vectors import VectorIndex, active_embedder, embed  # noqa: E402
 
 __all__ = [
     "__version__", "hookimpl", "Setting", "find_mentions", "pooled_client", "env_provider_settings",
     "env_provider_configs",
-    "Actor", "ChatMessage", "ChatRequest", "Embedder", "Pack", "Parser", "Persona", "Prompt", "Provider",
+    "Actor", "ChatMessage", "ChatRequest", "Embedder", "Image", "Pack", "Parser", "Persona", "Prompt", "Provider",
     "ProviderConfig", "ProviderKind", "TextDelta", "Timeouts", "Tool", "ToolCall", "ToolCallsDone", "ToolContext",
     "Usage",
     "XiajiaoError", "BadRequest", "Conflict", "Forbidden", "NotFound", "ProviderError", "RateLimited", "TooLarge",
     "Unauthorized", "UnsupportedMediaType",
-    "requires", "authorized_channel", "post_message", "check_public_url", "SearchBackend",
+    "requires", "charge_limit", "authorized_channel", "post_message", "open_channel", "add_channel_members",
+    "rename_channel", "check_public_url", "SearchBackend",
     "ParseLimits", "guard_zip", "parse_document", "parse_limits", "MULTIPART_OVERHEAD", "file_size", "limit_body",
     "migrations_from_dir", "db_errors", "new_id", "now_iso",
     "fts_any", "fts_any_parts", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
+    "embed",
 ]

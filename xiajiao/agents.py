@@ -6,6 +6,7 @@ when the file changed).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -20,6 +21,19 @@ from .models import Persona
 log = logging.getLogger("xiajiao.agents")
 
 STATUSES = ("online", "offline", "busy")
+@contextlib.contextmanager
+def _name_taken(name: str):
+    """The database's unique name index, refusing what a concurrent request wrote first, as 409."""
+    from .db.driver import errors
+
+    try:
+        yield
+    except errors.IntegrityError as exc:
+        if "agents" not in str(exc) or "name" not in str(exc):
+            raise
+        raise Conflict(f"An agent named {name!r} already exists", "agent_name_taken") from None
+
+
 _AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 SEEDED_KEY = "agents_seeded"
 MAX_SOUL_CHARS = 100_000
@@ -186,6 +200,10 @@ class Agents:
                 "created_at": now, "updated_at": now}
 
     async def _insert(self, row: dict) -> None:
+        with _name_taken(row["name"]):
+            await self._insert_row(row)
+
+    async def _insert_row(self, row: dict) -> None:
         await self.app.db.execute(
             "INSERT INTO agents (id, name, avatar, description, model, tools, status, knowledge, pack, config, "
             "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -216,12 +234,13 @@ class Agents:
         if "config" in fields:
             row["config"] = {**current["config"], **fields["config"]}
         row["updated_at"] = now_iso()
-        await self.app.db.execute(
-            "UPDATE agents SET name=?, avatar=?, description=?, model=?, tools=?, status=?, knowledge=?, config=?, "
-            "updated_at=? WHERE id=?",
-            (row["name"], row["avatar"], row["description"], row["model"], json.dumps(row["tools"], ensure_ascii=False),
-             row["status"], int(row["knowledge"]), json.dumps(row["config"], ensure_ascii=False), row["updated_at"],
-             agent_id))
+        with _name_taken(row["name"]):
+            await self.app.db.execute(
+                "UPDATE agents SET name=?, avatar=?, description=?, model=?, tools=?, status=?, knowledge=?, "
+                "config=?, updated_at=? WHERE id=?",
+                (row["name"], row["avatar"], row["description"], row["model"],
+                 json.dumps(row["tools"], ensure_ascii=False), row["status"], int(row["knowledge"]),
+                 json.dumps(row["config"], ensure_ascii=False), row["updated_at"], agent_id))
         if "soul" in fields:
             self.write_soul(agent_id, fields["soul"])
         self.write_manifest(row)

@@ -20,6 +20,7 @@ from .db import Database, WorkspaceDatabases, migrations_from_dir
 from .errors import StartupError, XiajiaoError
 from .errors import HTTP_CODES
 from .models import Pack, Parser, ProviderKind, SearchBackend, Tool
+from . import proxies
 from .plugins import (Plugins, Registry, load_bundled, load_directory, load_entrypoints, new_manager)
 from .quart_app import XiajiaoApp
 from .realtime import Hub
@@ -146,11 +147,14 @@ class Xiajiao:
         self.quart: XiajiaoApp | None = None
         self.generated_password: str | None = None
         self.started = False
+        self.stopping = False  # set when the stop begins: late socket clean-ups skip the database
         self._background: set[asyncio.Task] = set()
         self.state: dict[str, Any] = {}  # room for plugins' own state, keyed by plugin name
         self.metrics: dict[tuple[str, str], int] = {}  # (name, label) -> count, shown at /metrics
         self.limiter: Any = None  # per-user request limiter and per-address login limiter (xiajiao.api.auth)
         self.login_limiter: Any = None
+        self.limits: Any = None  # set by xiajiao.api.auth
+        self.trusted_proxies: Any = None
         from .backup import Backups
 
         self.backups = Backups(self)
@@ -267,10 +271,16 @@ class Xiajiao:
         self.started_at = time.time()
         self.started = True
 
-    async def stop(self) -> None:
+    async def quiesce(self) -> None:
+        """The first step of a stop, before the server waits for open connections: every
+        WebSocket is closed with 1001 (going away), so none is left to be cut."""
+        self.stopping = True
         await self.hub.close_all(1001)
         if self.tasks is not None:
             await self.tasks.stop()
+
+    async def stop(self) -> None:
+        await self.quiesce()
         if self.engine is not None:
             await self.engine.stop()
         for task in list(self._background):
@@ -339,8 +349,9 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
 
         cors(app, allow_origin="*" if "*" in origins else origins, allow_credentials=settings.cors_credentials,
              allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-             allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID", "Last-Event-ID"],
-             expose_headers=["X-Request-ID", "Retry-After"], max_age=settings.cors_max_age)
+             allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID", "Last-Event-ID",
+                            "X-Xiajiao-Record"],
+             expose_headers=["X-Request-ID", "Retry-After", "X-Xiajiao-Session"], max_age=settings.cors_max_age)
 
     from .api import register_blueprints
 
@@ -356,12 +367,29 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
     async def _stop() -> None:
         await core.stop()
 
+    try:
+        trusted = proxies.parse_trusted(settings.trusted_proxies)
+    except ValueError as exc:
+        raise StartupError(f"XIAJIAO_TRUSTED_PROXIES: {exc}") from None
+    core.trusted_proxies = trusted
+
+    def _see_client(ctx) -> None:
+        seen = proxies.client(ctx.remote_addr, ctx.scheme, ctx.headers, trusted)
+        g.client_address, g.client_scheme, g.client_host = seen
+
+    @app.before_websocket
+    async def _before_ws() -> None:
+        from quart import websocket
+
+        _see_client(websocket)
+
     @app.before_request
     async def _before() -> None:
+        _see_client(request)
         g.t0 = time.perf_counter()
         rid = request.headers.get("X-Request-ID", "")
         g.request_id = rid if (0 < len(rid) <= 128 and rid.isprintable()) else secrets.token_hex(8)
-        auth.check_csrf(request.method, request.headers, trusted_origins)
+        auth.check_csrf(request.method, request.headers, trusted_origins, host=g.client_host)
         g.actor = await auth.resolve_actor(core.db, cookie=request.cookies.get(auth.SESSION_COOKIE),
                                            headers=request.headers)
 
@@ -382,7 +410,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
                 "request_id": rid, "method": request.method, "path": request.path, "route": rule,
                 "status": response.status_code,
                 "ms": round((time.perf_counter() - g.get("t0", time.perf_counter())) * 1000, 2),
-                "user": actor.id if actor else None,
+                "user": actor.id if actor else None, "address": g.get("client_address"),
             })
         return response
 

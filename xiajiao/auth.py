@@ -2,11 +2,12 @@
 
 Roles rank owner > admin > member > guest. Every route declares the least role it
 needs with :func:`requires`; resource visibility (channels) is decided by
-:func:`can_read_channel` / :func:`can_write_channel`, and plugins may take part
-through the ``authorize`` hook.
+:func:`authorized_channel`, and plugins may take part
+through the ``authorize`` hook, which every route, frame and channel action asks.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -38,15 +39,20 @@ def _dummy_hash() -> str:
 SESSION_COOKIE = "session"
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+async def hash_password(password: str) -> str:
+    """Argon2id runs in a worker thread (~20 ms of CPU): the event loop keeps serving meanwhile."""
+    return await asyncio.to_thread(_hasher.hash, password)
 
 
-def verify_password(stored: str | None, password: str) -> bool:
+def _verify(stored: str | None, password: str) -> bool:
     try:
         return _hasher.verify(stored or _dummy_hash(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    return await asyncio.to_thread(_verify, stored, password)
 
 
 def token_hash(token: str) -> str:
@@ -99,7 +105,7 @@ async def create_user(db, *, username: str, password: str | None, role: str, dis
         raise BadRequest("Username must be 1-64 characters without spaces", "invalid_username")
     if password is not None:
         check_password_strength(password)
-    pw_hash = hash_password(password) if password is not None else None
+    pw_hash = await hash_password(password) if password is not None else None
     uid = user_id or new_id("user")
 
     def work(conn):
@@ -129,7 +135,7 @@ async def ensure_owner(db, password: str | None) -> str | None:
     generated = None
     if not password:
         password = generated = generate_password()
-    pw_hash = hash_password(password)
+    pw_hash = await hash_password(password)
 
     def work(conn):
         if conn.execute("SELECT 1 FROM users WHERE role = 'owner'").fetchone():
@@ -150,7 +156,7 @@ async def login(db, *, username: str | None, password: str) -> dict | None:
         user = await db.fetchone("SELECT * FROM users WHERE username = ?", (username,))
     else:
         user = await owner(db)
-    ok = verify_password(user["password_hash"] if user else None, password)
+    ok = await verify_password(user["password_hash"] if user else None, password)
     if not ok or user is None or user["disabled"]:
         return None
     return user
@@ -214,10 +220,10 @@ async def update_profile(db, user_id: str, *, display_name: str | None = None, a
 async def change_own_password(db, user_id: str, current: str, new: str, keep_token: str | None) -> None:
     """Check the current password, store the new one, end every other session of the user."""
     row = await get_user(db, user_id)
-    if row is None or not verify_password(row["password_hash"], current or ""):
+    if row is None or not await verify_password(row["password_hash"], current or ""):
         raise BadRequest("The current password is wrong", "wrong_password")
     check_password_strength(new)
-    pw_hash = hash_password(new)
+    pw_hash = await hash_password(new)
     keep = token_hash(keep_token) if keep_token else ""
 
     def work(conn):
@@ -249,7 +255,7 @@ async def update_user(db, actor: Actor, user_id: str, *, role: str | None = None
         check_password_strength(password)
     sets, params = [], []
     changes = {"role": role, "disabled": None if disabled is None else int(disabled),
-               "password_hash": None if password is None else hash_password(password),
+               "password_hash": None if password is None else await hash_password(password),
                "display_name": None if display_name is None else display_name.strip()}
     for column, value in changes.items():
         if value is not None:
@@ -401,12 +407,17 @@ async def list_api_keys(db, user_id: str) -> list[dict]:
              "lastUsedAt": r["last_used_at"]} for r in rows]
 
 
-async def revoke_api_key(db, user_id: str, key_id: str) -> None:
-    res = await db.execute(
-        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
-        (now_iso(), key_id, user_id))
-    if res.rowcount == 0:
-        raise NotFound("API key not found", "api_key_not_found")
+async def revoke_api_key(db, user_id: str, key_id: str) -> str:
+    """Revoke one of the user's keys; returns its hash (the credential to disconnect)."""
+    def work(conn):
+        row = conn.execute("SELECT key_hash FROM api_keys WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+                           (key_id, user_id)).fetchone()
+        if row is None:
+            raise NotFound("API key not found", "api_key_not_found")
+        conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now_iso(), key_id))
+        return row["key_hash"]
+
+    return await db.run_write(work)
 
 
 async def actor_from_api_key(db, secret: str) -> Actor | None:
@@ -490,7 +501,7 @@ async def revoke_invite(db, actor: Actor, invite_id: str) -> None:
 
 async def accept_invite(db, token: str, *, username: str, password: str, display_name: str = "") -> dict:
     check_password_strength(password)
-    pw_hash = hash_password(password)
+    pw_hash = await hash_password(password)
     h = token_hash(token or "")
 
     def work(conn):
@@ -519,14 +530,19 @@ async def accept_invite(db, token: str, *, username: str, password: str, display
 
 # ------------------------------------------------------------------ authorization
 #
-# Channel visibility and rights are decided here, and only here. The caller's
-# relation to a channel is read together with the channel (one query), then the
-# ``authorize`` hook may decide; otherwise the built-in rules apply:
-#   read    owner/admin read every channel; others only channels they belong to
-#   write   members whose membership is not read-only (admins who did not join read only)
-#   manage  owner/admin, or the member who created the channel
+# Every decision is made here, and only here: each route (``requires``), each
+# WebSocket frame and each action on a channel or a chain asks the ``authorize``
+# hook first; a plugin's True or False decides, a plugin that raises denies, and
+# without an answer the built-in rules apply:
+#   route        the route's declared least role (``requires``)
+#   frame        any authenticated caller (``auth`` and ``ping`` also before login)
+#   channel.read    owner/admin read every channel; others only channels they belong to
+#   channel.write   members whose membership is not read-only (admins who did not join read only)
+#   channel.manage  owner/admin, or the member who created the channel (rename, members, chain)
+#   chain.decide    approve, edit or stop a chain run (or stop one of its steps): an admin/owner,
+#                   or who started it while he may still write in the channel
 
-CHANNEL_ACTIONS = ("channel.read", "channel.write", "channel.manage")
+CHANNEL_ACTIONS = ("channel.read", "channel.write", "channel.manage", "chain.decide")
 
 
 def has_role(actor: Actor | None, role: str) -> bool:
@@ -554,44 +570,75 @@ def builtin_allows(actor: Actor, action: str, channel: dict) -> bool:
         return member and bool(channel.get("_can_write"))
     if action == "channel.manage":
         return actor.kind == "user" and (actor.at_least("admin") or (member and channel.get("created_by") == actor.id))
+    if action == "chain.decide":
+        chain = channel.get("_chain") or {}
+        return actor.kind == "user" and (actor.at_least("admin") or (
+            chain.get("startedBy") == actor.id and member and bool(channel.get("_can_write"))))
     raise ValueError(f"unknown action {action!r}")
+
+
+async def ask(core, actor: Actor | None, action: str, resource: dict) -> bool | None:
+    """The ``authorize`` hook's answer (True, False or None to pass); a plugin that raises denies."""
+    decision = await core.plugins.call("authorize", actor=actor, action=action, resource=resource, on_error=False)
+    return None if decision is None else bool(decision)
 
 
 async def allowed(core, actor: Actor, action: str, channel: dict) -> bool:
     """May ``actor`` do ``action`` on ``channel`` (a row from :func:`channel_for`)?"""
-    if core is not None:
-        decision = await core.plugins.call("authorize", actor=actor, action=action, resource=channel)
-        if decision is not None:
-            return bool(decision)
-    return builtin_allows(actor, action, channel)
+    decision = await ask(core, actor, action, channel)
+    return builtin_allows(actor, action, channel) if decision is None else decision
 
 
-async def authorized_channel(core, actor: Actor, channel_id: str, action: str = "channel.read") -> dict:
+async def authorized_channel(core, actor: Actor, channel_id: str, action: str = "channel.read", *,
+                             chain: dict | None = None) -> dict:
     """The channel if ``actor`` may do ``action`` on it.
 
     404 when the channel does not exist or the caller may not see it (its existence is
-    not revealed); 403 when it is visible but the action is not allowed.
+    not revealed); 403 when it is visible but the action is not allowed. For
+    ``chain.decide`` the resource also carries ``_chain`` (``id``, ``startedBy``).
     """
     channel = await channel_for(core.db, actor, channel_id) if isinstance(channel_id, str) else None
     if channel is None or not await allowed(core, actor, "channel.read", channel):
         raise NotFound("Channel not found", "channel_not_found")
-    if action != "channel.read" and not await allowed(core, actor, action, channel):
+    if action == "channel.read":
+        return channel
+    resource = {**channel, "_chain": chain} if action == "chain.decide" else channel
+    if not await allowed(core, actor, action, resource):
         if action == "channel.write":
             raise Forbidden("You may read this channel but not post in it", "read_only")
+        if action == "chain.decide":
+            raise Forbidden("Only who started this chain, or an admin, may decide it", "not_your_chain")
         raise Forbidden("You may not change this channel", "forbidden")
     if action == "channel.write" and channel["type"] == "dm" and channel["_members"] < 2:
         raise Conflict("This conversation is archived: the other side is gone", "channel_archived")
     return channel
 
 
-async def can_read_channel(db, actor: Actor, channel: dict, core=None) -> bool:
-    row = await channel_for(db, actor, channel["id"])
-    return row is not None and await allowed(core, actor, "channel.read", row)
+async def readable(core, actor: Actor, items: list[dict], key: str = "channelId") -> list[dict]:
+    """``items`` (channels or messages, already filtered by the built-in rules) without those whose
+    channel a plugin hides from ``actor`` (lists can hide through the hook, never reveal)."""
+    if not core.plugins.pm.hook.authorize.get_hookimpls():
+        return items
+    verdict: dict[str, bool] = {}
+    for cid in {item[key] for item in items}:
+        verdict[cid] = await may(core, actor, cid, "channel.read")
+    return [item for item in items if verdict[item[key]]]
 
 
-async def can_write_channel(db, actor: Actor, channel: dict, core=None) -> bool:
-    row = await channel_for(db, actor, channel["id"])
-    return row is not None and await allowed(core, actor, "channel.write", row)
+async def may(core, actor: Actor, channel_id: str, action: str, *, chain: dict | None = None) -> bool:
+    """:func:`authorized_channel` as a yes/no (for frames and fan-out that answer without raising)."""
+    try:
+        await authorized_channel(core, actor, channel_id, action, chain=chain)
+    except (NotFound, Forbidden):
+        return False
+    return True
+
+
+async def authorize_frame(core, actor: Actor | None, frame_type: str) -> None:
+    """May the caller send a WebSocket frame of this type? (403 ``forbidden`` when not)."""
+    decision = await ask(core, actor, "frame", {"frame": frame_type})
+    if decision is False:
+        raise Forbidden(f"You may not send {frame_type!r} frames", "forbidden")
 
 
 async def is_member(db, channel_id: str, member_type: str, member_id: str) -> bool:
@@ -607,13 +654,16 @@ def client_key(actor: Actor | None, address: str | None) -> str:
     return f"user:{actor.id}" if actor is not None else f"addr:{address or 'unknown'}"
 
 
-def requires(role: str | None) -> Callable:
+def requires(role: str | None, *, limit: bool = True) -> Callable:
     """Declare who may call a route: ``None`` (anyone), or the least role.
 
     ``g.actor`` (resolved from the session cookie, ``X-API-Key`` or ``Authorization:
     Bearer`` before the route runs) must exist and rank at least ``role``: 401 when
-    nobody is logged in, 403 when the role is too low. Every call also takes a token
-    from the caller's rate-limit bucket (429 with Retry-After when empty).
+    nobody is logged in, 403 when the role is too low. The ``authorize`` hook is asked
+    first (action ``route``, resource ``{"route", "method", "path", "role"}``): False
+    refuses (401 anonymous, 403 otherwise), True waives the rank (not the login).
+    Every call also takes a token from the caller's rate-limit bucket (429 with
+    Retry-After when empty), unless ``limit`` is off (``/health``).
     """
 
     def decorator(fn: Callable) -> Callable:
@@ -623,16 +673,22 @@ def requires(role: str | None) -> Callable:
 
             from .quart_app import current_app
 
+            core = current_app.xj
             actor = g.get("actor")
-            limiter = getattr(current_app.xj, "limiter", None)
-            if limiter is not None:
-                address = (request if has_request_context() else websocket).remote_addr
-                limiter.check(client_key(actor, address))
-            if role is not None:
+            ctx = request if has_request_context() else websocket
+            limiter = getattr(core, "limiter", None)
+            if limit and limiter is not None:
+                limiter.check(client_key(actor, g.get("client_address") or ctx.remote_addr))
+            decision = await ask(core, actor, "route", {
+                "route": ctx.endpoint, "method": getattr(ctx, "method", "GET"), "path": ctx.path, "role": role})
+            if role is not None and actor is None:
+                raise Unauthorized("Login required", "unauthenticated")
+            if decision is False:
                 if actor is None:
                     raise Unauthorized("Login required", "unauthenticated")
-                if not actor.at_least(role):
-                    raise Forbidden("You do not have permission to do this", "forbidden")
+                raise Forbidden("You do not have permission to do this", "forbidden")
+            if role is not None and decision is None and not actor.at_least(role):
+                raise Forbidden("You do not have permission to do this", "forbidden")
             return await fn(*args, **kwargs)
 
         wrapper.required_role = role  # type: ignore[attr-defined]  # read by the test that every route declares its caller
@@ -644,11 +700,13 @@ def requires(role: str | None) -> Callable:
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def same_origin(headers, trusted: frozenset[str] = frozenset()) -> bool:
+def same_origin(headers, trusted: frozenset[str] = frozenset(), *, host: str | None = None) -> bool:
     """Whether a browser request comes from our own pages (CSRF and cross-site WebSocket check).
 
     ``Sec-Fetch-Site`` when the browser sends it (``same-site`` is refused too: another port of
-    the same host is another origin), else ``Origin`` against ``Host``; neither: not a browser.
+    the same host is another origin), else ``Origin`` against ``host``: the host the client asked
+    for (``X-Forwarded-Host`` counts only from a trusted proxy, see xiajiao.proxies; without it,
+    ``Host``); neither header: not a browser.
     """
     site = (headers.get("Sec-Fetch-Site") or "").lower()
     origin = headers.get("Origin")
@@ -660,25 +718,32 @@ def same_origin(headers, trusted: frozenset[str] = frozenset()) -> bool:
         return True
     if origin == "null":
         return False
-    host = (headers.get("X-Forwarded-Host") or headers.get("Host") or "").split(",")[0].strip().lower()
-    return urlsplit(origin).netloc.lower() == host
+    if host is None:
+        host = headers.get("Host") or ""
+    return urlsplit(origin).netloc.lower() == host.strip().lower()
 
 
-def check_csrf(method: str, headers, trusted: frozenset[str] = frozenset()) -> None:
+def check_csrf(method: str, headers, trusted: frozenset[str] = frozenset(), *, host: str | None = None) -> None:
     """Refuse a state-changing request a browser sends from another origin, unless it carries a key
     (a page of another site cannot ride on the user's cookie; a script with a key is not CSRF)."""
-    if method not in UNSAFE_METHODS or same_origin(headers, trusted):
+    if method not in UNSAFE_METHODS or same_origin(headers, trusted, host=host):
         return
     if headers.get("X-API-Key") or (headers.get("Authorization") or "").lower().startswith("bearer "):
         return
     raise Forbidden("Requests from another site's pages are refused", "cross_origin_request")
 
 
-async def resolve_actor(db, *, cookie: str | None, headers) -> Actor | None:
+def presented_key(headers) -> str:
+    """The API key (or session token) of ``X-API-Key`` or ``Authorization: Bearer``, or ''."""
     key = headers.get("X-API-Key") or ""
     auth = headers.get("Authorization") or ""
     if not key and auth.lower().startswith("bearer "):
         key = auth[7:].strip()
+    return key
+
+
+async def resolve_actor(db, *, cookie: str | None, headers) -> Actor | None:
+    key = presented_key(headers)
     if key:
         actor = await actor_from_api_key(db, key)
         if actor is None and not key.startswith(API_KEY_PREFIX):

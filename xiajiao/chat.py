@@ -33,6 +33,10 @@ def message_json(row: dict) -> dict:
         "seq": row["seq"],
         "status": row.get("status", "done"),
     }
+    if row.get("version_group"):
+        out["versionGroup"] = row["version_group"]
+    if row.get("superseded"):
+        out["superseded"] = True
     if row.get("updated_at"):
         out["updatedAt"] = row["updated_at"]
     if row.get("deleted_at"):
@@ -49,6 +53,8 @@ def channel_json(row: dict, members: list[dict] | None = None) -> dict:
         "createdBy": row.get("created_by"),
         "createdAt": row["created_at"], "updatedAt": row.get("updated_at"),
         "lastMessageAt": row.get("last_message_at"),
+        "parentId": row.get("parent_id"), "depth": row.get("depth") or 0,
+        "forkMessageId": row.get("fork_message_id"), "archived": bool(row.get("archived_at")),
     }
     if members is not None:
         out["agentIds"] = [m["member_id"] for m in members if m["member_type"] == "agent"]
@@ -77,10 +83,13 @@ async def channel_agent_ids(db, channel_id: str) -> list[str]:
 
 def _insert_message(conn, m: dict, index: bool) -> dict:
     cur = conn.execute(
-        "INSERT INTO messages (id, channel_id, user_id, agent_id, content, type, metadata, status, created_at) "
-        "VALUES (?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO messages (id, channel_id, user_id, agent_id, content, type, metadata, status, created_at, "
+        "version_group) VALUES (?,?,?,?,?,?,?,?,?,?)",
         (m["id"], m["channel_id"], m["user_id"], m["agent_id"], m["content"], m["type"], m["metadata"],
-         m["status"], m["created_at"]))
+         m["status"], m["created_at"], m.get("version_group")))
+    if m.get("version_group"):  # a new version: the older ones leave the model's history
+        conn.execute("UPDATE messages SET superseded = 1, version_group = ? WHERE (version_group = ? OR id = ?) "
+                     "AND id != ?", (m["version_group"], m["version_group"], m["version_group"], m["id"]))
     m["seq"] = cur.lastrowid
     if index and m["content"]:
         conn.execute("INSERT INTO messages_fts (rowid, body) VALUES (?, ?)",
@@ -91,13 +100,18 @@ def _insert_message(conn, m: dict, index: bool) -> dict:
 
 async def create_message(app, *, channel_id: str, content: str, type: str = "text", user_id: str | None = None,
                          agent_id: str | None = None, metadata: dict | None = None, status: str = "done",
-                         publish: bool = True, message_id: str | None = None) -> dict:
-    """Store a message (and index it) in one transaction, then push ``message`` to subscribers."""
+                         publish: bool = True, message_id: str | None = None,
+                         version_group: str | None = None) -> dict:
+    """Store a message (and index it) in one transaction, then push ``message`` to subscribers.
+
+    ``version_group``: the message is a new version of the reply of that group (regenerate, retry).
+    """
     if type not in MESSAGE_TYPES:
         raise BadRequest(f"type must be one of {', '.join(MESSAGE_TYPES)}", "invalid_type")
     row = {"id": message_id or new_id("msg"), "channel_id": channel_id, "user_id": user_id, "agent_id": agent_id,
            "content": content, "type": type, "metadata": json.dumps(metadata or {}, ensure_ascii=False),
-           "status": status, "created_at": now_iso(), "updated_at": None, "deleted_at": None}
+           "status": status, "created_at": now_iso(), "updated_at": None, "deleted_at": None,
+           "version_group": version_group}
     await app.db.run_write(lambda conn: _insert_message(conn, row, index=status == "done"))
     msg = message_json(row)
     if publish:
@@ -136,35 +150,68 @@ async def get_message(db, message_id: str) -> dict | None:
     return await db.fetchone("SELECT * FROM messages WHERE id = ?", (message_id,))
 
 
+def lineage(conn, channel_id: str) -> list[tuple[str, int | None]]:
+    """The channels whose messages a conversation shows: itself (all of them), then for a branch
+    its parent up to the fork point, and so on up the tree (sync, inside a transaction)."""
+    out: list[tuple[str, int | None]] = [(channel_id, None)]
+    row = conn.execute("SELECT parent_id, fork_seq FROM channels WHERE id = ?", (channel_id,)).fetchone()
+    while row and row["parent_id"] and row["fork_seq"] is not None and len(out) < 64:
+        limit = row["fork_seq"] if out[-1][1] is None else min(row["fork_seq"], out[-1][1])
+        out.append((row["parent_id"], limit))
+        row = conn.execute("SELECT parent_id, fork_seq FROM channels WHERE id = ?", (row["parent_id"],)).fetchone()
+    return out
+
+
+def lineage_where(chain: list[tuple[str, int | None]], alias: str = "") -> tuple[str, list]:
+    """SQL (and its parameters) matching the messages of a lineage."""
+    col = f"{alias}." if alias else ""
+    parts, params = [], []
+    for cid, upto in chain:
+        if upto is None:
+            parts.append(f"{col}channel_id = ?")
+            params.append(cid)
+        else:
+            parts.append(f"({col}channel_id = ? AND {col}seq <= ?)")
+            params += [cid, upto]  # type: ignore[list-item]  # SQL parameters of both types
+    return "(" + " OR ".join(parts) + ")", params
+
+
 async def list_messages(db, channel_id: str, *, limit: int = 50, before: str | None = None,
                         after: str | None = None) -> list[dict]:
-    """A page of a channel's messages, oldest first; keyset pagination on the sequence."""
+    """A page of a channel's messages, oldest first; keyset pagination on the sequence.
+
+    A branch's page includes the history it inherits (marked ``inherited``)."""
     limit = max(1, min(int(limit), 200))
 
     def work(conn):
-        if before:
-            ref = conn.execute("SELECT seq, channel_id FROM messages WHERE id = ?", (before,)).fetchone()
-            if ref is None or ref["channel_id"] != channel_id:
-                raise NotFound("Message in 'before' not found in this channel", "message_not_found")
-            rows = conn.execute(
-                "SELECT * FROM messages WHERE channel_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
-                (channel_id, ref["seq"], limit)).fetchall()
-            rows.reverse()
-        elif after:
-            ref = conn.execute("SELECT seq, channel_id FROM messages WHERE id = ?", (after,)).fetchone()
-            if ref is None or ref["channel_id"] != channel_id:
-                raise NotFound("Message in 'after' not found in this channel", "message_not_found")
-            rows = conn.execute(
-                "SELECT * FROM messages WHERE channel_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (channel_id, ref["seq"], limit)).fetchall()
-        else:
-            rows = conn.execute(
-                "SELECT * FROM messages WHERE channel_id = ? ORDER BY seq DESC LIMIT ?",
-                (channel_id, limit)).fetchall()
-            rows.reverse()
+        chain = lineage(conn, channel_id)
+        where, params = lineage_where(chain)
+        mine = {cid for cid, _ in chain}
+        for ref_id, name in ((before, "before"), (after, "after")):
+            if ref_id:
+                ref = conn.execute("SELECT seq, channel_id FROM messages WHERE id = ?", (ref_id,)).fetchone()
+                if ref is None or ref["channel_id"] not in mine:
+                    raise NotFound(f"Message in '{name}' not found in this channel", "message_not_found")
+                if name == "before":
+                    rows = conn.execute(f"SELECT * FROM messages WHERE {where} AND seq < ? ORDER BY seq DESC LIMIT ?",
+                                        (*params, ref["seq"], limit)).fetchall()
+                    rows.reverse()
+                else:
+                    rows = conn.execute(f"SELECT * FROM messages WHERE {where} AND seq > ? ORDER BY seq LIMIT ?",
+                                        (*params, ref["seq"], limit)).fetchall()
+                return rows
+        rows = conn.execute(f"SELECT * FROM messages WHERE {where} ORDER BY seq DESC LIMIT ?",
+                            (*params, limit)).fetchall()
+        rows.reverse()
         return rows
 
-    return [message_json(r) for r in await db.run_read(work)]
+    out = []
+    for r in await db.run_read(work):
+        msg = message_json(r)
+        if r["channel_id"] != channel_id:
+            msg["inherited"] = True
+        out.append(msg)
+    return out
 
 
 async def mark_interrupted(db) -> int:
@@ -354,6 +401,12 @@ async def list_channels(db, reader_id: str | None, viewer_id: str | None = None)
                 members[m["channel_id"]].append(m)
         rows.sort(key=lambda r: (r["last_message_at"] or r["created_at"], r["created_at"]), reverse=True)
         out = [channel_json(r, members[r["id"]]) for r in rows]
+        children: dict[str, list[str]] = {}
+        for r in sorted(rows, key=lambda r: r["created_at"]):
+            if r["parent_id"]:
+                children.setdefault(r["parent_id"], []).append(r["id"])
+        for ch in out:
+            ch["childIds"] = children.get(ch["id"], [])
         if viewer_id:
             read_marks = {m["channel_id"]: m["last_read_seq"] for m in conn.execute(
                 "SELECT channel_id, last_read_seq FROM channel_members WHERE member_type = 'user' AND member_id = ?",
@@ -382,6 +435,27 @@ async def mark_read(db, channel_id: str, user_id: str, seq: int | None = None) -
         return row["last_read_seq"] if row else 0
 
     return await db.run_write(work)
+
+
+async def set_chain(db, channel_id: str, agent_ids: list[str], *, approval: bool) -> dict:
+    """Store a group's chain (its agents in order, approval between steps); returns the channel."""
+
+    def work(conn):
+        row = conn.execute("SELECT config FROM channels WHERE id = ?", (channel_id,)).fetchone()
+        config = json.loads(row["config"] or "{}")
+        config["chainApproval"] = approval
+        conn.execute("UPDATE channels SET chain = ?, config = ?, updated_at = ? WHERE id = ?",
+                     (json.dumps(agent_ids), json.dumps(config, ensure_ascii=False), now_iso(), channel_id))
+        return conn.execute("SELECT * FROM channels WHERE id = ?", (channel_id,)).fetchone()
+
+    return await db.run_write(work)
+
+
+async def user_channel_ids(db, user_id: str) -> list[str]:
+    """The channels a user is a member of."""
+    rows = await db.fetchall(
+        "SELECT channel_id FROM channel_members WHERE member_type = 'user' AND member_id = ?", (user_id,))
+    return [r["channel_id"] for r in rows]
 
 
 async def update_channel(db, channel_id: str, *, name: str | None = None,
@@ -446,16 +520,118 @@ async def remove_member(db, channel: dict, member_id: str) -> str:
     return await db.run_write(work)
 
 
-async def delete_channel(db, channel_id: str) -> None:
+async def delete_channel(db, channel_id: str) -> list[str]:
+    """Delete a channel with its topics and branches (their history reads through it); returns the ids."""
+
     def work(conn):
-        conn.execute("DELETE FROM messages_fts WHERE rowid IN (SELECT seq FROM messages WHERE channel_id = ?)",
-                     (channel_id,))
-        conn.execute("DELETE FROM messages WHERE channel_id = ?", (channel_id,))
-        conn.execute("DELETE FROM channel_members WHERE channel_id = ?", (channel_id,))
-        if conn.execute("DELETE FROM channels WHERE id = ?", (channel_id,)).rowcount == 0:
+        if conn.execute("SELECT 1 FROM channels WHERE id = ?", (channel_id,)).fetchone() is None:
             raise NotFound("Channel not found", "channel_not_found")
+        ids = subtree_ids(conn, channel_id)
+        marks = ",".join("?" * len(ids))
+        conn.execute(f"DELETE FROM messages_fts WHERE rowid IN (SELECT seq FROM messages WHERE channel_id IN ({marks}))",
+                     ids)
+        conn.execute(f"DELETE FROM messages WHERE channel_id IN ({marks})", ids)
+        conn.execute(f"DELETE FROM channel_members WHERE channel_id IN ({marks})", ids)
+        conn.execute(f"DELETE FROM chain_runs WHERE channel_id IN ({marks})", ids)
+        for cid in reversed(ids):  # children first
+            conn.execute("DELETE FROM channels WHERE id = ?", (cid,))
+        return ids
+
+    return await db.run_write(work)
+
+
+# ------------------------------------------------------------------ topics and branches (the conversation tree)
+
+
+def subtree_ids(conn, channel_id: str) -> list[str]:
+    """The channel and all its descendants, parents before children."""
+    ids, frontier = [channel_id], [channel_id]
+    while frontier:
+        marks = ",".join("?" * len(frontier))
+        frontier = [r["id"] for r in conn.execute(
+            f"SELECT id FROM channels WHERE parent_id IN ({marks}) ORDER BY created_at, rowid", frontier)]
+        ids += frontier
+    return ids
+
+
+def root_id(conn, channel_id: str) -> str:
+    row = conn.execute("SELECT id, parent_id FROM channels WHERE id = ?", (channel_id,)).fetchone()
+    while row and row["parent_id"]:
+        row = conn.execute("SELECT id, parent_id FROM channels WHERE id = ?", (row["parent_id"],)).fetchone()
+    return row["id"] if row else channel_id
+
+
+MAX_DEPTH = 32
+
+
+async def create_child(db, parent_id: str, *, name: str, creator_id: str, message_id: str | None = None) -> dict:
+    """A new topic of a conversation (``message_id`` None: it starts empty) or a branch from one of its
+    messages (it inherits the history up to and including that message, read through the parent)."""
+    cid, now = new_id("ch"), now_iso()
+
+    def work(conn):
+        parent = conn.execute("SELECT * FROM channels WHERE id = ?", (parent_id,)).fetchone()
+        if parent is None:
+            raise NotFound("Channel not found", "channel_not_found")
+        if parent["archived_at"]:
+            raise Conflict("This conversation is archived; unarchive it first", "channel_archived")
+        if (parent["depth"] or 0) + 1 > MAX_DEPTH:
+            raise BadRequest(f"Branches nest at most {MAX_DEPTH} deep", "too_deep")
+        fork_seq = None
+        if message_id is not None:
+            msg = conn.execute("SELECT seq, channel_id, deleted_at FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if msg is None or msg["deleted_at"]:
+                raise NotFound("Message not found", "message_not_found")
+            if msg["channel_id"] != parent_id:
+                raise BadRequest("The message is not in this conversation", "message_not_in_channel")
+            fork_seq = msg["seq"]
+        conn.execute(
+            "INSERT INTO channels (id, name, type, created_by, default_agent_id, chain, config, created_at, updated_at, "
+            "parent_id, fork_seq, fork_message_id, depth) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (cid, name, parent["type"], creator_id, parent["default_agent_id"], parent["chain"], parent["config"],
+             now, now, parent_id, fork_seq, message_id, (parent["depth"] or 0) + 1))
+        conn.execute(
+            "INSERT INTO channel_members (channel_id, member_type, member_id, joined_at, can_write) "
+            "SELECT ?, member_type, member_id, ?, can_write FROM channel_members WHERE channel_id = ?",
+            (cid, now, parent_id))
 
     await db.run_write(work)
+    return await channel_view(db, cid)
+
+
+async def set_archived(db, channel_id: str, archived: bool) -> dict:
+    """Archive (or bring back) a conversation and everything under it."""
+
+    def work(conn):
+        if conn.execute("SELECT 1 FROM channels WHERE id = ?", (channel_id,)).fetchone() is None:
+            raise NotFound("Channel not found", "channel_not_found")
+        ids = subtree_ids(conn, channel_id)
+        marks = ",".join("?" * len(ids))
+        now = now_iso()
+        conn.execute(f"UPDATE channels SET archived_at = ?, updated_at = ? WHERE id IN ({marks})",
+                     (now if archived else None, now, *ids))
+
+    await db.run_write(work)
+    return await channel_view(db, channel_id)
+
+
+async def channel_tree(db, channel_id: str) -> dict:
+    """The whole tree the channel belongs to: ``{"rootId", "channels": [...]}`` with parent,
+    children and depth, parents before children."""
+
+    def work(conn):
+        root = root_id(conn, channel_id)
+        ids = subtree_ids(conn, root)
+        marks = ",".join("?" * len(ids))
+        rows = {r["id"]: r for r in conn.execute(f"SELECT * FROM channels WHERE id IN ({marks})", ids)}
+        out = []
+        for cid in ids:
+            item = channel_json(rows[cid])
+            item["childIds"] = [c for c in ids if rows[c]["parent_id"] == cid]
+            out.append(item)
+        return {"rootId": root, "channels": out}
+
+    return await db.run_read(work)
 
 
 async def set_channel_agents(db, channel_id: str, agent_ids: list[str]) -> None:

@@ -73,12 +73,22 @@ class Tool:
 
 
 @dataclass
+class Image:
+    """An image given to a vision-capable model with a message (base64, no data: prefix)."""
+
+    mime_type: str
+    data: str
+    name: str = ""
+
+
+@dataclass
 class ChatMessage:
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     name: str | None = None
     tool_calls: list["ToolCall"] | None = None
     tool_call_id: str | None = None
+    images: list[Image] | None = None  # user messages: image parts (providers put them in their wire format)
 
 
 @dataclass

@@ -62,6 +62,10 @@ class Registry:
             raise PluginError(f"{self.kind} {name!r} is registered twice: by {other!r} and by {plugin!r}")
         self.entries[name] = Registration(name, item, plugin)
 
+    def remove(self, name: str) -> None:
+        """Forget a thing registered at run time (tools a plugin defines from data)."""
+        self.entries.pop(name, None)
+
     def get(self, name: str) -> Any:
         reg = self.entries.get(name)
         return reg.item if reg else None
@@ -138,11 +142,14 @@ class Plugins:
         # pluggy calls the last-registered (and tryfirst) implementations first
         return list(reversed(caller.get_hookimpls()))
 
-    async def call(self, hook_name: str, *, firstresult: bool | None = None, **kwargs: Any) -> Any:
+    async def call(self, hook_name: str, *, firstresult: bool | None = None, on_error: Any = None,
+                   **kwargs: Any) -> Any:
         """Call a hook, awaiting async implementations.
 
-        A failing implementation is logged with its plugin's name and skipped. Returns
-        the list of non-None results, or for a firstresult hook the first non-None one.
+        A failing implementation is logged with its plugin's name and skipped, or, when
+        ``on_error`` is given, counts as having answered ``on_error`` (a decision hook
+        that raises denies). Returns the list of non-None results, or for a firstresult
+        hook the first non-None one.
         """
         caller = getattr(self.pm.hook, hook_name)
         if firstresult is None:
@@ -160,7 +167,9 @@ class Plugins:
             except Exception:  # a plugin's bug must not break the caller; it is logged by name
                 log.exception("plugin %s failed in hook %s", impl.plugin_name, hook_name,
                               extra={"plugin": impl.plugin_name, "hook": hook_name})
-                continue
+                if on_error is None:
+                    continue
+                res = on_error
             finally:
                 if self.trace:
                     log.info("hook", extra={"plugin": impl.plugin_name, "hook": hook_name,

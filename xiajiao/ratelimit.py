@@ -1,8 +1,10 @@
-"""Token-bucket rate limits, keyed by user id (or client address before login).
+"""Rate limits, keyed by user id (or client address before login).
 
-A bucket holds up to ``burst`` tokens and refills at ``per_minute / 60`` tokens a
-second; each request (or WebSocket frame) takes one. An empty bucket answers with
-the seconds until the next token, which becomes ``Retry-After``.
+A token bucket holds up to ``burst`` tokens and refills at ``per_minute / 60`` tokens a
+second; each request (or WebSocket frame) takes one, what is expensive (messages that
+start agent turns, upload bytes, tasks) takes from its own bucket. An empty bucket
+answers with the seconds until the next token, which becomes ``Retry-After``. Logins
+are throttled apart: see :class:`LoginThrottle`.
 """
 from __future__ import annotations
 
@@ -51,8 +53,94 @@ class RateLimiter:
             del self._buckets[k]
 
 
-def limiters_for(settings) -> tuple[RateLimiter, RateLimiter]:
-    """(requests per user/address, login attempts per address) from the settings."""
-    requests = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-    logins = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
-    return requests, logins
+class Backoff:
+    """Failures per key: ``free`` of them pass, then each further try waits, doubling from
+    ``base`` seconds up to ``cap``. A success clears the key; a quiet ``forget`` seconds too."""
+
+    def __init__(self, free: int, *, base: float = 1.0, cap: float = 900.0, forget: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 50_000):
+        self.free, self.base, self.cap, self.forget = max(0, free), base, cap, forget
+        self.clock = clock
+        self.max_keys = max_keys
+        self._failures: dict[str, tuple[int, float]] = {}  # key -> (failures, time of the last one)
+
+    def wait(self, key: str) -> float:
+        """Seconds before ``key`` may try again (0: now)."""
+        count, last = self._failures.get(key, (0, 0.0))
+        now = self.clock()
+        if count and now - last > self.forget:
+            self._failures.pop(key, None)
+            return 0.0
+        if count < self.free:
+            return 0.0
+        return max(0.0, last + min(self.cap, self.base * 2 ** (count - self.free)) - now)
+
+    def failed(self, key: str) -> None:
+        now = self.clock()
+        count, _ = self._failures.get(key, (0, now))
+        self._failures[key] = (count + 1, now)
+        if len(self._failures) > self.max_keys:
+            for k in [k for k, (_, t) in self._failures.items() if now - t > self.forget]:
+                del self._failures[k]
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+class LoginThrottle:
+    """Login attempts: a flood guard per address, and backoff on wrong passwords per address
+    and per account. The account's allowance is large, so wrong passwords sent from one
+    address slow that address down without locking the real user out from his own."""
+
+    def __init__(self, settings, clock: Callable[[], float] = time.monotonic):
+        self.attempts = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute,
+                                    clock=clock)
+        self.by_address = Backoff(settings.login_failures_per_address, clock=clock)
+        self.by_account = Backoff(settings.login_failures_per_account, clock=clock)
+
+    def check(self, address: str, account: str) -> None:
+        """Raise :class:`RateLimited` when this address or account must wait before trying."""
+        wait = max(self.attempts.hit(address), self.by_address.wait(address), self.by_account.wait(account))
+        if wait > 0:
+            raise RateLimited("Too many login attempts, wait a moment", retry_after=wait)
+
+    def failed(self, address: str, account: str) -> None:
+        self.by_address.failed(address)
+        self.by_account.failed(account)
+
+    def succeeded(self, address: str, account: str) -> None:
+        self.by_address.succeeded(address)
+        self.by_account.succeeded(account)
+
+
+class Limits:
+    """The buckets of a running app: cheap requests apart from what is expensive."""
+
+    def __init__(self, settings):
+        self.requests = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.turns = RateLimiter(settings.turn_rate_per_minute, settings.turn_rate_burst)
+        self.upload_bytes = RateLimiter(settings.upload_bytes_per_minute,
+                                        max(settings.upload_bytes_per_minute, settings.max_upload_bytes))
+        self.tasks = RateLimiter(settings.task_rate_per_minute, settings.task_rate_per_minute)
+        self.invites = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
+        self.logins = LoginThrottle(settings)
+
+
+KINDS = ("turns", "upload_bytes", "tasks", "invites")
+
+
+def charge(kind: str, cost: float = 1.0) -> None:
+    """Take ``cost`` from the current caller's ``kind`` bucket (``turns``, ``upload_bytes``,
+    ``tasks``, ``invites``); raise :class:`RateLimited` (429 with Retry-After) when it is empty."""
+    from quart import g
+
+    from .quart_app import current_app
+
+    from .auth import client_key
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown limit {kind!r}")
+    limiter: RateLimiter = getattr(current_app.xj.limits, kind)
+    wait = limiter.hit(client_key(g.get("actor"), g.get("client_address")), cost)
+    if wait > 0:
+        raise RateLimited("Too many requests of this kind, slow down", retry_after=wait)

@@ -45,6 +45,7 @@ class Connection:
         self.channels: set[str] = set()
         self.closed = False
         self.close_code: int | None = None
+        self.credential: str | None = None  # hash of the session token or API key that authenticated it
         self.sender: asyncio.Task | None = None
         self.strikes = 0  # frames refused before auth
         self.app: Any = None  # the core, for frame handlers
@@ -173,7 +174,14 @@ class Hub:
 
     async def disconnect_user(self, user_id: str, code: int = 1008) -> int:
         """Close every connection of a user (account disabled, deleted or changed)."""
-        conns = [c for c in self.connections if c.actor and c.actor.id == user_id]
+        return await self._close_where(lambda c: c.actor is not None and c.actor.id == user_id, code)
+
+    async def disconnect_credential(self, credential: str, code: int = 1008) -> int:
+        """Close the connections authenticated by one session or API key (logout, revoked key)."""
+        return await self._close_where(lambda c: c.credential == credential, code)
+
+    async def _close_where(self, match, code: int) -> int:
+        conns = [c for c in self.connections if match(c)]
         for c in conns:
             self.detach(c)
         await asyncio.gather(*(c.shutdown(code) for c in conns), return_exceptions=True)
@@ -233,6 +241,11 @@ class Hub:
                 if not conn.offer(text):
                     break
         return {**info, "resync": resync, "replayed": len(replay)}
+
+    def seq_of(self, channel_id: str) -> int:
+        """The channel's last frame number (a page read now plus the frames after it are the whole state)."""
+        state = self.channels.get(channel_id)
+        return state.seq if state else self._evicted_seq.get(channel_id, 0)
 
     def unsubscribe(self, conn: Connection, channel_id: str) -> None:
         state = self.channels.get(channel_id)

@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import signal
 import socket
 import sys
+import threading
+import time
+import traceback
+from typing import Any
 
 from .errors import StartupError
 from .settings import Settings
@@ -37,6 +42,62 @@ async def preflight(app) -> None:
     core = app.xj
     core._check_data_dir()
     await core.db.open()
+
+
+def watch_loop(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    """Log every callback that holds the event loop for more than ``seconds`` of CPU (setting loop_slow_ms).
+
+    Like asyncio's debug mode (``slow_callback_duration``), but timed in the loop thread's CPU time, so a
+    busy machine descheduling the process is not reported, and without debug mode's traceback per
+    callback. A watchdog thread samples where the loop's thread is while a callback runs long, so the
+    warning names the culprit, not only the task.
+    """
+    log = logging.getLogger("xiajiao.loop")
+    state: dict[str, Any] = {"start": 0.0, "running": False, "stack": None}
+    run = asyncio.events.Handle._run  # noqa: SLF001 (the one place every callback of the loop goes through)
+
+    def timed(handle: asyncio.Handle) -> None:
+        state.update(start=time.monotonic(), running=True, stack=None)
+        cpu0 = time.thread_time()
+        try:
+            run(handle)
+        finally:
+            state["running"] = False
+            cpu = time.thread_time() - cpu0
+            if cpu > seconds:
+                log.warning("slow callback: %s held the event loop for %.0f ms of CPU (%.0f ms in all); at: %s",
+                            repr(handle)[:300], cpu * 1000, (time.monotonic() - state["start"]) * 1000,
+                            state["stack"] or "(not sampled)")
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign, assignment]  # noqa: SLF001
+    loop_thread = threading.get_ident()
+
+    def watchdog() -> None:
+        while not loop.is_closed():
+            time.sleep(seconds / 4)
+            started = state["start"]
+            if state["running"] and state["stack"] is None and time.monotonic() - started > seconds / 2:
+                frame = sys._current_frames().get(loop_thread)  # noqa: SLF001 (the only view of another thread)
+                if frame is not None and state["start"] == started:
+                    state["stack"] = " <- ".join(f"{f.filename}:{f.lineno} {f.name}"
+                                                 for f in reversed(traceback.extract_stack(frame)[-14:]))
+
+    threading.Thread(target=watchdog, name="loop-watchdog", daemon=True).start()
+
+
+def warm_up() -> None:
+    """What would otherwise run inside the event loop on first use, done in a worker thread once serving:
+    the shared TLS context (CA bundle) and modules imported lazily by libraries on their first call."""
+    import importlib
+
+    from .gateway.http import default_ssl_context
+
+    default_ssl_context()
+    for name in ("sniffio", "anyio._backends._asyncio"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # not installed: then nobody imports it on first use either
+            pass
 
 
 async def serve(settings: Settings, *, ready=None) -> None:
@@ -72,5 +133,12 @@ async def serve(settings: Settings, *, ready=None) -> None:
               f"(data: {settings.data_dir})", file=sys.stdout, flush=True)
         if ready is not None:
             ready.set()
+        loop.run_in_executor(None, warm_up)
+        if settings.loop_slow_ms > 0:  # from now on users are served: nothing may hold the loop
+            loop.call_soon(watch_loop, loop, settings.loop_slow_ms / 1000)
 
-    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        await app.xj.quiesce()  # sockets first: Hypercorn then waits only for requests to finish
+
+    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)

@@ -79,6 +79,8 @@ SETTINGS: list[Setting] = [
     Setting("log_level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR."),
     Setting("access_log", True, "Write one JSON log line per HTTP request.", _bool),
     Setting("trace_plugins", False, "Log every plugin hook call with its duration.", _bool),
+    Setting("loop_slow_ms", 0.0, "Log every callback that holds the event loop for more than this many "
+            "milliseconds of CPU, with where it was (0: off; the benchmark's smoke run uses 50).", float),
     Setting("shutdown_timeout", 5.0, "Seconds to wait for running work on shutdown.", float),
     # storage
     Setting("skip_migrations", False, "Do not apply database migrations on start (the schema must already be current).", _bool),
@@ -87,9 +89,18 @@ SETTINGS: list[Setting] = [
     # accounts and limits
     Setting("session_days", 30, "Days a login session stays valid.", int),
     Setting("secure_cookies", False, "Always mark the session cookie Secure (it is set automatically behind HTTPS).", _bool),
-    Setting("login_attempts_per_minute", 10, "Failed-or-not login attempts allowed per client address per minute.", int),
-    Setting("rate_limit_per_minute", 120, "Requests (and WebSocket frames) allowed per user per minute.", int),
-    Setting("rate_limit_burst", 30, "Extra requests allowed in a burst above the steady rate.", int),
+    Setting("trusted_proxies", "", "Comma-separated addresses or networks (CIDR) of your reverse proxies: only requests "
+            "from them may set the client address, scheme and host by X-Forwarded-For/-Proto/-Host (login throttle, "
+            "rate limits, Secure cookies, the WebSocket origin check, logs). Empty: no proxy is trusted.", str),
+    Setting("login_attempts_per_minute", 30, "Login (and, in their own bucket, invite) attempts allowed per client address per minute.", int),
+    Setting("login_failures_per_address", 10, "Wrong passwords from one address before each further try waits, doubling from 1 s up to 15 min.", int),
+    Setting("login_failures_per_account", 50, "Wrong passwords for one account from all addresses before each further try waits (doubling).", int),
+    Setting("rate_limit_per_minute", 1200, "Requests (and WebSocket frames) allowed per user (or address before login) per minute.", int),
+    Setting("rate_limit_burst", 600, "Extra requests allowed in a burst above the steady rate.", int),
+    Setting("turn_rate_per_minute", 60, "Messages that start agent turns (and chain runs) allowed per user per minute.", int),
+    Setting("turn_rate_burst", 30, "Such messages allowed in a burst above the steady rate.", int),
+    Setting("upload_bytes_per_minute", 500 * 1024 * 1024, "Upload bytes (files and knowledge documents) allowed per user per minute.", int),
+    Setting("task_rate_per_minute", 60, "Background tasks a user may create per minute (burst as large).", int),
     Setting("max_upload_bytes", 20 * 1024 * 1024, "Largest accepted upload or request body, in bytes.", int),
     Setting("max_message_chars", 32000, "Longest accepted chat message, in characters.", int),
     Setting("ws_queue_size", 1000, "Frames queued per WebSocket before a slow client is told to resync and dropped.", int),
@@ -103,6 +114,9 @@ SETTINGS: list[Setting] = [
     Setting("provider_retries", 2, "Retries of a model call on 429, 5xx and connection errors.", int),
     Setting("breaker_failures", 5, "Consecutive failures that open a provider's circuit breaker.", int),
     Setting("breaker_cooldown", 30.0, "Seconds an open circuit breaker waits before letting one probe through.", float),
+    Setting("vision_models", "gpt-4o*,gpt-4.1*,gpt-5*,o3*,o4*,claude-*,gemini-*,*-vl*,*vision*,glm-4v*,llava*,qwen*-vl*,pixtral*",
+            "Comma-separated model names (shell patterns) that see images; others get a note instead. A provider's own 'vision' option (true, false or a list) wins."),
+    Setting("attachment_tokens", 8000, "Tokens of attached documents' text given to the model with one message (each file named; the rest cut).", int),
     Setting("reply_tokens", 2048, "Tokens reserved for the reply inside the model's context window.", int),
     Setting("tool_max_rounds", 8, "Most model-tool rounds in one agent turn.", int),
     Setting("tool_timeout", 30.0, "Seconds one tool call may run.", float),

@@ -67,13 +67,29 @@ def fts_any(query: str) -> str | None:
     return " OR ".join(fts_any_parts(query)) or None
 
 
+# Words that say how a question is asked, not what it is about: left out of ranked retrieval
+# (``fts_any_parts``), where they would match most texts. A CJK gram is left out when all its
+# characters are such function characters (什么, 怎么, 多少, 可以 …).
+STOPWORDS = frozenset("""a an and are as at be been but by can could did do does for from had has have how i if in
+into is it its me my no not of on or our should so than that the their them then there these they this to
+us was we were what when where which who whom why will with would you your""".split())
+_FUNCTION_CHARS = frozenset("的了吗呢吧啊是什么怎样哪些个多少久可以能如何为有没在和与及或我你他她它们这那就都也还要会把被让给对从到该请")
+
+
 def fts_any_parts(query: str) -> list[str]:
-    """The terms ``fts_any`` joins with OR, each a quoted word (``"word"*``, a prefix) or CJK gram (``"部署"``)."""
+    """The terms ``fts_any`` joins with OR, each a quoted word (``"word"*``, a prefix) or CJK gram (``"部署"``).
+
+    Question words (:data:`STOPWORDS`, one-letter words, CJK grams of function characters only)
+    are left out unless nothing else remains."""
     parts: list[str] = []
+    dropped: list[str] = []
     for tok in _TOKEN.findall(query or ""):
         grams = [tok[i:i + 2] for i in range(len(tok) - 1)] if _CJK_RUN.match(tok) and len(tok) > 2 else [tok]
-        parts.extend(p for p in (fts_query(g) for g in grams) if p)
-    return list(dict.fromkeys(parts))
+        for g in grams:
+            weak = (g.lower() in STOPWORDS or (len(g) == 1 and g.isalpha())) if not _CJK_RUN.match(g) \
+                else all(c in _FUNCTION_CHARS for c in g)
+            (dropped if weak else parts).extend(p for p in (fts_query(g),) if p)
+    return list(dict.fromkeys(parts or dropped))
 
 
 def snippet(text: str, query: str, *, width: int = 120, mark: tuple[str, str] = ("<mark>", "</mark>")) -> str:

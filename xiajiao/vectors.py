@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 import weakref
+from collections import OrderedDict
 from typing import Any, Awaitable, Callable, Sequence
 
 from .db import vec_blob
@@ -50,6 +51,85 @@ async def active_embedder(app: Any) -> Any:
     if ready is not None:
         await ready(app)
     return embedder
+
+
+class _Lane:
+    """What one embedder is doing: interactive calls in flight, the bulk turn, recent query vectors."""
+
+    CACHE = 512  # texts whose vectors are kept (a turn's question is embedded once for memory and knowledge)
+
+    def __init__(self) -> None:
+        self.interactive = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.bulk = asyncio.Lock()
+        self.cache: "OrderedDict[tuple[str, str], Any]" = OrderedDict()  # (kind, text) -> vector or future
+
+
+_lanes: "weakref.WeakKeyDictionary[Any, _Lane]" = weakref.WeakKeyDictionary()
+
+
+def _lane(embedder: Any) -> _Lane:
+    lane = _lanes.get(embedder)
+    if lane is None:
+        lane = _lanes[embedder] = _Lane()
+    return lane
+
+
+async def embed(embedder: Any, texts: Sequence[str], *, kind: str = "passage", bulk: bool = False) -> list:
+    """Vectors of ``texts`` by ``embedder``, interactive work first.
+
+    Interactive calls (the default: a question, a memory being written) run at once; a single
+    text's vector is cached per (kind, text), and equal texts asked at the same time share one
+    call, so a turn's question is embedded once for memory and knowledge together. Bulk calls
+    (``bulk=True``: indexing, rebuilding) run one at a time per embedder, and each waits until no
+    interactive call is in flight, so a large document never delays a query or a turn.
+    """
+    lane = _lane(embedder)
+    if bulk:
+        async with lane.bulk:
+            while not lane.idle.is_set():
+                await lane.idle.wait()
+            return await embedder.embed(list(texts), kind=kind)
+    key = (kind, texts[0]) if len(texts) == 1 else None
+    if key is not None:
+        hit = lane.cache.get(key)
+        if isinstance(hit, asyncio.Future):  # the same text is being embedded right now: share that call
+            try:
+                return [await asyncio.shield(hit)]
+            except asyncio.CancelledError:
+                if not hit.cancelled():
+                    raise  # we were cancelled ourselves
+                return await embed(embedder, texts, kind=kind)  # the first asker gave up: ask again
+        if hit is not None:
+            lane.cache.move_to_end(key)
+            return [hit]
+    lane.interactive += 1
+    lane.idle.clear()
+    future: asyncio.Future | None = None
+    if key is not None:
+        future = lane.cache[key] = asyncio.get_running_loop().create_future()
+    try:
+        vectors = await embedder.embed(list(texts), kind=kind)
+    except BaseException as exc:
+        if future is not None:
+            lane.cache.pop(key, None)
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # marked retrieved: sharers re-raise it, nobody else needs to
+        raise
+    finally:
+        lane.interactive -= 1
+        if lane.interactive == 0:
+            lane.idle.set()
+    if future is not None:
+        future.set_result(vectors[0])
+        lane.cache[key] = vectors[0]
+        while len(lane.cache) > lane.CACHE:
+            lane.cache.popitem(last=False)
+    return vectors
 
 
 class VectorIndex:
@@ -126,7 +206,7 @@ class VectorIndex:
             rows = await db.fetchall(self.source, (last, batch))
             if not rows:
                 break
-            vectors = await embedder.embed([r["text"] for r in rows], kind="passage")
+            vectors = await embed(embedder, [r["text"] for r in rows], kind="passage", bulk=True)
             pairs = [(r["id"], v) for r, v in zip(rows, vectors)]
             await db.run_write(lambda conn, pairs=pairs: self.write(conn, pairs))
             last = rows[-1]["id"]
@@ -157,6 +237,15 @@ class VectorIndex:
             f"SELECT rowid AS id, distance FROM {self.table} WHERE embedding MATCH ? AND k = ? ORDER BY distance",
             (vec_blob(vector), int(k))).fetchall()
         return [(r["id"], 1.0 - float(r["distance"])) for r in rows]
+
+    def similarities_sync(self, conn, ids: Sequence[int], vector: Sequence[float]) -> dict[int, float]:
+        """The cosine similarity of ``vector`` to each of these rows (rows without a vector are left out)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = conn.execute(f"SELECT rowid AS id, vec_distance_cosine(embedding, ?) AS distance FROM {self.table} "
+                            f"WHERE rowid IN ({marks})", [vec_blob(vector), *ids]).fetchall()
+        return {r["id"]: 1.0 - float(r["distance"]) for r in rows}
 
     async def nearest(self, db, vector: Sequence[float], k: int) -> list[tuple[int, float]]:
         return await db.run_read(lambda conn: self.nearest_sync(conn, vector, k))

@@ -1,22 +1,30 @@
-"""7. Agent memory: write memories one by one through the API, then search them."""
+"""7. Agent memory: write memories one by one through the API, then search them.
+
+In the realistic profile every write and search embeds through the fake model's /v1/embeddings.
+"""
 from __future__ import annotations
 
 import time
 
 from ..chatclient import create_agent
 from ..corpus import TextMaker
-from ..harness import Server
+from ..harness import FakeModel, Server
 from ..stats import summary
 
 
 async def run(ctx) -> dict:
-    o = ctx.opts
     text = TextMaker(seed=9)
-    server = Server(ctx.tmp / "memory" / "data", access_log=o.access_log)
+    with FakeModel() as fake:
+        return await _run(ctx, fake, text)
+
+
+async def _run(ctx, fake, text) -> dict:
+    o = ctx.opts
+    server = Server(ctx.tmp / "memory" / "data", embed_url=fake.base_url, access_log=o.access_log)
     async with server:
         await server.login()
         async with server.client() as client:
-            agent = await create_agent(client, "Rememberer", model=None)
+            agent = await create_agent(client, "Rememberer", model=None, seed=False)
             writes, statuses = [], {}
             t_all = time.perf_counter()
             for i in range(o.memories):

@@ -102,5 +102,8 @@ async def run(ctx) -> dict:
         "overhead_stream_end_ms": over(app["stream_end"], model["end"], "p50"),
         "overhead_stored_ms": over(app["stored"], model["end"], "p50"),
         "overhead_stored_p99_ms": over(app["stored"], model["end"], "p99"),
+        # stalls show as a stream-end p99 far above its p50
+        "stream_end_p99_over_p50": round(app["stream_end"]["p99"] / app["stream_end"]["p50"], 2)
+        if app["stream_end"]["p50"] else None,
         "server_rss_mb": round(rss / 2**20, 1),
     }

@@ -46,12 +46,20 @@ async def _shape(server: Server, fake: FakeModel, client, agent: str, shared: bo
         socks = [await Socket(server).connect() for _ in range(o.conversations)]
     warm = min(2.0, o.duration / 4)
     latencies: list[float] = []
-    cpu0 = (server.cpu_seconds(), _cpu(fake.proc.pid), _cpu(os.getpid()))
     start = time.perf_counter()
     deadline = start + warm + o.duration
+    marks: list[tuple] = []
+
+    async def sample() -> None:  # CPU of the three processes at the start and the end of the measured window
+        for until in (start + warm, deadline):
+            await asyncio.sleep(max(0.0, until - time.perf_counter()))
+            marks.append((server.cpu_seconds(), _cpu(fake.proc.pid), _cpu(os.getpid())))
+
+    sampler = asyncio.ensure_future(sample())
     await asyncio.gather(*(_loop(client, s, agent, deadline, latencies, start + warm, o.turns_per_channel)
                            for s in socks))
-    cpu1 = (server.cpu_seconds(), _cpu(fake.proc.pid), _cpu(os.getpid()))
+    await sampler
+    cpu0, cpu1 = marks
     for s in set(socks):
         await s.close()
     return {
@@ -59,6 +67,7 @@ async def _shape(server: Server, fake: FakeModel, client, agent: str, shared: bo
         "replies_per_s": round(len(latencies) / o.duration, 1),
         "latency": summary(latencies),
         "server_rss_mb": round(server.rss() / 2**20, 1),
+        "cpu_ms_per_reply": round((cpu1[0] - cpu0[0]) * 1000 / max(1, len(latencies)), 2),
         "cpu_s": {"server": round(cpu1[0] - cpu0[0], 1), "fake_model": round(cpu1[1] - cpu0[1], 1),
                   "load_generator": round(cpu1[2] - cpu0[2], 1)},
     }

@@ -20,8 +20,8 @@ log = logging.getLogger("xiajiao.memory")
 
 @hookimpl
 def register_settings(register):
-    register(Setting("memory_dedup_threshold", 0.9, "Cosine similarity above which a new memory merges into an "
-                     "existing one.", float))
+    register(Setting("memory_dedup_threshold", 0.95, "Cosine similarity above which a new memory merges into an "
+                     "existing one (measured for e5-small: restatements ≥ 0.97, distinct facts ≤ 0.91).", float))
     register(Setting("memory_prompt_chars", 1500, "Characters of memories injected into an agent's system prompt.",
                      int))
     register(Setting("consolidate_every", 20, "Turns of a conversation after which the agent writes an episodic "
@@ -37,7 +37,8 @@ def _provenance(ctx) -> dict:
 async def memory_write(args: dict, ctx) -> dict:
     row, status = await store.write(
         ctx.app, ctx.agent["id"], args.get("content"), klass=args.get("class", "semantic"),
-        importance=args.get("importance", 0.5), tags=args.get("tags"), origin="tool", **_provenance(ctx))
+        importance=args.get("importance", 0.5), tags=args.get("tags"), origin="tool",
+        supersedes=args.get("supersedes") or None, **_provenance(ctx))
     return {"status": status, "memory": store.memory_json(row)}
 
 
@@ -60,12 +61,14 @@ def register_tools(register):
     register(Tool(
         name="memory_write",
         description="Remember something for later conversations: a fact about the user or the world, an event, "
-                    "or a rule of how to behave. Restating a known memory updates it.",
+                    "or a rule of how to behave. Restating a known memory updates it; when a fact changed "
+                    "(a new address, a new deadline), pass the id of the memory it replaces as supersedes.",
         parameters={"type": "object", "properties": {
             "content": {"type": "string", "description": "What to remember, as one self-contained sentence"},
             "class": _CLASS,
             "importance": {"type": "number", "minimum": 0, "maximum": 1},
             "tags": {"type": "array", "items": {"type": "string"}},
+            "supersedes": {"type": "string", "description": "Id of an older memory (mem_…) this one replaces"},
         }, "required": ["content"]},
         fn=memory_write, read_only=False, mutating=True, min_role="member"))
     register(Tool(

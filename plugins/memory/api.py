@@ -26,6 +26,7 @@ class NewMemory:
     importance: float = 0.5
     tags: list[str] | None = None
     scope: str = "private"  # "shared": a team fact recalled in every channel
+    supersedes: str | None = None  # id of an older memory this one updates
 
 
 @dataclass
@@ -68,7 +69,8 @@ async def create_memory(agent_id: str, data: NewMemory):
     body = await request.get_json()
     row, status = await store.write(app, agent_id, data.content, klass=body.get("class", "semantic"),
                                     importance=data.importance, tags=data.tags, origin="api",
-                                    user_id=store.writer_id(g.actor), scope=data.scope)
+                                    user_id=store.writer_id(g.actor), scope=data.scope,
+                                    supersedes=data.supersedes)
     return jsonify({"status": status, "memory": store.memory_json(row)}), 201 if status == "created" else 200
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import math
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xiajiao import (BadRequest, NotFound, VectorIndex, within_budget, active_embedder, fts_any, index_text, migrations_from_dir,
+from xiajiao import (BadRequest, NotFound, VectorIndex, within_budget, active_embedder, embed, fts_any, index_text, migrations_from_dir,
                      new_id, now_iso)
 
 CLASSES = ("semantic", "episodic", "procedural")
@@ -37,12 +38,23 @@ async def open_db(app: Any, agent_id: str):
     return await app.workspace_db(agent_id, "memory.db", MIGRATIONS)
 
 
+_REMEMBERS: "weakref.WeakSet[Any]" = weakref.WeakSet()  # open memory.db handles known to hold memories
+
+
 async def has_memories(app: Any, agent_id: str) -> bool:
-    """Whether the agent remembers anything (without creating its memory.db)."""
+    """Whether the agent remembers anything (without creating its memory.db).
+
+    Once seen, it is not asked again while the database stays open (a turn spares the read; after the
+    last memory is deleted, a recall merely finds nothing)."""
     if not (app.workspace(agent_id) / "memory.db").exists():
         return False
     db = await open_db(app, agent_id)
-    return bool(await db.fetchval("SELECT 1 FROM memories LIMIT 1"))
+    if db in _REMEMBERS:
+        return True
+    found = bool(await db.fetchval("SELECT 1 FROM memories LIMIT 1"))
+    if found:
+        _REMEMBERS.add(db)
+    return found
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ def memory_json(row: dict) -> dict:
         "scope": row["scope"], "userId": row["user_id"],
         "version": row["version"], "merges": row["merges"],
         "createdAt": row["created_at"], "updatedAt": row["updated_at"],
+        "supersededBy": row["superseded_by"], "supersededAt": row["superseded_at"],
     }
     if row["range_start"] is not None:
         out["range"] = {"fromSeq": row["range_start"], "toSeq": row["range_end"]}
@@ -141,14 +154,21 @@ def _merge_text(old: str, new: str) -> str:
 async def write(app: Any, agent_id: str, content: str, *, klass: str = "semantic", importance: float = 0.5,
                 tags: list[str] | None = None, origin: str = "tool", channel_id: str | None = None,
                 message_id: str | None = None, dedup: bool = True, user_id: str | None = None,
-                scope: str = "private") -> tuple[dict, str]:
+                scope: str = "private", supersedes: str | None = None) -> tuple[dict, str]:
     """Store a memory; a near-duplicate of the same class and owner (cosine ≥ memory_dedup_threshold) is
-    merged into the existing entry instead. Returns (row, "created" | "merged")."""
+    merged into the existing entry instead. Returns (row, "created" | "merged").
+
+    ``supersedes`` names (by id) an older memory this one updates ("moved to Munich" after "lives in
+    Berlin"): the old one is kept, marked ``superseded_by`` the new one."""
     check_fields(content, klass, importance, tags, scope)
+    if supersedes is not None and (not isinstance(supersedes, str) or not supersedes):
+        raise BadRequest("supersedes must be the id of a memory", "invalid_supersedes")
     content = content.strip()
     db = await open_db(app, agent_id)
+    if supersedes is not None:
+        await get(app, agent_id, supersedes)  # 404 memory_not_found before anything is written
     embedder = await ready_index(app, db)
-    vector = (await embedder.embed([content], kind="passage"))[0]
+    vector = (await embed(embedder, [content], kind="passage"))[0]
     threshold = app.settings.memory_dedup_threshold
     now, ts = now_iso(), time.time()
 
@@ -170,6 +190,7 @@ async def write(app: Any, agent_id: str, content: str, *, klass: str = "semantic
                      channel_id or old["channel_id"], message_id or old["message_id"], now, ts, mid))
                 if merged != old["content"]:
                     _index_row(conn, mid, merged, vector)
+                _supersede(conn, supersedes, old["uid"], now)
                 return conn.execute("SELECT * FROM memories WHERE id = ?", (mid,)).fetchone(), "merged"
         cur = conn.execute(
             "INSERT INTO memories (uid, class, content, importance, tags, origin, channel_id, message_id, "
@@ -177,9 +198,17 @@ async def write(app: Any, agent_id: str, content: str, *, klass: str = "semantic
             (new_id("mem"), klass, content, importance, json.dumps(tags or [], ensure_ascii=False), origin,
              channel_id, message_id, user_id, scope, now, now, ts, ts))
         _index_row(conn, cur.lastrowid, content, vector)
-        return conn.execute("SELECT * FROM memories WHERE id = ?", (cur.lastrowid,)).fetchone(), "created"
+        row = conn.execute("SELECT * FROM memories WHERE id = ?", (cur.lastrowid,)).fetchone()
+        _supersede(conn, supersedes, row["uid"], now)
+        return row, "created"
 
     return await db.run_write(work)
+
+
+def _supersede(conn, old_uid: str | None, new_uid: str, now: str) -> None:
+    """Mark ``old_uid`` as replaced by ``new_uid`` (nothing when they are the same memory, after a merge)."""
+    if old_uid and old_uid != new_uid:
+        conn.execute("UPDATE memories SET superseded_by = ?, superseded_at = ? WHERE uid = ?", (new_uid, now, old_uid))
 
 
 def _same_owner(old: dict, scope: str, user_id: str | None, channel_id: str | None) -> bool:
@@ -209,7 +238,7 @@ async def update(app: Any, agent_id: str, uid: str, *, content: str | None = Non
     if content is not None:
         content = content.strip()
         embedder = await ready_index(app, db)
-        vector = (await embedder.embed([content], kind="passage"))[0]
+        vector = (await embed(embedder, [content], kind="passage"))[0]
 
     def work(conn):
         row = conn.execute("SELECT * FROM memories WHERE uid = ?", (uid,)).fetchone()
@@ -236,9 +265,12 @@ async def delete(app: Any, agent_id: str, uid: str) -> None:
     await ready_index(app, db)
 
     def work(conn):
-        row = conn.execute("SELECT id FROM memories WHERE uid = ?", (uid,)).fetchone()
+        row = conn.execute("SELECT id, superseded_by FROM memories WHERE uid = ?", (uid,)).fetchone()
         if row is None:
             raise NotFound("Memory not found", "memory_not_found")
+        # what the deleted memory replaced is current again (or replaced by what replaced it)
+        conn.execute("UPDATE memories SET superseded_by = ?, superseded_at = CASE WHEN ? IS NULL THEN NULL "
+                     "ELSE superseded_at END WHERE superseded_by = ?", (row["superseded_by"], row["superseded_by"], uid))
         conn.execute("DELETE FROM memories_fts WHERE rowid = ?", (row["id"],))
         INDEX.delete(conn, [row["id"]])
         conn.execute("DELETE FROM memories WHERE id = ?", (row["id"],))
@@ -265,15 +297,19 @@ async def search(app: Any, agent_id: str, query: str, *, klass: str | None = Non
         raise BadRequest("query must be a non-empty text", "invalid_query")
     db = await open_db(app, agent_id)
     embedder = await ready_index(app, db)
-    vector = (await embedder.embed([query], kind="query"))[0]
+    vector = (await embed(embedder, [query], kind="query"))[0]
     pool = max(limit * 5, 50)
     expression = fts_any(query)
     now = time.time()
 
     def work(conn):
         scores: dict[int, dict[str, float]] = {}
-        for mid, sim in INDEX.nearest_sync(conn, vector, pool):
-            scores.setdefault(mid, {})["vector"] = max(0.0, sim)
+        near = INDEX.nearest_sync(conn, vector, pool)
+        # a multilingual embedder puts most texts at a cosine of 0.75–0.9 of each other: spread the
+        # neighbours over 0–1 (best = 1) so that similarity weighs as much as the full-text half
+        lo, hi = (near[-1][1], near[0][1]) if near else (0.0, 1.0)
+        for mid, sim in near:
+            scores.setdefault(mid, {})["vector"] = (sim - lo) / (hi - lo) if hi > lo else 1.0
         if expression:
             hits = conn.execute("SELECT rowid AS id, bm25(memories_fts) AS rank FROM memories_fts "
                                 "WHERE memories_fts MATCH ? ORDER BY rank LIMIT ?", (expression, pool)).fetchall()
@@ -295,15 +331,18 @@ async def search(app: Any, agent_id: str, query: str, *, klass: str | None = Non
             age_days = max(0.0, now - row["updated_ts"]) / 86400
             row["score"] = (W_VECTOR * parts.get("vector", 0.0) + W_TEXT * parts.get("text", 0.0)
                             + W_RECENCY * math.exp(-age_days / RECENCY_DAYS) + W_IMPORTANCE * row["importance"])
-        rows.sort(key=lambda r: (-r["score"], -r["id"]))
+        # an outdated fact never comes before a current one, however well it matches
+        rows.sort(key=lambda r: (r["superseded_by"] is not None, -r["score"], -r["id"]))
         return rows[:limit]
 
     return await db.run_read(work)
 
 
 def prompt_text(rows: list[dict], budget: int) -> str:
-    """Memories as prompt lines, best first, within ``budget`` characters."""
-    return within_budget((f"- ({row['class']}) {row['content']}" for row in rows), budget, "\n")
+    """Current memories as prompt lines with their ids (to name in memory_write's ``supersedes``),
+    best first, within ``budget`` characters; superseded ones are left out."""
+    return within_budget((f"- ({row['class']}, {row['uid']}) {row['content']}" for row in rows
+                          if not row.get("superseded_by")), budget, "\n")
 
 
 # ------------------------------------------------------------------ consolidation
@@ -374,7 +413,7 @@ async def consolidate(app: Any, agent: dict, channel_id: str, after_seq: int, up
     if not summary:
         return None
     embedder = await ready_index(app, db)
-    vector = (await embedder.embed([summary], kind="passage"))[0]
+    vector = (await embed(embedder, [summary], kind="passage"))[0]
     now, ts = now_iso(), time.time()
 
     def work(conn):

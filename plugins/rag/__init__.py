@@ -1,7 +1,8 @@
 """Agent knowledge: documents in the agent's own rag.db, found by hybrid retrieval.
 
 - ``/api/rag/*``: upload (TXT, Markdown, HTML, PDF, DOCX through the registered parsers),
-  background ingestion with ``rag_progress`` frames, list, status, delete, query;
+  background ingestion with ``rag_progress`` frames (percent and time left), resumed after a
+  restart, list, status, delete, query;
 - the ``rag_query`` tool;
 - with the agent's knowledge switched on (agents.knowledge = 1), the best passages go
   into its system prompt with citation numbers (``prepare_prompt``, budget rag_prompt_chars).
@@ -26,6 +27,24 @@ def register_settings(register):
                      "in bytes.", int))
     register(Setting("rag_max_agent_bytes", 200 * 1024 * 1024, "Most bytes of knowledge documents one agent keeps.",
                      int))
+    # retrieval levers, measured by bench/retrieval (docs/memory-and-knowledge.md)
+    register(Setting("rag_heading_sections", True, "Cut knowledge documents at their Markdown headings before "
+                     "cutting by size.", bool))
+    register(Setting("rag_contextual_chunks", True, "Start every knowledge chunk's indexed text with its document "
+                     "title and heading path.", bool))
+    register(Setting("rag_fusion", "linear", "How hybrid retrieval fuses its halves: 'linear' (similarity plus "
+                     "weighted relative BM25) or 'rrf' (reciprocal ranks, rrf_k)."))
+    register(Setting("rag_vector_weight", 1.0, "Weight of the vector half in the fusion of hybrid retrieval.", float))
+    register(Setting("rag_keyword_weight", 0.05, "Weight of the full-text (BM25) half in the fusion of hybrid "
+                     "retrieval.", float))
+    register(Setting("rag_cross_language_boost", 0.09, "Added to the cosine similarity of a chunk written in the "
+                     "other script than the question (Chinese vs. Latin), which the embedder scores lower.", float))
+    register(Setting("rag_vector_pool", 300, "Nearest chunks read per question before fusion (a wide pool lets the "
+                     "other language's best chunks compete).", int))
+    register(Setting("rag_min_relevance", 0.0, "Relevance (cosine after the cross-language boost) the best passage "
+                     "needs for the knowledge base to count as having an answer.", float))
+    register(Setting("rag_query_rewrite", False, "Also search the question rewritten in English and Chinese by the "
+                     "agent's model.", bool))
 
 
 async def rag_query(args: dict, ctx) -> dict:
@@ -52,6 +71,12 @@ def register_tools(register):
 @hookimpl
 def register_routes(register):
     register(bp)
+
+
+@hookimpl
+def startup(app):
+    # ingestions a stopped server left go on (in the background: the start does not wait for them)
+    app.spawn(store.resume_all(app), name="rag-resume")
 
 
 @hookimpl

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from quart import Blueprint, current_app, g, jsonify, request
 from quart_schema import validate_querystring, validate_request
 
-from xiajiao import MULTIPART_OVERHEAD, BadRequest, TooLarge, file_size, limit_body, requires
+from xiajiao import MULTIPART_OVERHEAD, BadRequest, TooLarge, charge_limit, file_size, limit_body, requires
 
 from . import store
 
@@ -45,6 +45,7 @@ async def upload():
     if await store.stored_bytes(app, agent_id) + size > agent_limit:
         raise TooLarge(f"The agent's documents would exceed the limit of {agent_limit} bytes; "
                        "delete some first", "knowledge_base_full")
+    charge_limit("upload_bytes", size)
     parser = store.pick_parser(app, file.filename, file.mimetype)
     data = file.read()
     doc = await store.create_document(app, agent_id, file.filename, data, parser, g.actor.id)
@@ -59,8 +60,8 @@ async def upload():
 async def query(data: QueryBody):
     app = current_app.xj
     agent = await store.agent_row(app, data.agentId)
-    results = await store.query(app, agent, data.query, data.topK, user_id=g.actor.id)
-    return jsonify({"agentId": data.agentId, "query": data.query, "results": results})
+    found = await store.search(app, agent, data.query, data.topK, user_id=g.actor.id)
+    return jsonify({"agentId": data.agentId, "query": data.query, **found})
 
 
 @bp.get("/api/rag/documents")

@@ -1,8 +1,11 @@
 """rag.db: documents, parent passages, small chunks, full text and vectors of one agent.
 
 Ingestion runs in the background, a batch of chunks per transaction; a document's
-chunks are visible to queries only once it is ``ready``, and a failed or
-interrupted ingestion removes what it wrote, so no half-indexed document remains.
+chunks are visible to queries only once it is ``ready``, and a failed ingestion
+removes what it wrote, so no half-indexed document remains. The uploaded file waits
+in the agent's ``rag-sources/`` folder until its document is indexed: an ingestion
+interrupted by a restart resumes after the last batch it wrote (the server looks for
+such documents when it starts), and only one whose file is gone is marked failed.
 """
 from __future__ import annotations
 
@@ -16,18 +19,21 @@ import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
-from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, fts_any_parts, index_text,
-                     migrations_from_dir, new_id, now_iso, parse_document)
+from xiajiao import (BadRequest, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, embed,
+                     fts_any_parts, index_text, migrations_from_dir, new_id, now_iso, parse_document)
 
 log = logging.getLogger("xiajiao.rag")
 
 MIGRATIONS = migrations_from_dir(Path(__file__).parent / "migrations")
 INDEX = VectorIndex("chunk_vec", rows="chunks", text="text")
 RUNNING: set[tuple[str, int]] = set()  # (agent id, document id) ingested by this process right now
+_READY: "weakref.WeakSet[Any]" = weakref.WeakSet()  # rag.db handles known to hold a ready document
 _checked: "weakref.WeakSet[Any]" = weakref.WeakSet()  # rag.db handles already cleaned of interrupted work
 MAX_QUERY_CHARS = 2000
 KEYWORD_BUDGET = 10_000  # chunks the keyword half may score with bm25 for one query
 INTERRUPTED = "interrupted: the server stopped during ingestion; upload the document again"
+SOURCES = "rag-sources"  # per agent folder: uploaded files waiting to be (fully) indexed
+ETA: dict[tuple[str, int], float] = {}  # (agent id, document id) -> seconds left, while it indexes
 
 
 async def agent_row(app: Any, agent_id: str) -> dict:
@@ -47,27 +53,53 @@ async def open_db(app: Any, agent_id: str):
     db = await app.workspace_db(agent_id, "rag.db", MIGRATIONS)
     if db not in _checked:
         _checked.add(db)
-        await _clean_interrupted(db, agent_id)
+        await _clean_interrupted(db, agent_id, app)
     return db
 
 
-async def _clean_interrupted(db, agent_id: str) -> None:
-    """Documents left queued or processing by a stopped process: remove their rows, mark them failed."""
-    stale = await db.fetchall("SELECT id FROM documents WHERE status IN ('queued', 'processing')")
+def source_path(app: Any, agent_id: str, uid: str) -> Path:
+    """Where an uploaded file waits until its document is indexed."""
+    return app.workspace(agent_id) / SOURCES / uid
+
+
+async def _clean_interrupted(db, agent_id: str, app: Any = None) -> None:
+    """Documents left queued or processing by a stopped process: resume their ingestion when the
+    uploaded file is still there, else remove their rows and mark them failed."""
+    stale = await db.fetchall("SELECT * FROM documents WHERE status IN ('queued', 'processing')")
     for row in stale:
-        if (agent_id, row["id"]) not in RUNNING:
-            await db.run_write(lambda conn, d=row["id"]: _purge(conn, d, INTERRUPTED))
-            log.warning("removed an interrupted ingestion", extra={"agent": agent_id, "document": row["id"]})
+        if (agent_id, row["id"]) in RUNNING:
+            continue
+        parser = next((p for p in app.parsers if p.name == row["parser"]), None) if app is not None else None
+        path = source_path(app, agent_id, row["uid"]) if app is not None else None
+        if parser is not None and path is not None and await asyncio.to_thread(path.is_file):
+            RUNNING.add((agent_id, row["id"]))
+            log.info("resuming an interrupted ingestion", extra={"agent": agent_id, "document": row["uid"]})
+            app.spawn(ingest(app, agent_id, row, None, parser, row["uploaded_by"]),
+                      name=f"ingest:{agent_id}:{row['uid']}")
+            continue
+        await db.run_write(lambda conn, d=row["id"]: _purge(conn, d, INTERRUPTED))
+        log.warning("removed an interrupted ingestion", extra={"agent": agent_id, "document": row["id"]})
 
 
-def _purge(conn, document_id: int, error: str | None) -> None:
-    """Remove a document's chunks (full text, vectors, rows); mark it failed, or delete it when ``error`` is None."""
+async def resume_all(app: Any) -> None:
+    """At start: resume the ingestions a stopped server left (agents with files waiting in rag-sources/)."""
+    for row in await app.db.fetchall("SELECT id FROM agents"):
+        folder = app.workspace(row["id"]) / SOURCES
+        if await asyncio.to_thread(lambda f=folder: f.is_dir() and any(f.iterdir())) and has_knowledge_base(app, row["id"]):
+            await open_db(app, row["id"])
+
+
+def _purge(conn, document_id: int, error: str | None, *, keep_document: bool = False) -> None:
+    """Remove a document's chunks (full text, vectors, rows); mark it failed, or delete it when ``error`` is
+    None (``keep_document``: leave its row as it is)."""
     ids = [r["id"] for r in conn.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))]
     conn.executemany("DELETE FROM chunks_fts WHERE rowid = ?", [(i,) for i in ids])
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_vec'").fetchone():
         INDEX.delete(conn, ids)
     conn.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
     conn.execute("DELETE FROM parents WHERE document_id = ?", (document_id,))
+    if keep_document:
+        return
     if error is None:
         conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
     else:
@@ -76,10 +108,13 @@ def _purge(conn, document_id: int, error: str | None) -> None:
 
 
 def document_json(row: dict, agent_id: str) -> dict:
-    return {"id": row["uid"], "agentId": agent_id, "name": row["name"], "parser": row["parser"],
-            "size": row["size"], "status": row["status"], "progress": round(row["progress"], 4),
-            "chunks": row["chunks"], "chars": row["chars"], "error": row["error"],
-            "createdAt": row["created_at"], "updatedAt": row["updated_at"]}
+    out = {"id": row["uid"], "agentId": agent_id, "name": row["name"], "parser": row["parser"],
+           "size": row["size"], "status": row["status"], "progress": round(row["progress"], 4),
+           "chunks": row["chunks"], "chars": row["chars"], "error": row["error"],
+           "createdAt": row["created_at"], "updatedAt": row["updated_at"]}
+    if row["status"] == "processing":  # the time left, once the pace is known
+        out["etaSeconds"] = ETA.get((agent_id, row["id"]))
+    return out
 
 
 # ------------------------------------------------------------------ chunking
@@ -119,10 +154,46 @@ def _emit(text: str, a: int, b: int) -> Iterator[tuple[int, str]]:
         yield a + (len(piece) - len(piece.lstrip())), stripped
 
 
-def plan(text: str, parent_size: int, chunk_size: int) -> tuple[list[tuple[int, str]], list[tuple[int, int, str]]]:
-    """Parents ``(start, text)`` and chunks ``(parent index, start, text)`` of a document."""
-    parents = list(split(text, parent_size))
-    chunks = [(i, p_start + c_start, c) for i, (p_start, p) in enumerate(parents) for c_start, c in split(p, chunk_size)]
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+
+
+def title_of(text: str, name: str) -> str:
+    """A document's title: its first level-1 Markdown heading, else its file name without the extension."""
+    m = re.search(r"^#[ \t]+(.+?)[ \t#]*$", text, re.MULTILINE)
+    return m.group(1).strip() if m else Path(name or "").stem or name
+
+
+def sections(text: str, title: str = "") -> list[tuple[int, int, str]]:
+    """``(start, end, heading path)`` of each Markdown section; the path joins the title and the
+    headings above the section with " › ". Text without headings is one section."""
+    marks = list(_HEADING.finditer(text))
+    out: list[tuple[int, int, str]] = []
+    if not marks or marks[0].start() > 0:
+        out.append((0, marks[0].start() if marks else len(text), title))
+    stack: list[tuple[int, str]] = []
+    for n, m in enumerate(marks):
+        level, heading = len(m.group(1)), m.group(2).strip()
+        stack = [(lv, h) for lv, h in stack if lv < level] + [(level, heading)]
+        names = [h for _, h in stack]
+        if title and names and names[0] == title:
+            names = names[1:]
+        end = marks[n + 1].start() if n + 1 < len(marks) else len(text)
+        out.append((m.start(), end, " › ".join([title, *names]) if title else " › ".join(names)))
+    return [s for s in out if text[s[0]:s[1]].strip()]
+
+
+def plan(text: str, parent_size: int, chunk_size: int, *, title: str = "", by_heading: bool = True,
+         context: bool = True) -> tuple[list[tuple[int, str, str]], list[tuple[int, int, str]]]:
+    """Parents ``(start, text, heading path)`` and chunks ``(parent index, start, text)`` of a document.
+
+    With ``by_heading`` a parent never spans two Markdown sections; with ``context`` every chunk's
+    text (what is embedded and indexed for words) starts with the heading path, so a chunk of a
+    section about billing is found by "billing" even when its sentences never say it.
+    """
+    spans = sections(text, title) if by_heading else [(0, len(text), title)]
+    parents = [(a + p_start, p, path) for a, b, path in spans for p_start, p in split(text[a:b], parent_size)]
+    chunks = [(i, p_start + c_start, f"{path}\n{c}" if context and path else c)
+              for i, (p_start, p, path) in enumerate(parents) for c_start, c in split(p, chunk_size)]
     return parents, chunks
 
 
@@ -144,16 +215,26 @@ def pick_parser(app: Any, filename: str, content_type: str | None) -> Any:
                                "unsupported_file_type")
 
 
+def _keep_source(path: Path, data: bytes) -> str:
+    """Write the uploaded file where a restarted server finds it (a worker thread: file I/O); its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()
+
+
 async def create_document(app: Any, agent_id: str, name: str, data: bytes, parser: Any, user_id: str | None) -> dict:
     db = await open_db(app, agent_id)
     now = now_iso()
+    uid = new_id("doc")
+    digest = await asyncio.to_thread(_keep_source, source_path(app, agent_id, uid), data)
 
     def work(conn):
         cur = conn.execute(
             "INSERT INTO documents (uid, name, parser, size, sha256, status, uploaded_by, created_at, updated_at) "
             "VALUES (?,?,?,?,?,?,?,?,?)",
-            (new_id("doc"), name[:255], parser.name, len(data), hashlib.sha256(data).hexdigest(), "queued",
-             user_id, now, now))
+            (uid, name[:255], parser.name, len(data), digest, "queued", user_id, now, now))
         RUNNING.add((agent_id, cur.lastrowid))
         return conn.execute("SELECT * FROM documents WHERE id = ?", (cur.lastrowid,)).fetchone()
 
@@ -194,35 +275,60 @@ async def delete_document(app: Any, agent_id: str, uid: str) -> None:
                        "document_busy")
     db = await open_db(app, agent_id)
     await db.run_write(lambda conn: _purge(conn, row["id"], None))
+    await asyncio.to_thread(source_path(app, agent_id, uid).unlink, missing_ok=True)
 
 
 class Progress:
-    """Pushes ``rag_progress`` frames to the uploader, at most every 0.2 s (and always the last one)."""
+    """Pushes ``rag_progress`` frames to the uploader, at most every 0.2 s (and always the last one),
+    with the time left estimated from the pace since this ingestion started (``etaSeconds``)."""
 
     def __init__(self, app: Any, agent_id: str, doc: dict, user_id: str | None):
         self.app, self.agent_id, self.doc, self.user_id = app, agent_id, doc, user_id
         self.last = 0.0
+        self.started = time.monotonic()
+        self.first = 0.0  # the fraction already done when this ingestion started (a resumed one)
+
+    def eta(self, progress: float) -> float | None:
+        done = progress - self.first
+        if done <= 0 or progress >= 1:
+            return None if progress < 1 else 0.0
+        return round((time.monotonic() - self.started) * (1 - progress) / done, 1)
 
     def push(self, status: str, progress: float, chunks: int, error: str | None = None, force: bool = False) -> None:
         now = time.monotonic()
+        key = (self.agent_id, self.doc["id"])
+        eta = self.eta(progress) if status == "processing" else None
+        if eta is None:
+            ETA.pop(key, None)
+        else:
+            ETA[key] = eta
         if not self.user_id or (not force and now - self.last < 0.2):
             return
         self.last = now
         data = {"documentId": self.doc["uid"], "agentId": self.agent_id, "name": self.doc["name"],
                 "status": status, "progress": round(progress, 4), "chunks": chunks}
+        if eta is not None:
+            data["etaSeconds"] = eta
         if error:
             data["error"] = error
         self.app.hub.send_to_user(self.user_id, "rag_progress", data)
 
 
-async def ingest(app: Any, agent_id: str, doc: dict, data: bytes, parser: Any, user_id: str | None) -> None:
-    """Parse, chunk, embed and index one document (the background half of an upload)."""
+async def ingest(app: Any, agent_id: str, doc: dict, data: bytes | None, parser: Any, user_id: str | None) -> None:
+    """Parse, chunk, embed and index one document (the background half of an upload).
+
+    ``data`` None reads the uploaded file kept in rag-sources/ (a resumed ingestion); the chunks
+    an interrupted run already wrote are kept and it goes on after them.
+    """
     db = await open_db(app, agent_id)
     doc_id = doc["id"]
     progress = Progress(app, agent_id, doc, user_id)
     settings = app.settings
+    source = source_path(app, agent_id, doc["uid"])
     written = 0
     try:
+        if data is None:
+            data = await asyncio.to_thread(source.read_bytes)
         await db.execute("UPDATE documents SET status = 'processing', updated_at = ? WHERE id = ?", (now_iso(), doc_id))
         progress.push("processing", 0.0, 0, force=True)
         try:  # within the parse limits; PDF and DOCX in a worker process
@@ -231,14 +337,19 @@ async def ingest(app: Any, agent_id: str, doc: dict, data: bytes, parser: Any, u
             raise _Failed(str(exc)) from None
         if not isinstance(text, str) or not text.strip():
             raise _Failed("the document contains no text")
-        parents, chunks = await asyncio.to_thread(plan, text, settings.parent_chunk_size, settings.chunk_size)
+        parents, chunks = await asyncio.to_thread(
+            lambda: plan(text, settings.parent_chunk_size, settings.chunk_size, title=title_of(text, doc["name"]),
+                         by_heading=settings.rag_heading_sections, context=settings.rag_contextual_chunks))
         embedder = await active_embedder(app)
         await INDEX.ensure(db, embedder, batch=settings.embed_batch)
-        parent_ids: dict[int, int] = {}
+        parent_ids, first = await db.run_read(lambda conn: _written(conn, doc_id, chunks))
+        if first:
+            log.info("resuming ingestion", extra={"agent": agent_id, "document": doc["uid"], "chunks": first})
+            progress.first = first / len(chunks)
         batch = max(1, settings.embed_batch)
-        for i in range(0, len(chunks), batch):
+        for i in range(first, len(chunks), batch):
             part = chunks[i:i + batch]
-            vectors = await embedder.embed([c[2] for c in part], kind="passage")
+            vectors = await embed(embedder, [c[2] for c in part], kind="passage", bulk=True)
             rows = [(c, v) for c, v in zip(part, vectors)]
             done = min(len(chunks), i + batch)
             await db.run_write(lambda conn, rows=rows, done=done, i=i: _write_batch(
@@ -248,35 +359,57 @@ async def ingest(app: Any, agent_id: str, doc: dict, data: bytes, parser: Any, u
         await db.execute("UPDATE documents SET status = 'ready', progress = 1, chunks = ?, chars = ?, updated_at = ? "
                          "WHERE id = ?", (len(chunks), len(text), now_iso(), doc_id))
         progress.push("ready", 1.0, len(chunks), force=True)
+        await asyncio.to_thread(source.unlink, missing_ok=True)
     except asyncio.CancelledError:
-        await _fail(db, doc_id, INTERRUPTED)
+        # the server is stopping: what was written stays, and the next start resumes after it
+        ETA.pop((agent_id, doc_id), None)
         raise
     except _Failed as exc:
-        await _fail(db, doc_id, str(exc))
+        await _fail(app, agent_id, db, doc_id, str(exc))
         progress.push("failed", 0.0, 0, error=str(exc), force=True)
     except Exception as exc:  # any other failure fails this document only, with its reason kept
         log.exception("ingestion failed", extra={"agent": agent_id, "document": doc["uid"]})
         reason = f"indexing failed: {exc}"
-        await _fail(db, doc_id, reason)
+        await _fail(app, agent_id, db, doc_id, reason)
         progress.push("failed", 0.0, 0, error=reason, force=True)
     finally:
         RUNNING.discard((agent_id, doc_id))
+
+
+def _written(conn, doc_id: int, chunks: list[tuple[int, int, str]]) -> tuple[dict[int, int], int]:
+    """What an earlier, interrupted run indexed of this document: its parents (position -> id) and how
+    many chunks, in order. A mismatch with today's plan (other chunk settings) starts over."""
+    count = conn.execute("SELECT COUNT(*) AS n, MAX(position) AS last FROM chunks WHERE document_id = ?",
+                         (doc_id,)).fetchone()
+    n = count["n"]
+    if not n:
+        return {}, 0
+    last = conn.execute("SELECT text FROM chunks WHERE document_id = ? AND position = ?", (doc_id, n - 1)).fetchone()
+    if count["last"] != n - 1 or n > len(chunks) or last is None or last["text"] != chunks[n - 1][2]:
+        _purge(conn, doc_id, None, keep_document=True)
+        return {}, 0
+    parents = {r["position"]: r["id"] for r in conn.execute(
+        "SELECT id, position FROM parents WHERE document_id = ?", (doc_id,))}
+    return parents, n
 
 
 class _Failed(Exception):
     """The document cannot be indexed, for a reason its uploader can read."""
 
 
-async def _fail(db, doc_id: int, reason: str) -> None:
+async def _fail(app: Any, agent_id: str, db, doc_id: int, reason: str) -> None:
     await db.run_write(lambda conn: _purge(conn, doc_id, reason))
+    row = await db.fetchone("SELECT uid FROM documents WHERE id = ?", (doc_id,))
+    if row is not None:
+        await asyncio.to_thread(source_path(app, agent_id, row["uid"]).unlink, missing_ok=True)
 
 
 def _write_batch(conn, doc_id: int, rows, parents, parent_ids: dict[int, int], first: int, fraction: float) -> None:
     new_parents = sorted({c[0] for c, _ in rows if c[0] not in parent_ids})
     for p in new_parents:
-        start, text = parents[p]
-        parent_ids[p] = conn.execute("INSERT INTO parents (document_id, position, start, text) VALUES (?,?,?,?)",
-                                     (doc_id, p, start, text)).lastrowid
+        start, text, heading = parents[p]
+        parent_ids[p] = conn.execute("INSERT INTO parents (document_id, position, start, text, heading) "
+                                     "VALUES (?,?,?,?,?)", (doc_id, p, start, text, heading)).lastrowid
     base = conn.execute("SELECT COALESCE(MAX(id), 0) AS m FROM chunks").fetchone()["m"]
     ids = list(range(base + 1, base + 1 + len(rows)))
     conn.executemany("INSERT INTO chunks (id, document_id, parent_id, position, start, text) VALUES (?,?,?,?,?,?)",
@@ -291,10 +424,29 @@ def _write_batch(conn, doc_id: int, rows, parents, parent_ids: dict[int, int], f
 # ------------------------------------------------------------------ retrieval
 
 
-async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: str | None = None) -> list[dict]:
-    """Hybrid retrieval: BM25 and nearest neighbours fused by RRF (optionally reranked by the model).
+_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 
-    Each result is a parent passage with the best small chunk that matched in it.
+
+def script(text: str) -> str:
+    """``"cjk"`` when at least a fifth of the letters are CJK characters, else ``"latin"``."""
+    letters = len(_LETTER.findall(text))
+    return "cjk" if letters and len(_CJK_CHAR.findall(text)) * 5 >= letters else "latin"
+
+
+async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: str | None = None) -> list[dict]:
+    """The results of :func:`search` (the passages only)."""
+    return (await search(app, agent, text, top_k, user_id=user_id))["results"]
+
+
+async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: str | None = None) -> dict:
+    """Hybrid retrieval: BM25 and nearest neighbours fused by weighted RRF (optionally reranked by the model).
+
+    Returns ``{"results", "relevant", "queries"}``. Each result is a parent passage with the best
+    small chunk that matched in it and its ``relevance`` (the cosine similarity of its best chunk,
+    raised by rag_cross_language_boost when the chunk is in the other script than the question);
+    ``relevant`` says whether the best one reaches rag_min_relevance. ``queries`` are the texts
+    searched: the question and its rewrites (rag_query_rewrite).
     """
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("query must be a non-empty text", "invalid_query")
@@ -303,11 +455,14 @@ async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: st
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
         raise BadRequest("topK must be a whole number from 1 to 50", "invalid_top_k")
     agent_id = agent["id"]
+    empty = {"results": [], "relevant": False, "queries": [text]}
     if not has_knowledge_base(app, agent_id):
-        return []
+        return empty
     db = await open_db(app, agent_id)
-    if not await db.fetchval("SELECT 1 FROM documents WHERE status = 'ready' LIMIT 1"):
-        return []
+    if db not in _READY:  # once a base has a ready document, turns spare this read while it stays open
+        if not await db.fetchval("SELECT 1 FROM documents WHERE status = 'ready' LIMIT 1"):
+            return empty
+        _READY.add(db)
     embedder = await active_embedder(app)
 
     async def reindex_progress(done: int, total: int) -> None:
@@ -316,43 +471,127 @@ async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: st
                                                           "done": done, "total": total})
 
     await INDEX.ensure(db, embedder, progress=reindex_progress, batch=app.settings.embed_batch)
-    vector = (await embedder.embed([text], kind="query"))[0]
+    s = app.settings
+    extra = await rewrites(app, agent, text) if s.rag_query_rewrite else []
+    # the question itself through the shared per-text cache (memory recall embedded it this turn already)
+    vectors = (await embed(embedder, [text], kind="query")) + (
+        await embed(embedder, extra, kind="query") if extra else [])
+    texts = [text] + extra
     pool = max(top_k * 8, 40)
-    parts = fts_any_parts(text)
-    k = app.settings.rrf_k
+    # the nearest neighbours of a question are mostly in its own language: a wider vector pool
+    # lets the other language's best chunks in, to be judged with the cross-language boost
+    near_pool = max(pool, s.rag_vector_pool)
 
-    def keyword(conn):
-        expression = keyword_expression(conn, parts)
+    def keyword(conn, q: str):
+        expression = keyword_expression(conn, fts_any_parts(q))
         if not expression:
             return []
-        return conn.execute("SELECT rowid AS id FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
-                            (expression, pool)).fetchall()
+        return [(r["id"], -r["rank"]) for r in conn.execute(
+            "SELECT rowid AS id, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
+            (expression, pool)).fetchall()]
 
-    def passages(conn, fused: dict[int, float]):
-        marks = ",".join("?" * len(fused))
-        rows = conn.execute(
-            "SELECT c.id, c.parent_id, c.position, c.text AS chunk, p.text AS passage, p.position AS passage_position, "
-            f"d.uid AS document_id, d.name AS document_name FROM chunks c JOIN parents p ON p.id = c.parent_id "
-            f"JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}) AND d.status = 'ready'",
-            list(fused)).fetchall()
-        best: dict[int, dict] = {}
-        for row in sorted(rows, key=lambda r: (-fused[r["id"]], r["id"])):
-            row["score"] = fused[row["id"]]
-            best.setdefault(row["parent_id"], row)
-        return list(best.values())
-
-    # The two halves are independent SQLite scans: run them on two read connections at once.
-    near, hits = await asyncio.gather(db.run_read(lambda conn: INDEX.nearest_sync(conn, vector, pool)),
-                                      db.run_read(keyword))
-    fused: dict[int, float] = {}
-    for rank, (cid, _) in enumerate(near):
-        fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank + 1)
-    for rank, h in enumerate(hits):
-        fused[h["id"]] = fused.get(h["id"], 0.0) + 1.0 / (k + rank + 1)
-    candidates = await db.run_read(lambda conn: passages(conn, fused)) if fused else []
-    if app.settings.rerank and len(candidates) > 1:
+    # The halves are independent SQLite scans: run them on the read connections at once.
+    found = await asyncio.gather(*(db.run_read(lambda conn, v=v: INDEX.nearest_sync(conn, v, near_pool)) for v in vectors),
+                                 *(db.run_read(lambda conn, q=q: keyword(conn, q)) for q in texts))
+    near, hits = found[:len(texts)], found[len(texts):]
+    ids = {cid for lst in near for cid, _ in lst} | {cid for lst in hits for cid, _ in lst}
+    if not ids:
+        return {**empty, "queries": texts}
+    rows = {r["id"]: r for r in await db.run_read(lambda conn: _candidates(conn, ids))}
+    if s.rag_fusion == "linear":
+        fused, relevance = await _linear(db, s, texts, vectors, hits, rows)
+    else:
+        fused, relevance = _rrf(s, texts, near, hits, rows)
+    best: dict[int, dict] = {}
+    for cid in sorted(fused, key=lambda c: (-fused[c], c)):
+        row = rows[cid]
+        passage = best.setdefault(row["parent_id"], {**row, "score": fused[cid], "relevance": -1.0})
+        passage["relevance"] = max(passage["relevance"], relevance.get(cid, -1.0))
+    candidates = list(best.values())
+    if s.rerank and len(candidates) > 1:
         candidates = await rerank(app, agent, text, candidates[:top_k * 3])
-    return [result_json(r) for r in candidates[:top_k]]
+    results = [result_json(r) for r in candidates[:top_k]]
+    return {"results": results, "queries": texts,
+            "relevant": bool(results) and max(r["relevance"] for r in results) >= s.rag_min_relevance}
+
+
+def _boosted(s: Any, question: str, row: dict, sim: float) -> float:
+    return sim + (s.rag_cross_language_boost if script(row["body"]) != script(question) else 0.0)
+
+
+def _rrf(s: Any, texts: list[str], near: list, hits: list, rows: dict) -> tuple[dict, dict]:
+    """Reciprocal Rank Fusion of every vector list (re-sorted by boosted similarity) and keyword list."""
+    k = s.rrf_k
+    fused: dict[int, float] = {}
+    relevance: dict[int, float] = {}
+    for q, lst in zip(texts, near):
+        scored = sorted(((_boosted(s, q, rows[cid], sim), cid) for cid, sim in lst if cid in rows), reverse=True)
+        for rank, (sim, cid) in enumerate(scored):
+            fused[cid] = fused.get(cid, 0.0) + s.rag_vector_weight / (k + rank + 1)
+            relevance[cid] = max(relevance.get(cid, -1.0), sim)
+    for lst in hits:
+        for rank, cid in enumerate(c for c, _ in lst if c in rows):
+            fused[cid] = fused.get(cid, 0.0) + s.rag_keyword_weight / (k + rank + 1)
+    return fused, relevance
+
+
+async def _linear(db, s: Any, texts: list[str], vectors: list, hits: list, rows: dict) -> tuple[dict, dict]:
+    """Scores instead of ranks: every candidate's boosted cosine similarity to the closest question
+    (times rag_vector_weight) plus its BM25 relative to the best keyword hit (times rag_keyword_weight).
+
+    A chunk found by one half only is still scored by the other (its vector is read back), so a
+    passage in the other language, which no keyword matches, competes on its similarity alone.
+    """
+    ids = list(rows)
+    sims = await db.run_read(lambda conn: [INDEX.similarities_sync(conn, ids, v) for v in vectors])
+    fused: dict[int, float] = {}
+    relevance: dict[int, float] = {}
+    for q, sim in zip(texts, sims):
+        for cid, value in sim.items():
+            relevance[cid] = max(relevance.get(cid, -1.0), _boosted(s, q, rows[cid], value))
+    for cid in ids:
+        fused[cid] = s.rag_vector_weight * relevance.get(cid, 0.0)
+    for lst in hits:
+        top = max((b for _, b in lst), default=0.0) or 1.0
+        for cid, b in lst:
+            if cid in rows:
+                fused[cid] += s.rag_keyword_weight * max(0.0, b) / top / len(hits)
+    return fused, relevance
+
+
+def _candidates(conn, ids: set[int]) -> list[dict]:
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        "SELECT c.id, c.parent_id, c.position, c.text AS chunk, p.text AS passage, p.position AS passage_position, "
+        "p.heading, d.uid AS document_id, d.name AS document_name FROM chunks c JOIN parents p ON p.id = c.parent_id "
+        f"JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}) AND d.status = 'ready'",
+        list(ids)).fetchall()
+    for row in rows:  # the chunk's own words decide its script, not the heading path before them
+        row["body"] = row["chunk"].split("\n", 1)[-1] if row["heading"] and row["chunk"].startswith(row["heading"]) \
+            else row["chunk"]
+    return rows
+
+
+REWRITE_PROMPT = ("Rewrite the user's search question for a bilingual (Chinese and English) document search. "
+                  "Reply with two lines and nothing else: the question in English, then the question in Chinese "
+                  "(expand a very short question into a full one).")
+
+
+async def rewrites(app: Any, agent: dict, question: str) -> list[str]:
+    """The question rewritten in both languages by the agent's model; none when the model fails
+    (the question itself is always searched)."""
+    from xiajiao import ChatMessage
+
+    try:
+        answer = await app.engine.complete(agent, [ChatMessage("system", REWRITE_PROMPT),
+                                                   ChatMessage("user", question)])
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # no model, or a failing one: search the question as asked
+        log.warning("query rewrite failed; searching the question as asked", exc_info=True)
+        return []
+    lines = [ln.strip() for ln in (getattr(answer, "content", answer) or "").splitlines()]
+    return [ln[:MAX_QUERY_CHARS] for ln in dict.fromkeys(lines) if ln and ln != question][:2]
 
 
 def keyword_expression(conn, parts: list[str], budget: int = KEYWORD_BUDGET) -> str | None:
@@ -399,8 +638,8 @@ def _term_count(conn, part: str, budget: int) -> tuple[int, str]:
 
 def result_json(row: dict) -> dict:
     return {"documentId": row["document_id"], "documentName": row["document_name"], "position": row["position"],
-            "passage": row["passage_position"], "score": round(row["score"], 6), "text": row["passage"],
-            "chunk": row["chunk"]}
+            "passage": row["passage_position"], "heading": row["heading"], "score": round(row["score"], 6),
+            "relevance": round(row["relevance"], 4), "text": row["passage"], "chunk": row["chunk"]}
 
 
 RERANK_PROMPT = ("Rank passages by how well they answer the question. Reply with a JSON array of passage numbers, "

@@ -7,8 +7,8 @@ from quart import Blueprint, g, jsonify, request
 from quart_schema import validate_request
 
 from .. import auth
-from ..errors import Unauthorized
-from ..ratelimit import limiters_for
+from ..errors import BadRequest, Unauthorized
+from ..ratelimit import Limits
 from ..quart_app import current_app
 
 bp = Blueprint("auth", __name__)
@@ -17,7 +17,8 @@ bp = Blueprint("auth", __name__)
 @bp.record_once
 def _install_limiters(state) -> None:
     core = state.app.xj
-    core.limiter, core.login_limiter = limiters_for(core.settings)
+    core.limits = Limits(core.settings)
+    core.limiter = core.limits.requests
 
 
 @bp.app_errorhandler(UnicodeDecodeError)
@@ -45,12 +46,12 @@ class LoginBody:
 
 
 def _secure() -> bool:
-    return current_app.xj.settings.secure_cookies or request.scheme == "https" or \
-        request.headers.get("X-Forwarded-Proto", "") == "https"
+    return current_app.xj.settings.secure_cookies or g.get("client_scheme", request.scheme) == "https"
 
 
 def client_address() -> str:
-    return request.remote_addr or "unknown"
+    """The client's address (from X-Forwarded-For only behind a trusted proxy)."""
+    return g.get("client_address") or request.remote_addr or "unknown"
 
 
 def session_response(body: dict, token: str):
@@ -73,19 +74,25 @@ async def start_session(user_id: str) -> str:
 @validate_request(LoginBody)
 async def login(data: LoginBody):
     core = current_app.xj
-    core.login_limiter.check(client_address(), "Too many login attempts, wait a minute")
+    throttle, address = core.limits.logins, client_address()
+    account = (data.username or "owner").lower()  # no username: the owner
+    throttle.check(address, account)
     user = await auth.login(core.db, username=data.username, password=data.password)
     if user is None:
+        throttle.failed(address, account)
         raise Unauthorized("Invalid password", "invalid_credentials")
+    throttle.succeeded(address, account)
     return session_response({"ok": True}, await start_session(user["id"]))
 
 
 @bp.post("/api/logout")
 @auth.requires(None)
 async def logout():
+    core = current_app.xj
     token = request.cookies.get(auth.SESSION_COOKIE)
     if token:
-        await auth.end_session(current_app.xj.db, token)
+        await auth.end_session(core.db, token)
+        await core.hub.disconnect_credential(auth.token_hash(token))
     resp = jsonify({"ok": True})
     resp.delete_cookie(auth.SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
     return resp
@@ -114,7 +121,14 @@ async def update_me(data: ProfileChange):
 async def change_password(data: PasswordChange):
     """Change one's own password (the current one is checked); every other session of the account ends."""
     core = current_app.xj
-    core.login_limiter.check(client_address(), "Too many attempts, wait a minute")
-    await auth.change_own_password(core.db, g.actor.id, data.currentPassword, data.newPassword,
-                                   request.cookies.get(auth.SESSION_COOKIE))
+    throttle, address, account = core.limits.logins, client_address(), f"id:{g.actor.id}"
+    throttle.check(address, account)  # the current password is guessed like a login's
+    try:
+        await auth.change_own_password(core.db, g.actor.id, data.currentPassword, data.newPassword,
+                                       request.cookies.get(auth.SESSION_COOKIE))
+    except BadRequest as exc:
+        if exc.code == "wrong_password":
+            throttle.failed(address, account)
+        raise
+    throttle.succeeded(address, account)
     return jsonify({"ok": True})

@@ -11,7 +11,7 @@ from quart import Blueprint, g, jsonify
 from quart_schema import validate_request
 from typing import Annotated
 
-from .. import auth, chat
+from .. import auth, channels, chat
 from ..quart_app import current_app
 
 bp = Blueprint("channels", __name__)
@@ -52,12 +52,6 @@ class NewMembers:
     readOnly: bool = False
 
 
-def _tell_added(channel_id: str, user_ids: list[str]) -> None:
-    """People put in a channel by someone else learn it at once (their app loads and follows it)."""
-    for uid in set(user_ids) - {g.actor.id}:
-        current_app.xj.hub.send_to_user(uid, "channel_added", {"channelId": channel_id})
-
-
 def _reader_id() -> str | None:
     return None if g.actor.at_least("admin") else g.actor.id
 
@@ -65,17 +59,18 @@ def _reader_id() -> str | None:
 @bp.get("/api/channels")
 @auth.requires("guest")
 async def list_channels():
-    return jsonify({"channels": await chat.list_channels(current_app.xj.db, _reader_id(), g.actor.id)})
+    core = current_app.xj
+    channels = await chat.list_channels(core.db, _reader_id(), g.actor.id)
+    return jsonify({"channels": await auth.readable(core, g.actor, channels, key="id")})
 
 
 @bp.post("/api/channels")
 @auth.requires("member")
 @validate_request(NewChannel)
 async def create_channel(data: NewChannel):
-    channel = await chat.create_channel(current_app.xj.db, name=data.name.strip() or data.name, type=data.type,
-                                        creator_id=g.actor.id, agent_ids=data.agentIds, user_ids=data.userIds,
-                                        default_agent_id=data.defaultAgentId, creator_role=g.actor.role)
-    _tell_added(channel["id"], channel["userIds"])
+    channel = await channels.open_channel(current_app.xj, g.actor, name=data.name, type=data.type,
+                                          agent_ids=data.agentIds, user_ids=data.userIds,
+                                          default_agent_id=data.defaultAgentId)
     return jsonify({"id": channel["id"], "ok": True, "channel": channel}), 201
 
 
@@ -111,9 +106,9 @@ async def update_channel(channel_id: str, data: ChannelChange):
 async def delete_channel(channel_id: str):
     core = current_app.xj
     await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
-    await chat.delete_channel(core.db, channel_id)
-    core.hub.publish(channel_id, "channel_deleted", {"channelId": channel_id})
-    core.hub.drop_channel(channel_id)
+    for cid in await chat.delete_channel(core.db, channel_id):  # with its topics and branches
+        core.hub.publish(cid, "channel_deleted", {"channelId": cid})
+        core.hub.drop_channel(cid)
     return jsonify({"ok": True})
 
 
@@ -121,12 +116,8 @@ async def delete_channel(channel_id: str):
 @auth.requires("guest")
 @validate_request(NewMembers)
 async def add_members(channel_id: str, data: NewMembers):
-    core = current_app.xj
-    channel = await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
-    view = await chat.add_members(core.db, channel, user_ids=data.userIds, agent_ids=data.agentIds,
-                                  read_only=data.readOnly)
-    _tell_added(channel_id, data.userIds)
-    core.hub.publish(channel_id, "channel_updated", view)
+    view = await channels.add_members(current_app.xj, g.actor, channel_id, user_ids=data.userIds,
+                                      agent_ids=data.agentIds, read_only=data.readOnly)
     return jsonify({"ok": True, "channel": view})
 
 
@@ -158,3 +149,69 @@ async def mark_read(channel_id: str, data: ReadMark):
     await auth.authorized_channel(core, g.actor, channel_id)
     seq = await chat.mark_read(core.db, channel_id, g.actor.id, data.seq)
     return jsonify({"ok": True, "lastReadSeq": seq})
+
+
+# ------------------------------------------------------------------ topics and branches
+
+
+class NewTopic(BaseModel):
+    name: Name
+
+
+class Fork(BaseModel):
+    messageId: str = Field(min_length=1, max_length=100)
+    name: Name | None = None
+
+
+class Archive(BaseModel):
+    archived: bool = True
+
+
+@bp.get("/api/channels/<channel_id>/tree")
+@auth.requires("guest")
+async def channel_tree(channel_id: str):
+    """The conversation tree the channel is part of (root, topics, branches), parents first."""
+    core = current_app.xj
+    await auth.authorized_channel(core, g.actor, channel_id)
+    return jsonify(await chat.channel_tree(core.db, channel_id))
+
+
+async def _child_created(core, parent_id: str, child: dict):
+    core.hub.publish(parent_id, "channel_created", child)
+    return jsonify({"id": child["id"], "ok": True, "channel": child}), 201
+
+
+@bp.post("/api/channels/<channel_id>/topics")
+@auth.requires("guest")
+@validate_request(NewTopic)
+async def new_topic(channel_id: str, data: NewTopic):
+    """A new topic under a conversation: same members, empty history."""
+    core = current_app.xj
+    await auth.authorized_channel(core, g.actor, channel_id, "channel.write")
+    child = await chat.create_child(core.db, channel_id, name=data.name.strip() or data.name, creator_id=g.actor.id)
+    return await _child_created(core, channel_id, child)
+
+
+@bp.post("/api/channels/<channel_id>/fork")
+@auth.requires("guest")
+@validate_request(Fork)
+async def fork(channel_id: str, data: Fork):
+    """A branch from one of the conversation's messages: it inherits the history up to it."""
+    core = current_app.xj
+    parent = await auth.authorized_channel(core, g.actor, channel_id, "channel.write")
+    name = (data.name or "").strip() or f"{parent['name']} (branch)"
+    child = await chat.create_child(core.db, channel_id, name=name[:100], creator_id=g.actor.id,
+                                    message_id=data.messageId)
+    return await _child_created(core, channel_id, child)
+
+
+@bp.post("/api/channels/<channel_id>/archive")
+@auth.requires("guest")
+@validate_request(Archive)
+async def archive(channel_id: str, data: Archive):
+    """Archive a conversation with its topics and branches (``archived: false`` brings it back)."""
+    core = current_app.xj
+    await auth.authorized_channel(core, g.actor, channel_id, "channel.manage")
+    channel = await chat.set_archived(core.db, channel_id, data.archived)
+    core.hub.publish(channel_id, "channel_updated", channel)
+    return jsonify({"ok": True, "channel": channel})

@@ -9,7 +9,8 @@ from quart import Blueprint, g, jsonify
 from quart_schema import validate_request
 
 from .. import auth
-from .auth import client_address, session_response, start_session
+from ..ratelimit import charge
+from .auth import session_response, start_session
 from ..quart_app import current_app
 
 bp = Blueprint("invites", __name__)
@@ -59,7 +60,7 @@ async def revoke_invite(invite_id: str):
 @validate_request(Acceptance)
 async def accept_invite(data: Acceptance):
     core = current_app.xj
-    core.login_limiter.check(client_address(), "Too many attempts, wait a minute")
+    charge("invites")  # their own bucket: accepting invites never locks logins out
     user = await auth.accept_invite(core.db, data.token, username=data.username, password=data.password,
                                     display_name=data.displayName)
     return session_response({"ok": True, "user": auth.public_user(user)}, await start_session(user["id"]))

@@ -41,5 +41,6 @@ async def key_webhook_secret(key_id: str):
 @bp.delete("/api/keys/<key_id>")
 @auth.requires("guest")
 async def revoke_key(key_id: str):
-    await auth.revoke_api_key(current_app.xj.db, g.actor.id, key_id)
+    core = current_app.xj
+    await core.hub.disconnect_credential(await auth.revoke_api_key(core.db, g.actor.id, key_id))
     return jsonify({"ok": True})

@@ -12,6 +12,7 @@ from quart_schema import validate_querystring, validate_request
 
 from .. import auth
 from ..errors import BadRequest, ProviderError
+from ..ratelimit import charge
 from ..tasks import task_json, usage_json
 from ._machine import pick_agent, session_for, sse, sse_response, started, turn_events
 from .messages import check_content
@@ -64,6 +65,7 @@ def result_json(result) -> dict:
 @auth.requires("member")
 @validate_request(RunBody)
 async def run(data: RunBody):
+    charge("turns")
     agent, channel = await _session(data)
     result = await current_app.xj.engine.converse(agent, channel, data.input, g.actor)
     if result.error:
@@ -75,6 +77,7 @@ async def run(data: RunBody):
 @auth.requires("member")
 @validate_request(RunBody)
 async def stream(data: RunBody):
+    charge("turns")
     agent, channel = await _session(data)
     engine, actor = current_app.xj.engine, g.actor
     events = await started(turn_events(lambda emit: engine.converse(agent, channel, data.input, actor,
@@ -102,6 +105,7 @@ async def stream(data: RunBody):
 @auth.requires("member")
 @validate_request(TaskBody)
 async def create_task(data: TaskBody):
+    charge("tasks")
     tasks = current_app.xj.tasks
     if data.webhook is not None:
         await tasks.check_webhook(g.actor, data.webhook)  # before a session is made for nothing

@@ -12,7 +12,8 @@ from quart_schema import validate_querystring, validate_request
 from typing import Annotated
 
 from .. import auth, chat
-from ..errors import BadRequest, NotFound, TooLarge
+from ..errors import BadRequest, Conflict, NotFound, TooLarge
+from ..ratelimit import charge
 from ..quart_app import current_app
 
 bp = Blueprint("messages", __name__)
@@ -64,7 +65,11 @@ async def history(query_args: HistoryQuery):
     await auth.authorized_channel(core, g.actor, query_args.channelId)
     messages = await chat.list_messages(core.db, query_args.channelId, limit=query_args.limit,
                                         before=query_args.before, after=query_args.after)
-    return jsonify({"messages": messages})
+    # replies streaming now carry the text sent so far; the hub's frames after ``seq`` carry the rest
+    # (no await between the two, so nothing falls in between)
+    if core.engine is not None and not query_args.before:
+        messages = core.engine.live_view(query_args.channelId, messages)
+    return jsonify({"messages": messages, "seq": core.hub.seq_of(query_args.channelId), "epoch": core.hub.epoch})
 
 
 @bp.post("/api/messages")
@@ -72,14 +77,55 @@ async def history(query_args: HistoryQuery):
 @validate_request(NewMessage)
 async def post_message(data: NewMessage):
     core = current_app.xj
-    check_content(data.content)
-    channel = await auth.authorized_channel(core, g.actor, data.channelId, "channel.write")
-    msg = await chat.create_message(core, channel_id=channel["id"], content=data.content, type=data.type,
-                                    user_id=g.actor.id, metadata=data.metadata)
-    await core.hook("on_message", message=msg, channel=channel, actor=g.actor)
+    msg, channel = await store_user_message(data.channelId, data.content, data.type, data.metadata)
+    out = {"id": msg["id"], "ok": True}
     if core.engine is not None:
+        out.update(await core.engine.who_answers(msg, channel))
         core.spawn(core.engine.handle_user_message(msg, channel, g.actor), name=f"turn:{msg['id']}")
-    return jsonify({"id": msg["id"], "ok": True})
+    return jsonify(out)
+
+
+async def store_user_message(channel_id: str, content: str, type: str = "text",
+                             metadata: dict | None = None) -> tuple[dict, dict]:
+    """Check and store a message of the caller (with its attachments), then tell the plugins."""
+    core = current_app.xj
+    metadata = dict(metadata or {})
+    attachments = check_attachments(metadata.get("attachments"))
+    check_content(content, allow_empty=bool(attachments))
+    channel = await auth.authorized_channel(core, g.actor, channel_id, "channel.write")
+    if channel.get("archived_at"):
+        raise Conflict("This conversation is archived; unarchive it to write in it", "channel_archived")
+    if core.engine is not None and await chat.channel_agent_ids(core.db, channel["id"]):
+        charge("turns")  # agents will answer: the expensive kind of request
+    if attachments:
+        metadata["attachments"] = attachments
+    msg = await chat.create_message(core, channel_id=channel["id"], content=content, type=type,
+                                    user_id=g.actor.id, metadata=metadata)
+    await core.hook("on_message", message=msg, channel=channel, actor=g.actor)
+    return msg, channel
+
+
+MAX_ATTACHMENTS = 10
+
+
+def check_attachments(items: Any) -> list[dict]:
+    """Attachments are files uploaded through ``/api/upload``: ``[{"url", "name"}]``, at most 10."""
+    if items in (None, []):
+        return []
+    if not isinstance(items, list) or len(items) > MAX_ATTACHMENTS:
+        raise BadRequest(f"attachments is a list of at most {MAX_ATTACHMENTS} uploaded files", "invalid_attachment")
+    from .uploads import upload_path
+
+    out = []
+    for item in items:
+        url = item.get("url") if isinstance(item, dict) else None
+        path = upload_path(current_app.xj, url) if isinstance(url, str) else None
+        if path is None:
+            raise BadRequest("An attachment must be a file uploaded with /api/upload", "invalid_attachment")
+        name = str(item.get("name") or path.name)[:255]
+        out.append({"url": url, "name": name, "size": path.stat().st_size,
+                    "mimeType": str(item.get("mimeType") or "")[:100]})
+    return out
 
 
 async def _message_and_channel(message_id: str, action: str) -> tuple[dict, dict]:
@@ -124,4 +170,43 @@ async def search(query_args: SearchQuery):
         reader_id = None  # the channel itself is readable
     results = await chat.search_messages(core.db, query_args.q, reader_id=reader_id,
                                          channel_id=query_args.channelId, limit=query_args.limit)
-    return jsonify({"query": query_args.q, "results": results})
+    return jsonify({"query": query_args.q, "results": await auth.readable(core, g.actor, results)})
+
+
+# ------------------------------------------------------------------ versions: regenerate, retry, edit-and-resend
+
+
+@dataclass
+class Resend:
+    content: str
+
+
+@bp.post("/api/messages/<message_id>/regenerate")
+@auth.requires("guest")
+async def regenerate(message_id: str):
+    """A new version of an agent's reply; the earlier ones stay, as siblings (``versionGroup``)."""
+    row, channel = await _message_and_channel(message_id, "channel.write")
+    await current_app.xj.engine.regenerate(row, channel, g.actor)
+    return jsonify({"ok": True, "versionGroup": row.get("version_group") or row["id"]}), 202
+
+
+@bp.post("/api/messages/<message_id>/retry")
+@auth.requires("guest")
+async def retry(message_id: str):
+    """Run a failed (or stopped, interrupted) reply again, as its new version."""
+    row, channel = await _message_and_channel(message_id, "channel.write")
+    if row["status"] not in ("error", "stopped", "interrupted"):
+        raise Conflict("Only a failed or stopped reply can be retried", "not_failed")
+    await current_app.xj.engine.regenerate(row, channel, g.actor)
+    return jsonify({"ok": True, "versionGroup": row.get("version_group") or row["id"]}), 202
+
+
+@bp.post("/api/messages/<message_id>/resend")
+@auth.requires("guest")
+@validate_request(Resend)
+async def resend(message_id: str, data: Resend):
+    """Edit one's own message and have it answered again (the former answers stay as versions)."""
+    check_content(data.content)
+    row, channel = await _message_and_channel(message_id, "channel.write")
+    msg = await current_app.xj.engine.resend(row, channel, g.actor, data.content)
+    return jsonify({"ok": True, "message": msg}), 202

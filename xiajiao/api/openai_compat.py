@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from .. import auth
 from ..errors import HTTP_CODES, BadRequest, NotFound, XiajiaoError
 from ..ids import parse_iso
+from ..ratelimit import charge
 from ..models import ChatMessage, ChatRequest, TextDelta, ToolCall, ToolCallsDone
 from ..gateway import Call
 from ._machine import api_channel, sse, sse_response, started, turn_events
@@ -198,6 +199,7 @@ def _tool_calls(calls: list[ToolCall]) -> list[dict]:
 async def chat_completions(data: CompletionBody):
     if data.n not in (None, 1):
         raise BadRequest("Only n = 1 is supported", "unsupported_n", extra={"param": "n"})
+    charge("turns")
     agent, provider_model = await resolve_model(data.model)
     messages = to_messages(data.messages)
     core = current_app.xj

@@ -35,16 +35,19 @@ class SettingsBody(BaseModel):
     agentModels: dict[str, str] | None = None
 
 
+def _current_default(gw) -> str:
+    try:
+        return gw.default_model()
+    except BadRequest:
+        return ""
+
+
 def settings_json(core) -> dict:
     gw = core.engine.gateway
     providers = []
     for src in gw.sources:
         providers.append({**config_to_json(src.config), "source": src.source, "readOnly": src.read_only})
-    try:
-        default = gw.default_model()
-    except BadRequest:
-        default = ""
-    return {"providers": providers, "defaultModel": default, "fallbackModels": list(gw.fallback_models),
+    return {"providers": providers, "defaultModel": _current_default(gw), "fallbackModels": list(gw.fallback_models),
             "agentModels": {a["id"]: a["model"] for a in core.engine.agents.all()}, "models": gw.models(),
             "providerKinds": [{"name": k.name, "description": k.description, "defaultBaseUrl": k.default_base_url,
                                "needsKey": k.needs_key} for k in core.providers],
@@ -89,22 +92,31 @@ async def put_settings(data: SettingsBody):
     stored = {s.config.id: s.config for s in gw.sources if s.source == "settings"}
     writes: dict[str, str] = {}
     if data.providers is not None:
-        reserved = {s.config.id for s in gw.sources if s.source != "settings"}
+        reserved = {s.config.id: s.config for s in gw.sources if s.source != "settings"}
         seen: set[str] = set()
         items = []
         for body in data.providers:
-            if body.id in seen or body.id in reserved:
+            if body.id in seen or (body.id in reserved and body.kind != reserved[body.id].kind):
                 raise BadRequest(f"provider id {body.id!r} is used twice or reserved", "duplicate_provider")
             seen.add(body.id)
+            if body.id in reserved:
+                continue  # a read-only provider (environment, built-in) as GET showed it: not stored here
             items.append(_check_provider(core, body, stored))
         writes["providers"] = json.dumps(items, ensure_ascii=False)
     if data.fallbackModels is not None:
         writes["fallback_models"] = json.dumps([m for m in data.fallbackModels if m], ensure_ascii=False)
-    if data.defaultModel is not None:
+    if data.defaultModel is not None and not (not gw.stored_default and data.defaultModel == _current_default(gw)):
         writes["default_model"] = json.dumps(data.defaultModel.strip(), ensure_ascii=False)
+    elif "providers" in writes and not gw.stored_default and not core.settings.default_model:
+        # adding a provider never moves the agents to it silently: the default in use stays until the owner picks
+        try:
+            writes["default_model"] = json.dumps(gw.default_model(), ensure_ascii=False)
+        except BadRequest:
+            pass
     for agent_id in (data.agentModels or {}):
         if agents.get(agent_id) is None:
             raise NotFound(f"Agent {agent_id!r} not found", "agent_not_found")
+    models = {a: m for a, m in (data.agentModels or {}).items() if agents.get(a)["model"] != m}
 
     # validate model names against the configuration as it will be, before anything is stored
     old = (list(gw.sources), gw.stored_default, list(gw.fallback_models))
@@ -120,7 +132,7 @@ async def put_settings(data: SettingsBody):
                 gw.resolve(gw.stored_default)
         for model in json.loads(writes.get("fallback_models", "[]")):
             gw.resolve(model)
-        for model in (data.agentModels or {}).values():
+        for model in models.values():
             if model:
                 gw.resolve(model)
     finally:
@@ -133,11 +145,9 @@ async def put_settings(data: SettingsBody):
             conn.execute("INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) "
                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                          (key, value, now))
-        for agent_id, model in (data.agentModels or {}).items():
-            conn.execute("UPDATE agents SET model = ?, updated_at = ? WHERE id = ?", (model, now, agent_id))
 
     await core.db.run_write(work)
     await gw.load()
-    if data.agentModels:
-        await agents.load()
+    for agent_id, model in models.items():  # through the agents service: agent.json follows the database
+        await agents.update(agent_id, {"model": model})
     return jsonify(settings_json(core))

@@ -16,6 +16,7 @@ from quart import Blueprint, request, send_file
 from .. import auth
 from ..bodies import MULTIPART_OVERHEAD, copy_file, file_size, limit_body
 from ..errors import BadRequest, NotFound, TooLarge, UnsupportedMediaType
+from ..ratelimit import charge
 from ..quart_app import current_app
 
 bp = Blueprint("uploads", __name__)
@@ -86,6 +87,7 @@ async def upload():
         raise TooLarge(f"The file is larger than the limit of {limit} bytes", "file_too_large")
     if not size:
         raise BadRequest("The file is empty", "empty_file")
+    charge("upload_bytes", size)
     original = f.filename or "file"
     ext = await asyncio.to_thread(sniff, f.stream, original)
     month = time.strftime("%Y-%m", time.gmtime())
@@ -97,6 +99,15 @@ async def upload():
     os.replace(tmp, folder / name)  # all or nothing
     return {"url": f"/uploads/{month}/{name}", "name": original, "size": size,
             "mimeType": SERVED_TYPES[ext]}
+
+
+def upload_path(core, url: str) -> Path | None:
+    """The file behind an ``/uploads/<month>/<name>`` URL this server gave out, or None."""
+    parts = url.split("/") if isinstance(url, str) else []
+    if len(parts) != 4 or parts[:2] != ["", "uploads"] or not _MONTH.match(parts[2]) or not _NAME.match(parts[3]):
+        return None
+    path = core.uploads_dir / parts[2] / parts[3]
+    return path if parts[3].rsplit(".", 1)[1] in SERVED_TYPES and path.is_file() else None
 
 
 @bp.get("/uploads/<month>/<name>")

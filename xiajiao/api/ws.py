@@ -21,9 +21,9 @@ import json
 import logging
 from typing import Any
 
-from quart import Blueprint, websocket
+from quart import Blueprint, g, websocket
 
-from .. import auth
+from .. import auth, chat
 from ..errors import BadRequest, RateLimited, Unauthorized, XiajiaoError
 from ..realtime import Connection
 from ..quart_app import current_app
@@ -49,14 +49,8 @@ def send_error(conn: Connection, code: str, message: str, **extra: Any) -> None:
     conn.send_frame("error", {"code": code, "message": message, **extra})
 
 
-async def _member_channels(core, user_id: str) -> list[str]:
-    rows = await core.db.fetchall(
-        "SELECT channel_id FROM channel_members WHERE member_type = 'user' AND member_id = ?", (user_id,))
-    return [r["channel_id"] for r in rows]
-
-
 async def _presence(core, user_id: str, status: str) -> None:
-    for channel_id in await _member_channels(core, user_id):
+    for channel_id in await chat.user_channel_ids(core.db, user_id):
         core.hub.publish(channel_id, "presence", {"userId": user_id, "status": status})
 
 
@@ -92,6 +86,7 @@ async def on_auth(conn: Connection, data: dict) -> None:
         if actor is None:
             raise Unauthorized("Invalid or expired token", "invalid_token")
         await _become(conn, actor)
+        conn.credential = auth.token_hash(token)
     elif conn.actor is None:
         raise Unauthorized("Send a session token or API key", "invalid_token")
     conn.send_frame("auth_ok", {"userId": conn.actor.id}, userId=conn.actor.id)
@@ -174,6 +169,7 @@ async def handle_frame(core, conn: Connection, raw: str | bytes) -> None:
         send_error(conn, "unknown_type", f"Unknown frame type {type_!r}", type=type_)
         return
     try:
+        await auth.authorize_frame(core, conn.actor, type_)
         await handler(conn, frame_fields(frame))
     except asyncio.CancelledError:
         raise
@@ -194,7 +190,8 @@ async def ws():
     core = current_app.xj
     # A page of another site must not ride on the user's cookie (cross-site WebSocket hijacking);
     # it can still authenticate with a token it knows, like any script.
-    cookie = websocket.cookies.get(auth.SESSION_COOKIE) if auth.same_origin(websocket.headers) else None
+    host = g.get("client_host") or websocket.headers.get("Host", "")
+    cookie = websocket.cookies.get(auth.SESSION_COOKIE) if auth.same_origin(websocket.headers, host=host) else None
     actor = await auth.resolve_actor(core.db, cookie=cookie, headers=websocket.headers)
     await websocket.accept()
 
@@ -202,10 +199,11 @@ async def ws():
         await websocket.close(code)
 
     conn = core.hub.connect(websocket.send, close)
-    conn.app, conn.address = core, websocket.remote_addr or "unknown"
+    conn.app, conn.address = core, g.get("client_address") or websocket.remote_addr or "unknown"
     try:
         if actor is not None:
             await _become(conn, actor)
+            conn.credential = auth.token_hash(auth.presented_key(websocket.headers) or cookie or "")
         while not conn.closed:
             await handle_frame(core, conn, await websocket.receive())
     finally:
@@ -213,5 +211,5 @@ async def ws():
         if conn.sender and not conn.sender.done() and conn.close_code is not None:
             await asyncio.wait([conn.sender], timeout=2)  # let the last word (resync, close) go out
         await core.hub.disconnect(conn)
-        if user is not None:
+        if user is not None and not core.stopping:  # at shutdown nobody is left to tell
             await _went_away(core, user.id, conn)

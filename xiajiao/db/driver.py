@@ -10,17 +10,18 @@ Everything else in Xiajiao uses this module and never imports a sqlite module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
 import re
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-import aiosqlite
 from ..errors import StartupError
 
 log = logging.getLogger("xiajiao.db")
@@ -210,20 +211,36 @@ def pending_migrations(conn, migrations: Sequence[Migration]) -> list[int]:
 # ---------------------------------------------------------------- database
 
 
-async def _in_thread(connection: aiosqlite.Connection, fn: Callable[[Any], T]) -> T:
-    """Run ``fn(sync_conn)`` in the aiosqlite connection's own thread, in queue order.
+class Connection:
+    """One SQLite connection and the one thread that runs all its work, in submission order.
 
-    aiosqlite's ``_execute`` is the primitive its public methods are built on; using
-    it lets a whole transaction run in one thread hop instead of one per statement.
+    Work is a plain function of the sync connection, so a whole transaction costs one
+    thread hop. (A thread of our own instead of aiosqlite's: no private attributes.)
     """
-    return await connection._execute(fn, connection._conn)
 
+    def __init__(self, connector: Callable[[], Any]):
+        self._connector = connector
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xiajiao-db")
+        self._conn: Any = None
 
-def _connection(connector: Callable[[], Any]) -> aiosqlite.Connection:
-    conn = aiosqlite.Connection(connector, 64)
-    # A daemon thread: a database someone forgot to close must not keep the process alive at exit.
-    conn._thread.daemon = True
-    return conn
+    async def open(self) -> "Connection":
+        try:
+            self._conn = await self.run(lambda _: self._connector())
+        except BaseException:
+            self._thread.shutdown(wait=False)
+            raise
+        return self
+
+    async def run(self, fn: Callable[[Any], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self._conn)
+
+    async def close(self) -> None:
+        try:
+            if self._conn is not None:
+                await self.run(lambda conn: conn.close())
+        finally:
+            self._conn = None
+            self._thread.shutdown(wait=False)
 
 
 @dataclass
@@ -249,12 +266,13 @@ class Database:
         self.migrations = list(migrations)
         self.reader_count = max(1, readers)
         self.skip_migrations = skip_migrations
-        self._writer: aiosqlite.Connection | None = None
-        self._readers: list[aiosqlite.Connection] = []
+        self._writer: Connection | None = None
+        self._readers: list[Connection] = []
         self._next_reader = itertools.count()
         self.last_used = time.monotonic()
         self._open_lock = asyncio.Lock()
         self._shut = False  # closed on purpose: late work must not quietly reopen it
+        self._in_use = 0  # operations running now: an idle close waits for none
 
     @property
     def is_open(self) -> bool:
@@ -266,14 +284,14 @@ class Database:
             if self._writer is not None:
                 return self
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            writer = _connection(functools.partial(
+            writer = Connection(functools.partial(
                 connect_sync, self.path, on_connect=self.on_connect, label=self.label))
             try:
-                await writer
+                await writer.open()
             except Exception as exc:
                 raise StartupError(f"cannot open {self.path}: {exc}") from exc
             try:
-                await _in_thread(writer, self._prepare_writer)
+                await writer.run(self._prepare_writer)
             except BaseException as exc:
                 await writer.close()
                 if isinstance(exc, _mod().DatabaseError) and not isinstance(exc, MigrationError):
@@ -284,9 +302,9 @@ class Database:
                 raise
             readers = []
             for _ in range(self.reader_count):
-                r = _connection(functools.partial(
+                r = Connection(functools.partial(
                     connect_sync, self.path, readonly=True, on_connect=self.on_connect, label=self.label))
-                await r
+                await r.open()
                 readers.append(r)
             self._writer, self._readers = writer, readers
             self.last_used = time.monotonic()
@@ -308,9 +326,12 @@ class Database:
             if applied:
                 log.info("migrated", extra={"db": self.label, "applied": applied})
 
-    async def close(self, *, final: bool = True) -> None:
-        """Close every connection. ``final=False`` (an idle close) lets the next use reopen it."""
+    async def close(self, *, final: bool = True) -> bool:
+        """Close every connection. ``final=False`` (an idle close) lets the next use reopen it,
+        and does nothing while an operation runs (returns whether it closed)."""
         async with self._open_lock:
+            if not final and self._in_use:
+                return False
             self._shut = final
             conns = ([self._writer] if self._writer else []) + self._readers
             self._writer, self._readers = None, []
@@ -319,19 +340,26 @@ class Database:
                     await c.close()
                 except Exception:  # closing must go on for the other connections
                     log.exception("closing %s", self.label)
+            return True
 
-    async def _ensure(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _use(self):
+        """Open (again, after an idle close) and keep open while the operation runs."""
         if self._writer is None:
             if self._shut:
                 raise DatabaseClosed(f"{self.label} is closed")
             await self.open()
-        self.last_used = time.monotonic()
+        self._in_use += 1  # no await since the check above: an idle close cannot slip in between
+        try:
+            yield
+        finally:
+            self._in_use -= 1
+            self.last_used = time.monotonic()
 
     # -- running work in the connection threads
 
     async def run_write(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(conn)`` on the writer inside one transaction (committed, or rolled back on error)."""
-        await self._ensure()
 
         def tx(conn):
             conn.execute("BEGIN IMMEDIATE")
@@ -343,14 +371,15 @@ class Database:
             conn.execute("COMMIT")
             return result
 
-        # aiosqlite runs the function in the connection's own thread, in queue order.
-        return await _in_thread(self._writer, tx)
+        async with self._use():
+            # the function runs in the writer's own thread, in queue order
+            return await self._writer.run(tx)
 
     async def run_read(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(conn)`` on one of the read connections."""
-        await self._ensure()
-        reader = self._readers[next(self._next_reader) % len(self._readers)]
-        return await _in_thread(reader, fn)
+        async with self._use():
+            reader = self._readers[next(self._next_reader) % len(self._readers)]
+            return await reader.run(fn)
 
     # -- conveniences
 
@@ -389,8 +418,8 @@ class Database:
                     conn.execute("ROLLBACK")
                 conn.execute("PRAGMA busy_timeout=30000")
 
-        await self._ensure()
-        await _in_thread(self._writer, probe)
+        async with self._use():
+            await self._writer.run(probe)
 
 
 class WorkspaceDatabases:
@@ -414,12 +443,16 @@ class WorkspaceDatabases:
         return self.root / agent_id
 
     async def get(self, agent_id: str, filename: str, migrations: Sequence[Migration] = ()) -> Database:
+        # One Database object per file for good: an idle close only closes its connections, and
+        # the object reopens on its next use, so two writers never hold one file.
         key = (agent_id, filename)
         db = self._open.get(key)
         if db is None or not db.is_open:
             async with self._lock:
                 db = self._open.get(key)
-                if db is None or not db.is_open:
+                if db is not None and not db.is_open:
+                    await db.open()
+                elif db is None:
                     db = Database(self.folder(agent_id) / filename, label=f"{agent_id}/{filename}",
                                   migrations=migrations, readers=self.readers,
                                   skip_migrations=self.skip_migrations, on_connect=self.on_connect)
@@ -435,10 +468,8 @@ class WorkspaceDatabases:
         now = time.monotonic() if now is None else now
         closed = 0
         async with self._lock:
-            for key, db in list(self._open.items()):
-                if now - db.last_used >= self.idle_seconds:
-                    await db.close(final=False)
-                    del self._open[key]
+            for db in self._open.values():
+                if db.is_open and now - db.last_used >= self.idle_seconds and await db.close(final=False):
                     closed += 1
         return closed
 

@@ -37,6 +37,14 @@ class Origin:
 
 
 @dataclass
+class Lane:
+    """The turns of one agent in one channel: run in order; forgotten when nobody waits."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # turns running or waiting
+
+
+@dataclass
 class TurnResult:
     """The outcome of one turn run for a caller (the machine API, background tasks)."""
 
@@ -51,6 +59,34 @@ class TurnResult:
     @property
     def done(self) -> bool:
         return self.status == "done"
+
+
+# Why a turn failed, in a small vocabulary the UI puts in plain words (both languages).
+REASONS = ("provider_unreachable", "key_rejected", "provider_rate_limited", "timeout", "context_too_long",
+           "model_unavailable", "provider_error", "turn_failed")
+_CONTEXT_WORDS = ("context", "too long", "maximum", "token")
+
+
+def failure_reason(exc: XiajiaoError) -> str:
+    """The reason code of a failed turn, from the error the gateway (or the engine) raised."""
+    code = exc.code
+    status = exc.extra.get("httpStatus")
+    detail = f"{exc.extra.get('detail') or ''} {exc.message}".lower()
+    if code in ("connection_error", "circuit_open"):
+        return "provider_unreachable"
+    if code == "rate_limited" or status == 429:
+        return "provider_rate_limited"
+    if code == "timeout":
+        return "timeout"
+    if status in (401, 403):
+        return "key_rejected"
+    if status == 413 or (status == 400 and any(w in detail for w in _CONTEXT_WORDS)) or code == "context_too_long":
+        return "context_too_long"
+    if code in ("unknown_model", "no_model", "unknown_provider") or status == 404:
+        return "model_unavailable"
+    if code == "turn_failed":
+        return "turn_failed"
+    return "provider_error"
 
 
 def channel_chain(channel: dict) -> list[str]:
@@ -80,7 +116,7 @@ class Engine:
         self.runner = TurnRunner(self)
         self.chains = Chains(self)
         self.running: dict[str, Turn] = {}  # reply message id -> turn
-        self._lanes: dict[tuple[str, str], asyncio.Lock] = {}
+        self._lanes: dict[tuple[str, str], Lane] = {}
 
     async def start(self) -> None:
         await self.gateway.load()
@@ -91,6 +127,7 @@ class Engine:
             handlers = self.app.ws_handlers = {}
         handlers["stop"] = self._ws_stop
         handlers["chain_decision"] = self.chains.ws_decision
+        await self.chains.restore()
 
     async def stop(self) -> None:
         for turn in list(self.running.values()):
@@ -108,6 +145,22 @@ class Engine:
         if any(self.agents.get(i) is None for i in ids):
             await self.agents.load()  # an agent written to the database by other code
         return [a for a in (self.agents.get(i) for i in ids) if a is not None]
+
+    async def who_answers(self, message: dict, channel: dict) -> dict:
+        """Who will answer a user message: ``{"answeredBy": [agent ids]}``, and when nobody will,
+        ``reason`` (``no_agents``, ``no_default_agent``) so the composer can say why."""
+        channel = channel_row(channel)
+        agents = await self.channel_agents(channel["id"])
+        if not agents:
+            return {"answeredBy": [], "reason": "no_agents"}
+        chain = channel_chain(channel)
+        if channel["type"] == "group" and chain and not self._mentions_anyone(message, agents):
+            return {"answeredBy": list(chain), "chain": True}
+        targets = await self.app.hook("route_message", message=message, channel=channel, agents=agents) or []
+        out: dict = {"answeredBy": list(targets)}
+        if not targets:
+            out["reason"] = "no_default_agent" if channel["type"] == "group" else "no_agents"
+        return out
 
     async def handle_user_message(self, message: dict, channel: dict, actor: Actor) -> list[str]:
         """Route a stored user message and start the chosen agents' turns; returns their ids."""
@@ -141,14 +194,16 @@ class Engine:
     async def lane_turn(self, agent: dict, channel: dict, message: dict, actor: Actor, **kw) -> dict | None:
         """``run_turn`` after the turns already queued for this agent in this channel."""
         key = (agent["id"], channel["id"])
-        lock = self._lanes.get(key)
-        if lock is None:
-            lock = self._lanes[key] = asyncio.Lock()
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = Lane()
+        lane.users += 1  # counted here, not read from the lock's private waiters
         try:
-            async with lock:
+            async with lane.lock:
                 return await self.run_turn(agent, channel, message, actor, **kw)
         finally:
-            if not lock.locked() and self._lanes.get(key) is lock and not getattr(lock, "_waiters", None):
+            lane.users -= 1
+            if lane.users == 0 and self._lanes.get(key) is lane:
                 del self._lanes[key]
 
     async def _in_lane(self, agent: dict, channel: dict, message: dict, actor: Actor, origin: Origin | None,
@@ -180,37 +235,60 @@ class Engine:
 
     def error_frame(self, channel_id: str, agent: dict, exc: XiajiaoError, message_id: str | None = None) -> None:
         self.app.hub.publish(channel_id, "error", {"channelId": channel_id, "agentId": agent["id"],
-                                                   "messageId": message_id, "error": exc.message, "code": exc.code})
+                                                   "messageId": message_id, "error": exc.message, "code": exc.code,
+                                                   "reason": failure_reason(exc)})
+
+    @staticmethod
+    def error_meta(exc: XiajiaoError) -> dict:
+        return {"error": exc.message, "code": exc.code, "reason": failure_reason(exc)}
+
+    async def _failed_before_start(self, agent: dict, channel: dict, message: dict, exc: XiajiaoError,
+                                   meta: dict, version_group: str | None) -> dict:
+        """A turn that could not start (no model, no context) is still the agent's message, with the reason."""
+        reply = await self.app_message(channel["id"], agent["id"], status="error", version_group=version_group,
+                                       metadata={**meta, "error": self.error_meta(exc)})
+        self.error_frame(channel["id"], agent, exc, reply["id"])
+        return reply
+
+    async def app_message(self, channel_id: str, agent_id: str, **kw) -> dict:
+        return await chat.create_message(self.app, channel_id=channel_id, content="", agent_id=agent_id, **kw)
 
     async def run_turn(self, agent: dict, channel: dict, message: dict, actor: Actor, *,
-                       handoff: str | None = None, metadata: dict | None = None,
-                       context: list[ChatMessage] | None = None,
+                       handoff: str | None = None, metadata: dict | None = None, version_group: str | None = None,
+                       upto_seq: int | None = None, context: list[ChatMessage] | None = None,
                        on_event: Callable[[str, dict], None] | None = None) -> dict | None:
-        """Run one streamed turn of ``agent`` in ``channel``; returns the stored reply (API shape) or None.
+        """Run one streamed turn of ``agent`` in ``channel``; returns the stored reply (API shape).
 
+        A failure is stored as the agent's reply with status ``error`` and ``metadata.error``
+        (``error``, ``code``, ``reason``). ``version_group``: the reply is a new version of that
+        reply (regenerate, retry); ``upto_seq``: the history ends at that message.
         ``context``: the conversation to answer instead of the channel's history (the caller's own);
         ``on_event``: also told of the turn's start, text and tool events (see ``Turn.on_event``).
         """
         app = self.app
         cid = channel["id"]
+        meta = {"replyTo": message.get("id"), **(metadata or {})}
         try:
             cfg, name = self.gateway.resolve(agent.get("model"))
         except XiajiaoError as exc:
-            self.error_frame(cid, agent, exc, message.get("id"))
-            return None
+            return await self._failed_before_start(agent, channel, message, exc, meta, version_group)
         turn = Turn(agent=agent, channel=channel, message=message, actor=actor, model=f"{cfg.id}/{name}",
-                    on_event=on_event)
+                    on_event=on_event, chain_id=(metadata or {}).get("chainId"))
+        meta["model"] = turn.model
         try:
-            messages = await self.runner.context(turn, handoff, context)
+            messages = await self.runner.context(turn, handoff, context, upto_seq=upto_seq)
         except XiajiaoError as exc:
-            self.error_frame(cid, agent, exc, message.get("id"))
-            return None
-        meta = {"replyTo": message.get("id"), "model": turn.model, **(metadata or {})}
+            return await self._failed_before_start(agent, channel, message, exc, meta, version_group)
         reply = await chat.create_message(app, channel_id=cid, content="", agent_id=agent["id"], status="streaming",
-                                          publish=False, metadata=meta)
+                                          publish=False, metadata=meta, version_group=version_group)
         turn.reply_id = reply["id"]
+        turn.reply = reply
         turn.event("start", {"messageId": reply["id"], "channelId": cid})
-        app.hub.publish(cid, "stream_start", {"messageId": reply["id"], "channelId": cid, "agentId": agent["id"]})
+        start = {"messageId": reply["id"], "channelId": cid, "agentId": agent["id"], "replyTo": message.get("id"),
+                 "createdAt": reply["createdAt"]}
+        if version_group:
+            start["versionGroup"] = version_group
+        app.hub.publish(cid, "stream_start", start)
         self.running[reply["id"]] = turn
         loop = asyncio.ensure_future(self.runner.model_loop(turn, messages))
         turn.task = asyncio.current_task()
@@ -238,17 +316,81 @@ class Engine:
         extra = {"usage": {"promptTokens": turn.usage.prompt_tokens,
                            "completionTokens": turn.usage.completion_tokens}, "rounds": turn.rounds}
         if error is not None:
-            extra["error"] = {"error": error.message, "code": error.code}
+            extra["error"] = self.error_meta(error)
         await chat.finish_message(app, reply["id"], content=turn.text, status=status, metadata=extra)
         if error is not None:
             self.error_frame(cid, agent, error, reply["id"])
-        app.hub.publish(cid, "stream_end", {"messageId": reply["id"], "status": status})
+        app.hub.publish(cid, "stream_end", {"messageId": reply["id"], "status": status,
+                                            **({"error": extra["error"]} if error is not None else {})})
         reply.update(content=turn.text, status=status)
         reply["metadata"] = {**(reply.get("metadata") or {}), **extra}
+        app.spawn(app.hook("on_message", message=reply, channel=channel, actor=actor), name="on-message")
         if status == "done":
             app.spawn(app.hook("on_turn_end", agent=agent, channel=channel, message=message, reply=reply,
                                actor=actor), name="on-turn-end")
         return reply
+
+    # ------------------------------------------------------------------ versions: regenerate, retry, resend
+
+    async def regenerate(self, reply_row: dict, channel: dict, actor: Actor, *, wait: bool = False) -> dict | None:
+        """A new version of an agent's reply (the older ones are kept as siblings, out of the history).
+
+        The turn answers the message the reply answered, seeing the history up to it. With
+        ``wait`` the finished reply is returned, else the turn runs in the background."""
+        from ..errors import BadRequest, NotFound
+
+        if not reply_row.get("agent_id") or reply_row["type"] != "text":
+            raise BadRequest("Only an agent's reply can be regenerated", "not_a_reply")
+        meta = json.loads(reply_row.get("metadata") or "{}") if isinstance(reply_row.get("metadata"), str) \
+            else dict(reply_row.get("metadata") or {})
+        if meta.get("chainId"):
+            raise BadRequest("A step of a chain cannot be regenerated on its own", "chain_step")
+        asked = await chat.get_message(self.app.db, meta.get("replyTo") or "") if meta.get("replyTo") else None
+        if asked is None or asked["deleted_at"]:
+            raise NotFound("The message this reply answered is gone", "message_not_found")
+        agent = self.agents.get(reply_row["agent_id"])
+        if agent is None:
+            raise NotFound("The agent of this reply is gone", "agent_not_found")
+        group = reply_row.get("version_group") or reply_row["id"]
+        message = chat.message_json(asked)
+        work = self.lane_turn(agent, channel_row(channel), message, actor, version_group=group,
+                              upto_seq=asked["seq"])
+        if wait:
+            return await work
+        self.app.spawn(work, name=f"regenerate-{group}")
+        return None
+
+    async def resend(self, message_row: dict, channel: dict, actor: Actor, content: str) -> dict:
+        """Edit one's own message and have the agents that answered it answer again (new versions)."""
+        msg = await chat.edit_message(self.app, message_row["id"], content, actor_id=actor.id)
+        replies = await self.app.db.fetchall(
+            "SELECT * FROM messages WHERE channel_id = ? AND agent_id IS NOT NULL AND type = 'text' "
+            "AND superseded = 0 AND deleted_at IS NULL AND json_extract(metadata, '$.replyTo') = ? ORDER BY seq",
+            (message_row["channel_id"], message_row["id"]))
+        if not replies:  # nobody answered it yet: route it as if new (cut at its place in the history)
+            routed = await self.app.hook("route_message", message=msg, channel=channel_row(channel),
+                                         agents=await self.channel_agents(channel["id"])) or []
+            for agent_id in routed:
+                agent = self.agents.get(agent_id)
+                if agent is not None:
+                    self.app.spawn(self.lane_turn(agent, channel_row(channel), msg, actor,
+                                                  upto_seq=message_row["seq"]), name="resend")
+            return msg
+        for row in replies:
+            await self.regenerate(row, channel, actor)
+        return msg
+
+    # ------------------------------------------------------------------ a whole turn as one call (scripts)
+
+    async def reply_to(self, message: dict, channel: dict, actor: Actor) -> list[dict]:
+        """Route a stored user message and wait for the chosen agents' finished replies (API shape).
+
+        The non-streaming counterpart of ``handle_user_message`` (chains are not run here)."""
+        channel = channel_row(channel)
+        agents = await self.channel_agents(channel["id"])
+        targets = await self.app.hook("route_message", message=message, channel=channel, agents=agents) or []
+        runs = [self.lane_turn(self.agents.get(t), channel, message, actor) for t in targets if self.agents.get(t)]
+        return [r for r in await asyncio.gather(*runs) if r is not None]
 
     # ------------------------------------------------------------------ stopping
 
@@ -269,20 +411,64 @@ class Engine:
         return [{"messageId": mid, "agentId": t.agent["id"], "channelId": channel_id}
                 for mid, t in self.running.items() if t.channel and t.channel["id"] == channel_id]
 
-    async def _ws_stop(self, conn, data: dict) -> None:
-        from ..auth import can_write_channel
+    def live_view(self, channel_id: str, messages: list[dict]) -> list[dict]:
+        """Overlay the replies streaming in this channel on a page of messages: their text as published
+        so far (the frames after the hub's current ``seq`` carry the rest), appending those that
+        started after the page was read. Call it and read the hub's seq without awaiting in between."""
+        live = {mid: t for mid, t in self.running.items() if t.channel and t.channel["id"] == channel_id}
+        if not live:
+            return messages
+        seen = set()
+        out = []
+        for m in messages:
+            turn = live.get(m["id"])
+            if turn is not None:
+                m = {**m, "content": turn.published, "status": "streaming"}
+                seen.add(m["id"])
+            out.append(m)
+        for mid, turn in live.items():
+            if mid not in seen and turn.reply is not None:
+                out.append({**turn.reply, "content": turn.published, "status": "streaming"})
+        return out
 
-        data = data or {}
-        actor = getattr(conn, "actor", None)
+    async def authorize_stop(self, actor: Actor, turn: Turn) -> None:
+        """Stopping a reply needs ``channel.write``; a chain's step needs ``chain.decide`` too (else 404/403)."""
+        from .. import auth
+
+        chain = self.chains.runs.get(turn.chain_id) if turn.chain_id else None
+        if chain is None:
+            await auth.authorized_channel(self.app, actor, turn.channel["id"], "channel.write")
+        else:
+            await self.chains.authorize(actor, chain, "chain.decide")
+
+    async def stop_channel_for(self, actor: Actor, channel_id: str) -> list[str]:
+        """Stop the running replies of a channel that ``actor`` may stop."""
+        stopped = []
+        for mid, turn in list(self.running.items()):
+            if not turn.channel or turn.channel["id"] != channel_id:
+                continue
+            try:
+                await self.authorize_stop(actor, turn)
+            except XiajiaoError:
+                continue
+            if self.stop_turn(mid):
+                stopped.append(mid)
+        return stopped
+
+    async def _ws_stop(self, conn, data: dict) -> None:
+        from .. import auth
+
+        actor = conn.actor
         stopped: list[str] = []
-        if data.get("messageId"):
-            turn = self.running.get(data["messageId"])
-            if turn is not None and actor and await can_write_channel(self.app.db, actor, turn.channel):
-                stopped = [data["messageId"]] if self.stop_turn(data["messageId"]) else []
-        elif data.get("channelId"):
-            channel = await chat.get_channel(self.app.db, data["channelId"])
-            if channel is not None and actor and await can_write_channel(self.app.db, actor, channel):
-                stopped = self.stop_channel(channel["id"])
+        message_id, channel_id = data.get("messageId"), data.get("channelId")
+        if isinstance(message_id, str) and message_id:
+            turn = self.running.get(message_id)
+            if turn is not None:
+                await self.authorize_stop(actor, turn)
+                stopped = [message_id] if self.stop_turn(message_id) else []
+        elif isinstance(channel_id, str) and channel_id:
+            await auth.authorized_channel(self.app, actor, channel_id, "channel.write")
+            stopped = await self.stop_channel_for(actor, channel_id)
         conn.send_frame("stopped", {"messageIds": stopped})
 
     # ------------------------------------------------------------------ helpers for other parts

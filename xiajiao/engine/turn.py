@@ -21,6 +21,7 @@ from ..ids import new_id, now_iso
 from ..models import (Actor, ChatMessage, ChatRequest, Prompt, TextDelta, Tool, ToolCall, ToolCallsDone, ToolContext,
                       Usage)
 from ..text import estimate_tokens
+from .attachments import with_attachments
 
 log = logging.getLogger("xiajiao.engine")
 
@@ -47,6 +48,9 @@ class Turn:
     depth: int = 0
     publish: bool = True
     reply_id: str | None = None
+    chain_id: str | None = None  # the chain run this turn is a step of
+    reply: dict | None = None  # the stored reply row (API shape), once the turn streams
+    sent: int = 0  # characters of the text published on the hub so far (resume after reload)
     parts: list[str] = field(default_factory=list)
     call: Call = field(default_factory=Call)
     stopped: bool = False
@@ -71,6 +75,11 @@ class Turn:
     def text(self) -> str:
         return "".join(self.parts)
 
+    @property
+    def published(self) -> str:
+        """The text subscribers have been sent (without what waits in the coalescing window)."""
+        return self.text[:self.sent]
+
 
 def channel_type(channel: dict) -> str:
     return channel.get("type", "dm")
@@ -87,17 +96,37 @@ async def build_system(app, agents, agent: dict, channel: dict | None, message: 
     return prompt.render()
 
 
-async def history(app, agents, agent: dict, channel: dict, budget: int) -> list[ChatMessage]:
-    """The channel's recent conversation as the agent sees it, newest kept, within ``budget`` tokens."""
-    rows = await app.db.fetchall(
-        "SELECT user_id, agent_id, content, status FROM messages WHERE channel_id = ? AND deleted_at IS NULL "
-        "AND type IN ('text', 'image', 'file') AND status != 'streaming' ORDER BY seq DESC LIMIT ?",
-        (channel["id"], HISTORY_ROWS))
+IMAGE_ROWS = 4  # images of this many newest messages go to the model; older ones are only named
+
+
+async def history(app, agents, agent: dict, channel: dict, budget: int,
+                  upto_seq: int | None = None, vision: bool = False) -> list[ChatMessage]:
+    """The conversation as the agent sees it, newest kept, within ``budget`` tokens.
+
+    A branch sees the history it inherits; replaced versions of a reply are left out; with
+    ``upto_seq`` only messages up to that one (a regenerated or re-sent turn answers that point)."""
+
+    def read(conn):
+        where, params = chat.lineage_where(chat.lineage(conn, channel["id"]))
+        cut = ""
+        if upto_seq is not None:
+            cut, params = " AND seq <= ?", [*params, upto_seq]
+        return conn.execute(
+            f"SELECT user_id, agent_id, content, status, type, metadata FROM messages WHERE {where}{cut} "
+            "AND deleted_at IS NULL AND superseded = 0 AND type IN ('text', 'image', 'file') "
+            "AND status NOT IN ('streaming', 'error') ORDER BY seq DESC LIMIT ?", (*params, HISTORY_ROWS)).fetchall()
+
+    rows = await app.db.run_read(read)
     out: list[ChatMessage] = []
     used = 0
     group = channel_type(channel) == "group"
-    for row in rows:
+    for index, row in enumerate(rows):
         content = row["content"] or ""
+        images = None
+        attached = json.loads(row["metadata"] or "{}").get("attachments") if row["user_id"] else None
+        if attached:
+            content, images = await with_attachments(app, content, attached, vision=vision,
+                                                     images=index < IMAGE_ROWS)
         if not content:
             continue
         if row["agent_id"] == agent["id"]:
@@ -106,12 +135,12 @@ async def history(app, agents, agent: dict, channel: dict, budget: int) -> list[
             other = agents.get(row["agent_id"])
             msg = ChatMessage("user", f"[{other['name'] if other else row['agent_id']}]: {content}")
         else:
-            msg = ChatMessage("user", content)
+            msg = ChatMessage("user", content, images=images or None)
         cost = tokens(msg.content)
         if used + cost > budget:
             if not out:  # the newest message always goes in, cut to fit
                 keep = max(1, budget * 2)
-                out.append(ChatMessage(msg.role, msg.content[-keep:]))
+                out.append(ChatMessage(msg.role, msg.content[-keep:], images=msg.images))
             break
         used += cost
         out.append(msg)
@@ -121,7 +150,8 @@ async def history(app, agents, agent: dict, channel: dict, budget: int) -> list[
         merged: list[ChatMessage] = []
         for m in out:
             if merged and merged[-1].role == m.role == "user":
-                merged[-1] = ChatMessage("user", merged[-1].content + "\n\n" + m.content)
+                merged[-1] = ChatMessage("user", merged[-1].content + "\n\n" + m.content,
+                                         images=[*(merged[-1].images or ()), *(m.images or ())] or None)
             else:
                 merged.append(m)
         out = merged
@@ -151,7 +181,8 @@ async def tool_permissions(app, agent: dict, actor: Actor) -> dict[str, bool]:
     for name in agent.get("tools") or ():
         tool = app.tools.get(name)
         if tool is not None:
-            verdict = await app.hook("decide_tool_permission", actor=actor, agent=agent, tool=tool)
+            verdict = await app.hook("decide_tool_permission", actor=actor, agent=agent, tool=tool,
+                                     on_error=False)  # a plugin that raises denies
             if verdict is not None:
                 out[name] = bool(verdict)
     return out
@@ -195,6 +226,7 @@ class TurnRunner:
                     max(0.0, turn.last_flush + window - now), self.flush, turn)
         else:
             turn.last_flush = now
+            turn.sent += len(text)
             self.app.hub.publish(turn.channel["id"], "stream_chunk", {"messageId": turn.reply_id, "content": text})
         if now - turn.last_save >= PARTIAL_SAVE_SECONDS:
             turn.last_save = now
@@ -209,6 +241,7 @@ class TurnRunner:
             text = "".join(turn.pending)
             turn.pending.clear()
             turn.last_flush = time.monotonic()
+            turn.sent += len(text)
             self.app.hub.publish(turn.channel["id"], "stream_chunk", {"messageId": turn.reply_id, "content": text})
 
     def _frame(self, turn: Turn, type_: str, data: dict) -> None:
@@ -338,14 +371,15 @@ class TurnRunner:
 
     # ------------------------------------------------------------------ a channel turn
 
-    async def context(self, turn: Turn, handoff: str | None,
-                      given: list[ChatMessage] | None = None) -> list[ChatMessage]:
+    async def context(self, turn: Turn, handoff: str | None, given: list[ChatMessage] | None = None,
+                      upto_seq: int | None = None) -> list[ChatMessage]:
         system = await build_system(self.app, self.agents, turn.agent, turn.channel, turn.message, turn.actor)
         if given is not None:  # the caller brings the conversation (the OpenAI-compatible API)
             return [ChatMessage("system", system), *given]
         window = self.gateway.context_window(turn.model)
         budget = window - self.app.settings.reply_tokens - tokens(system) - (tokens(handoff) if handoff else 0)
-        past = await history(self.app, self.agents, turn.agent, turn.channel, max(MIN_HISTORY_TOKENS, budget))
+        past = await history(self.app, self.agents, turn.agent, turn.channel, max(MIN_HISTORY_TOKENS, budget),
+                             upto_seq=upto_seq, vision=self.gateway.sees_images(turn.model))
         messages = [ChatMessage("system", system), *past]
         if handoff is not None:
             messages.append(ChatMessage("user", handoff))

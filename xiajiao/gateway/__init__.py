@@ -63,6 +63,10 @@ class Breaker:
         self.opened_at = None
         self.probing = False
 
+    def release(self) -> None:
+        """The probe ended without a verdict (cancelled): let the next call probe."""
+        self.probing = False
+
     def failure(self) -> None:
         self.failures += 1
         if self.probing or self.failures >= self.threshold:
@@ -267,6 +271,20 @@ class Gateway:
             b = self.breakers[pid] = Breaker(s.breaker_failures, s.breaker_cooldown)
         return b
 
+    def sees_images(self, model: str | None) -> bool:
+        """Whether a model takes image parts: the provider's ``vision`` option (true, false or a list of
+        models), else the ``vision_models`` patterns."""
+        from fnmatch import fnmatch
+
+        cfg, name = self.resolve(model)
+        option = cfg.options.get("vision") if isinstance(cfg.options, dict) else None
+        if isinstance(option, bool):
+            return option
+        if isinstance(option, list):
+            return name in option
+        patterns = [p.strip().lower() for p in str(self.app.settings.vision_models or "").split(",") if p.strip()]
+        return any(fnmatch(name.lower(), p) for p in patterns)
+
     def context_window(self, model: str | None) -> int:
         cfg, name = self.resolve(model)
         per_model = cfg.options.get("context_windows", {}) if isinstance(cfg.options, dict) else {}
@@ -313,6 +331,9 @@ class Gateway:
                         attempt += 1
                         continue
                     break
+                except BaseException:  # cancelled (Stop, a timeout, shutdown) or the reader went away
+                    breaker.release()
+                    raise
                 breaker.success()
                 self._record(agent_id, cfg.id, name, call, t0)
                 return
@@ -382,6 +403,22 @@ class Gateway:
                     await aclose()
                 except Exception:  # the stream is already broken; closing it is best effort
                     pass
+
+    async def probe(self, cfg: ProviderConfig, request: ChatRequest) -> str:
+        """One call straight to a provider (a connection test): no retries, no fallback, and neither
+        the circuit breaker nor the health of real traffic hears of it."""
+        t0 = time.perf_counter()
+        parts = [e.text async for e in self._guarded(self.provider(cfg), request, Call(), t0)
+                 if isinstance(e, TextDelta)]
+        return "".join(parts)
+
+    async def list_models(self, cfg: ProviderConfig) -> list[str]:
+        """The models the provider itself lists (its ``/models`` endpoint)."""
+        provider = self.provider(cfg)
+        lister = getattr(provider, "list_models", None)
+        if lister is None:
+            raise BadRequest(f"Providers of kind {cfg.kind!r} cannot list their models", "no_model_list")
+        return list(await lister())
 
     async def complete(self, request: ChatRequest, *, agent_id: str | None = None) -> tuple[str, list]:
         """Run a call to the end: (text, tool calls)."""

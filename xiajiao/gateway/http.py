@@ -8,6 +8,7 @@ asyncio stream already knows (buffered data or EOF), so this backend answers for
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 from typing import Any, Iterable
@@ -16,8 +17,32 @@ import httpcore
 import httpx
 
 
+class _Reader(asyncio.StreamReader):
+    """A StreamReader that counts the bytes waiting unread (asyncio offers no public probe)."""
+
+    pending = 0
+
+    def feed_data(self, data: bytes) -> None:  # type: ignore[override]
+        self.pending += len(data)
+        super().feed_data(data)
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await super().read(n)
+        self.pending -= len(data)
+        return data
+
+
+async def _open(connect, limit: int = 2 ** 20) -> tuple[_Reader, asyncio.StreamWriter]:
+    """``asyncio.open_connection`` with a :class:`_Reader` (``connect(factory)`` makes the transport)."""
+    loop = asyncio.get_running_loop()
+    reader = _Reader(limit=limit, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await connect(lambda: protocol)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
 class _Stream(httpcore.AsyncNetworkStream):
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, reader: _Reader, writer: asyncio.StreamWriter):
         self._reader = reader
         self._writer = writer
 
@@ -58,7 +83,7 @@ class _Stream(httpcore.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # an idle connection with data or EOF waiting is not reusable
-            return bool(self._reader._buffer) or self._reader.at_eof()  # type: ignore[attr-defined]  # noqa: SLF001 (asyncio keeps no public probe)
+            return self._reader.pending > 0 or self._reader.at_eof()
         if info == "ssl_object":
             return self._writer.get_extra_info("ssl_object")
         if info == "client_addr":
@@ -75,8 +100,9 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
                           socket_options: Iterable | None = None) -> _Stream:
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, local_addr=(local_address, 0) if local_address else None, limit=2 ** 20)
+                loop = asyncio.get_running_loop()
+                reader, writer = await _open(lambda factory: loop.create_connection(
+                    factory, host, port, local_addr=(local_address, 0) if local_address else None))
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(str(exc)) from exc
         except OSError as exc:
@@ -92,7 +118,8 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
                                   socket_options: Iterable | None = None) -> _Stream:
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_unix_connection(path)
+                loop = asyncio.get_running_loop()
+                reader, writer = await _open(lambda factory: loop.create_unix_connection(factory, path))
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(str(exc)) from exc
         except OSError as exc:
@@ -103,10 +130,18 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+@functools.lru_cache(maxsize=1)
+def default_ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context every pooled client shares: loading the CA bundle takes tens of ms,
+    so it is built once (``xiajiao.server`` builds it in a worker thread once serving), not per client."""
+    return httpx.create_ssl_context()
+
+
 def pooled_client(base_url: str, *, headers: dict[str, str] | None = None, max_connections: int = 200,
                   max_keepalive: int = 50) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` whose connection pool runs on :class:`AsyncioBackend`."""
-    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=max_connections,
+    transport = httpx.AsyncHTTPTransport(verify=default_ssl_context(),
+                                         limits=httpx.Limits(max_connections=max_connections,
                                                              max_keepalive_connections=max_keepalive))
     pool = getattr(transport, "_pool", None)
     if isinstance(pool, httpcore.AsyncConnectionPool):  # no public hook for the backend; keep httpx's default otherwise

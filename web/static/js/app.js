@@ -3,17 +3,17 @@
 // (sidebar, chat, composer, collab, groups, memory, knowledge, agents, settings, account,
 // search); they share state.js and talk through its event bus, never by importing app.js.
 import { get, post } from "./api.js";
-import { $, $$, roleAtLeast } from "./dom.js";
-import { loadLang, setLang, translate } from "./i18n.js";
+import { $, $$, h, roleAtLeast } from "./dom.js";
+import { loadLang, setLang, t, translate } from "./i18n.js";
 import { Socket } from "./ws.js";
 import { S, readState, report } from "./state.js";
-import { closePanel, cycleTheme, syncCodeTheme } from "./ui.js";
+import { closePanel, cycleTheme, modal, syncCodeTheme } from "./ui.js";
 import { channelAgents, loadAgents, loadChannels, loadUsers, onConnState, renderChatList } from "./sidebar.js";
 import { list } from "./messages.js";
 import { focusComposer, loadOlder, markRead, onFrame, openChannel, scroller, showEmpty } from "./chat.js";
 import { wireComposer } from "./composer.js";
 import { search } from "./search.js";
-import { openCollab } from "./collab.js";
+import { showRuns } from "./collab.js";
 import { editGroup, newDm, openMembers } from "./groups.js";
 import "./home.js";
 import { openMemory } from "./memory.js";
@@ -91,7 +91,17 @@ function wire() {
   $("#btn-channel-settings").addEventListener("click", () => editGroup(S.channels.get(S.active)));
   $("#btn-memory").addEventListener("click", () => openMemory(channelAgents(S.channels.get(S.active))[0]));
   $("#btn-knowledge").addEventListener("click", () => openKnowledge(channelAgents(S.channels.get(S.active))[0]));
-  $("#btn-collab").addEventListener("click", () => openCollab());
+  $("#btn-collab").addEventListener("click", () => showRuns());
+  $("#btn-topic").addEventListener("click", newTopic);
+  $("#btn-archive").addEventListener("click", toggleArchive);
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Escape" || ev.defaultPrevented || $("#modal").open) return;
+    // Esc: the image viewer, then an edit in progress, then the side panel (the modal closes itself)
+    if (!$("#lightbox").hidden) { $("#lightbox").hidden = true; return; }
+    const form = list().querySelector(".edit-form");
+    if (form && form._cancel) { form._cancel(); return; }
+    if (!$("#panel").hidden) closePanel();
+  });
   $("#btn-members").addEventListener("click", () => openMembers(S.channels.get(S.active)));
   $("#brand").addEventListener("click", (ev) => {
     ev.preventDefault();
@@ -116,6 +126,42 @@ function wire() {
       renderChatList();
     }
   });
+}
+
+// ------------------------------------------------------------------ topics and branches
+
+function newTopic() {
+  const c = S.channels.get(S.active);
+  if (!c) return;
+  const input = h("input", { id: "topic-name", maxlength: "100", required: true });
+  const form = h("form", { class: "topic-form" },
+    h("label", { class: "field" }, h("span", { class: "field-label", text: t("topic.name") }), input),
+    h("div", { class: "row" }, h("button", { type: "submit", id: "topic-save", class: "primary", text: t("topic.new") })));
+  const close = modal(t("topic.new"), form, { id: "topic" });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await post(`/api/channels/${encodeURIComponent(c.id)}/topics`, { name: input.value.trim() });
+      close();
+      await loadChannels();
+      location.hash = `#/c/${encodeURIComponent(r.id)}`;
+    } catch (e) {
+      report(e);
+    }
+  });
+  input.focus();
+}
+
+async function toggleArchive() {
+  const c = S.channels.get(S.active);
+  if (!c) return;
+  try {
+    await post(`/api/channels/${encodeURIComponent(c.id)}/archive`, { archived: !c.archived });
+    await loadChannels();
+    await openChannel(c.id);
+  } catch (e) {
+    report(e);
+  }
 }
 
 async function logout() {

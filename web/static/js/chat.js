@@ -36,8 +36,9 @@ export async function openChannel(id, jumpTo) {
   $("#chat-avatar").replaceWith(Object.assign(avatarEl(channelAvatar(c)), { id: "chat-avatar" }));
   $("#chat-name").textContent = channelLabel(c);
   const other = dmPerson(c);
-  const archived = isArchived(c);
-  $("#chat-sub").textContent = c.type === "group" ? groupLine(c)
+  const archived = isArchived(c); // a DM whose agent or person is gone: read-only
+  const parent = c.parentId ? S.channels.get(c.parentId) : null;
+  $("#chat-sub").textContent = parent ? `↳ ${channelLabel(parent)}` : c.type === "group" ? groupLine(c)
     : archived ? t("chat.archivedLine") : other ? t(`role.${other.role || "member"}`)
       : (channelAgents(c)[0] || {}).description || "";
   const agentDm = c.type === "dm" && !other && !archived;
@@ -46,7 +47,11 @@ export async function openChannel(id, jumpTo) {
   $("#btn-channel-settings").hidden = c.type !== "group" || !canManage(c);
   $("#btn-members").hidden = c.type !== "group";
   $("#btn-collab").hidden = c.type !== "group";
+  $("#btn-topic").hidden = !!c.archived || archived || !canWrite(c);
+  $("#btn-archive").hidden = archived || !canManage(c);
+  $("#btn-archive").textContent = t(c.archived ? "topic.unarchive" : "topic.archive");
   $("#composer").hidden = archived || !canWrite(c);
+  $("#composer").classList.toggle("archived", !!c.archived);
   $("#archived-line").hidden = !archived;
   $("#composer-input").placeholder = t(c.type === "group" ? "composer.placeholderGroup" : "composer.placeholder");
   if (switching || jumpTo) {
@@ -128,17 +133,55 @@ async function loadPage() {
   }
   S.oldestId = msgs[0].id;
   const frag = document.createDocumentFragment();
+  // versions of one reply show as one message (the current one, where the first stood) with 1/2/3
+  const groups = new Map();
+  for (const m of msgs) if (m.versionGroup) (groups.get(m.versionGroup) || groups.set(m.versionGroup, []).get(m.versionGroup)).push(m);
   for (const m of msgs) {
     if (list().querySelector(`[data-id="${CSS.escape(m.id)}"]`)) continue;
     if (m.type === "tool_result" && mergeStoredResult(m, frag)) continue;
-    frag.appendChild(messageEl(m));
+    if ((m.type === "tool_call" || m.type === "tool_result") && intoReply(m, frag)) continue;
+    let shown = m;
+    if (m.versionGroup) {
+      const versions = groups.get(m.versionGroup);
+      if (versions[0] !== m) continue;
+      shown = { ...(versions.find((v) => !v.superseded) || versions[versions.length - 1]), _versions: versions };
+    }
+    frag.appendChild(messageEl(shown));
+    if (shown.status === "streaming") resumeStream(shown, r.seq, channelId);
   }
   list().insertBefore(frag, list().firstChild);
   if (!S.lastMsg[channelId] || (msgs[msgs.length - 1].createdAt >= (S.lastMsg[channelId].createdAt || ""))) {
     S.lastMsg[channelId] = msgs[msgs.length - 1];
   }
   renderHistoryTop();
+  if (!params.before && [...S.streams.values()].some((st) => st.channelId === channelId && st.fromPage)) {
+    // replies stream now: the frames after the page's seq carry the rest of their text
+    S.socket.resume(channelId, r.seq, r.epoch);
+  }
+  updateStopButton();
   return msgs.length;
+}
+
+// A reply that was streaming when the page was read: its text so far is on screen; chunks
+// numbered after the page's seq continue it (earlier ones are already in the text).
+function resumeStream(m, seq, channelId) {
+  const st = S.streams.get(m.id);
+  if (st && !st.fromPage) return;
+  S.streams.set(m.id, { messageId: m.id, channelId, agentId: m.agentId, text: m.content || "", fromSeq: seq,
+    fromPage: true, createdAt: m.createdAt, versionGroup: m.versionGroup, replyTo: (m.metadata || {}).replyTo });
+}
+
+// Stored tool calls and results belong inside the reply they were part of, as they were live.
+function intoReply(m, frag) {
+  const meta = m.metadata || {};
+  if (!meta.replyTo) return false;
+  const sel = `[data-id="${CSS.escape(meta.replyTo)}"]`;
+  const reply = frag.querySelector(sel) || list().querySelector(sel);
+  if (!reply) return false;
+  const card = messageEl(m).querySelector(".tool-card");
+  if (!card) return false;
+  liveTools(reply).appendChild(card);
+  return true;
 }
 
 
@@ -190,8 +233,18 @@ export function appendMessage(m) {
 function streamEl(data) {
   let el = list().querySelector(`[data-id="${CSS.escape(data.messageId)}"]`);
   if (!el && data.channelId === S.active) {
-    el = messageEl({ id: data.messageId, channelId: data.channelId, agentId: data.agentId, content: "",
-      type: "text", status: "streaming", createdAt: new Date().toISOString() });
+    const m = { id: data.messageId, channelId: data.channelId, agentId: data.agentId, content: "",
+      type: "text", status: "streaming", createdAt: data.createdAt || new Date().toISOString(),
+      versionGroup: data.versionGroup, metadata: { replyTo: data.replyTo } };
+    const old = data.versionGroup && list().querySelector(`.msg[data-group="${CSS.escape(data.versionGroup)}"]`);
+    if (old) {  // a new version of a reply: it takes the place of the one shown
+      const versions = [...((old._msg && old._msg._versions) || [old._msg])].filter(Boolean);
+      m._versions = [...versions.map((v) => ({ ...v, superseded: true })), m];
+      el = messageEl(m);
+      old.replaceWith(el);
+      return el;
+    }
+    el = messageEl(m);
     const stick = nearBottom();
     list().appendChild(el);
     if (stick) scrollBottom();
@@ -305,9 +358,11 @@ export function onFrame(frame) {
       if (channelId === S.active) replaceMessage({ id: d.id || d.messageId, deleted: true, content: "" });
       break;
     case "stream_start": {
+      if (S.streams.has(d.messageId)) break;  // replayed after a resume: it is on screen already
       const st = { messageId: d.messageId, channelId, agentId: d.agentId, text: "" };
       S.streams.set(d.messageId, st);
       if (channelId === S.active) {
+        setThinking(false);
         streamEl({ ...d, channelId });
         updateStopButton();
       }
@@ -316,6 +371,8 @@ export function onFrame(frame) {
     case "stream_chunk": {
       const st = S.streams.get(d.messageId);
       if (!st) return;
+      if (st.fromSeq !== undefined && frame.seq !== undefined && frame.seq <= st.fromSeq) return;  // in the page
+      if (frame.seq !== undefined) st.fromSeq = frame.seq;
       st.text += d.content || "";
       if (st.channelId === S.active) renderStream(st);
       break;
@@ -324,13 +381,17 @@ export function onFrame(frame) {
       const st = S.streams.get(d.messageId);
       S.streams.delete(d.messageId);
       const chan = (st && st.channelId) || channelId;
+      const el = chan === S.active ? list().querySelector(`[data-id="${CSS.escape(d.messageId)}"]`) : null;
+      const shown = (el && el._msg) || {};
       const final = {
-        id: d.messageId, channelId: chan, agentId: (st && st.agentId) || d.agentId,
-        content: d.content !== undefined ? d.content : (st ? st.text : ""), type: "text",
+        id: d.messageId, channelId: chan, agentId: (st && st.agentId) || shown.agentId || d.agentId,
+        content: d.content !== undefined ? d.content : (st ? st.text : shown.content || ""), type: "text",
         status: d.status || (d.interrupted ? "interrupted" : "done"),
+        metadata: { ...(shown.metadata || {}), ...(d.error ? { error: d.error } : {}) },
       };
+      if (!st && !el) break;  // a replayed end of a reply already finished on screen
       if (chan === S.active) {
-        const el = list().querySelector(`[data-id="${CSS.escape(d.messageId)}"]`);
+        setThinking(false);
         if (el) {
           final.createdAt = el._msg.createdAt;
           replaceMessage(final);
@@ -400,7 +461,8 @@ export function onFrame(frame) {
       renderChatList();
       break;
     case "error":
-      if (d.code && d.code !== "unknown_type") toast(d.message || d.error || d.code, "error");
+      // a failed reply shows as the agent's message with its reason; other errors as a toast
+      if (d.code && d.code !== "unknown_type" && !(d.agentId && d.messageId)) toast(d.message || d.error || d.code, "error");
       if (d.messageId && S.streams.has(d.messageId)) {
         S.streams.delete(d.messageId);
         updateStopButton();

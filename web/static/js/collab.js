@@ -1,6 +1,6 @@
 // The collaboration panel: a chain's steps, and approving, editing or stopping it.
-import { post } from "./api.js";
-import { $, h, roleAtLeast } from "./dom.js";
+import { get, post } from "./api.js";
+import { $, fmtTime, h, roleAtLeast } from "./dom.js";
 import { t } from "./i18n.js";
 import { S, agentName, on, userName } from "./state.js";
 import { busy, closePanel, currentPanel, field, openPanel } from "./ui.js";
@@ -17,8 +17,28 @@ function onCollab(d) {
   }
 }
 
+// The runs stored on the server (they outlive reloads and restarts), merged with the live ones.
+export async function loadRuns(channelId) {
+  try {
+    const r = await get(`/api/channels/${encodeURIComponent(channelId)}/chains`);
+    for (const run of r.runs || []) {
+      const prev = S.chains.get(run.chainId) || { steps: {} };
+      const steps = { ...prev.steps };
+      (run.outputs || []).forEach((o) => { steps[o.step] = { agent: o.agentId, status: "completed" }; });
+      if (run.step && !steps[run.step]) steps[run.step] = { agent: run.currentAgent, status: run.status };
+      S.chains.set(run.chainId, { ...prev, ...run, steps });
+    }
+  } catch (e) { /* the live frames still show */ }
+}
+
+export async function showRuns() {
+  if (S.active) await loadRuns(S.active);
+  openCollab();
+}
+
 export function openCollab() {
-  const chains = [...S.chains.values()].filter((c) => c.channelId === S.active);
+  const chains = [...S.chains.values()].filter((c) => c.channelId === S.active)
+    .sort((a, b) => String(a.createdAt || "").localeCompare(String(b.createdAt || "")));
   const body = h("div", { class: "collab" });
   if (!chains.length) body.appendChild(h("p", { class: "muted", text: t("collab.none") }));
   for (const c of chains.reverse()) {
@@ -41,6 +61,8 @@ export function openCollab() {
       h("div", { class: "chain-head" },
         h("strong", { text: t("collab.step", { step: c.step, total }) }),
         h("span", { class: `pill ${c.status}`, text: t(`collab.${c.status}`) })),
+      c.createdAt ? h("p", { class: "muted run-meta", text: t("collab.startedBy", {
+        when: fmtTime(c.createdAt), who: c.startedByName || "" }) }) : null,
       steps,
       c.reason ? h("p", { class: "muted", text: c.reason }) : null);
     if (c.status === "paused" && !mayDecide(c)) {
@@ -73,7 +95,12 @@ async function chainAction(c, action, text) {
 }
 
 on("collab_status", onCollab);
-on("channel:opened", (c) => {
-  if (currentPanel() === "collab" && c.type !== "group") closePanel();
-  else if (currentPanel() === "collab") openCollab();
+on("channel:opened", async (c) => {
+  if (c.type !== "group") {
+    if (currentPanel() === "collab") closePanel();
+    return;
+  }
+  await loadRuns(c.id);
+  const waiting = [...S.chains.values()].some((r) => r.channelId === c.id && r.status === "paused");
+  if (currentPanel() === "collab" || waiting) openCollab();  // a run waiting for approval is shown again
 });

@@ -2,7 +2,7 @@
 import { post, upload } from "./api.js";
 import { $, avatarEl, clear, h } from "./dom.js";
 import { t } from "./i18n.js";
-import { S, person, personAvatar, report } from "./state.js";
+import { S, on, person, personAvatar, report } from "./state.js";
 import { channelAgents, renderChatList } from "./sidebar.js";
 import { list } from "./messages.js";
 import { appendMessage, setThinking } from "./chat.js";
@@ -11,21 +11,36 @@ import { appendMessage, setThinking } from "./chat.js";
 
 async function send(content) {
   const c = S.channels.get(S.active);
-  if (!c || !content.trim()) return;
+  const files = draft.filter((f) => f.url);
+  if (!c || (!content.trim() && !files.length)) return;
+  if (draft.some((f) => !f.url)) return;  // an upload is still running
+  const attachments = files.map(({ url, name, size, mimeType }) => ({ url, name, size, mimeType }));
+  const metadata = attachments.length ? { attachments } : {};
   try {
-    const r = await post("/api/messages", { channelId: c.id, content, type: "text" });
+    const r = await post("/api/messages", { channelId: c.id, content, type: "text", metadata });
+    clearDraft();
     const m = r.message || { id: r.id, channelId: c.id, userId: S.me.id, agentId: null, content, type: "text",
-      createdAt: new Date().toISOString(), metadata: {} };
+      createdAt: new Date().toISOString(), metadata };
     if (c.id === S.active && !list().querySelector(`[data-id="${CSS.escape(m.id)}"]`)) appendMessage(m);
     S.lastMsg[c.id] = m;
     renderChatList();
+    showHint(r.reason);
     const names = channelAgents(c);
-    if (c.type === "dm" && names[0]) setThinking(true, names[0].name);
-    else if (/@/.test(content) || c.defaultAgentId || (c.chain || []).length) setThinking(true);
+    if (r.answeredBy && !r.answeredBy.length) setThinking(false);
+    else if (c.type === "dm" && names[0]) setThinking(true, names[0].name);
+    else if ((r.answeredBy || []).length) setThinking(true);
   } catch (e) {
     report(e);
     throw e;
   }
+}
+
+// Why nobody answers (a group without default agent and no mention): said in the composer.
+function showHint(reason) {
+  const hint = $("#composer-hint");
+  const key = { no_default_agent: "composer.noDefaultAgent", no_agents: "composer.noAgents" }[reason];
+  hint.hidden = !key;
+  hint.textContent = key ? t(key) : "";
 }
 
 async function stopRunning() {
@@ -40,30 +55,48 @@ async function stopRunning() {
 
 const IMAGE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
+// Files picked, pasted or dropped are attached to the message being written (sent with it).
+let draft = [];
+
+function renderDraft() {
+  const box = clear($("#attachments"));
+  box.hidden = !draft.length;
+  for (const f of draft) {
+    const remove = h("button", { type: "button", class: "icon-btn act-remove", title: t("composer.removeAttachment"),
+      text: "×", onclick: () => { draft = draft.filter((x) => x !== f); if (f.thumb) URL.revokeObjectURL(f.thumb); renderDraft(); } });
+    box.appendChild(h("span", { class: `attachment${f.url ? "" : " uploading"}`, dataset: { name: f.name } },
+      f.thumb ? h("img", { class: "upload-thumb", src: f.thumb, alt: "" }) : h("span", { text: "📎" }),
+      h("span", { class: "file-name", text: f.name }), remove));
+  }
+}
+
+function clearDraft() {
+  for (const f of draft) if (f.thumb) URL.revokeObjectURL(f.thumb);
+  draft = [];
+  renderDraft();
+}
+
 async function uploadFiles(files) {
-  const c = S.channels.get(S.active);
-  if (!c) return;
-  for (const file of files) {
+  if (!S.channels.get(S.active)) return;
+  await Promise.all(files.map(async (file) => {
     const isImage = IMAGE_TYPES.includes(file.type);
+    const item = { name: file.name, size: file.size, thumb: isImage ? URL.createObjectURL(file) : null };
     const bar = h("progress", { max: "1", value: "0" });
-    const thumb = isImage ? h("img", { class: "upload-thumb", src: URL.createObjectURL(file), alt: "" }) : null;
-    const row = h("div", { class: "upload-row" }, thumb, h("span", { class: "file-name", text: file.name }), bar);
+    const row = h("div", { class: "upload-row" }, h("span", { class: "file-name", text: file.name }), bar);
+    draft.push(item);
+    renderDraft();
     $("#uploads").appendChild(row);
     try {
       const r = await upload("/api/upload", { file }, (p) => { bar.value = p; });
-      const type = isImage ? "image" : "file";
-      const msg = { channelId: c.id, content: r.url, type, metadata: { name: file.name, size: file.size } };
-      const sent = await post("/api/messages", msg);
-      if (c.id === S.active && sent.id && !list().querySelector(`[data-id="${CSS.escape(sent.id)}"]`)) {
-        appendMessage({ id: sent.id, ...msg, userId: S.me.id, agentId: null, createdAt: new Date().toISOString() });
-      }
+      Object.assign(item, { url: r.url, mimeType: r.mimeType, size: r.size });
     } catch (e) {
+      draft = draft.filter((x) => x !== item);  // refused (too large, unknown type): the rest of the draft stays
       report(e);
     } finally {
       row.remove();
-      if (thumb) URL.revokeObjectURL(thumb.src);
+      renderDraft();
     }
-  }
+  }));
 }
 
 // ------------------------------------------------------------------ @mentions
@@ -140,13 +173,13 @@ export function wireComposer() {
   $("#composer").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const content = ta.value;
-    if (!content.trim()) return;
+    if (!content.trim() && !draft.some((f) => f.url)) return;
     ta.value = "";
     autosize();
     try {
       await send(content);
     } catch (e) {
-      ta.value = content;
+      ta.value = content;  // the draft (text and files) is kept
     }
   });
   const autosize = () => {
@@ -184,8 +217,7 @@ export function wireComposer() {
   $("#btn-stop").addEventListener("click", stopRunning);
   $("#btn-attach").addEventListener("click", () => $("#file-input").click());
   $("#file-input").addEventListener("change", (ev) => {
-    uploadFiles(Array.from(ev.target.files));
-    ev.target.value = "";
+    uploadFiles(Array.from(ev.target.files)).finally(() => { ev.target.value = ""; });
   });
   ta.addEventListener("paste", (ev) => {
     const files = Array.from((ev.clipboardData && ev.clipboardData.files) || []);
@@ -213,3 +245,5 @@ export function wireComposer() {
     if (S.active) uploadFiles(Array.from(ev.dataTransfer.files || []));
   });
 }
+
+on("channel:opened", () => showHint(null));

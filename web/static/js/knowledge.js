@@ -26,6 +26,13 @@ function updateDocRow(row, d) {
   if (d.progress !== undefined && bar) bar.value = Number(d.progress) > 1 ? Number(d.progress) / 100 : Number(d.progress);
   if (bar) bar.hidden = DONE_STATES.includes(status);
   if (d.chunks !== undefined) row.querySelector(".doc-chunks").textContent = t("knowledge.chunks", { n: d.chunks });
+  const eta = row.querySelector(".doc-eta");
+  if (eta) {
+    const busy = status === "processing" && d.progress !== undefined;
+    const pct = Math.floor((Number(d.progress) > 1 ? Number(d.progress) / 100 : Number(d.progress)) * 100);
+    const left = d.etaSeconds === undefined || d.etaSeconds === null ? "" : t("knowledge.left", { s: Math.ceil(d.etaSeconds) });
+    eta.textContent = busy ? [`${pct}%`, left].filter(Boolean).join(" · ") : "";
+  }
 }
 
 export async function openKnowledge(agent) {
@@ -47,6 +54,7 @@ export async function openKnowledge(agent) {
           h("span", { class: "doc-state pill" }),
           h("span", { class: "doc-chunks muted" }),
           h("progress", { max: "1", value: "0" }),
+          h("span", { class: "doc-eta muted" }),
           d.error ? h("span", { class: "error doc-error", text: d.error }) : null,
           roleAtLeast(S.me.role, "admin") ? h("button", { type: "button", class: "link-btn danger-text", text: t("message.delete"),
             onclick: async () => {

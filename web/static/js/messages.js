@@ -1,9 +1,10 @@
 // One message on screen: its element, tool cards, edit and delete.
-import { del, put } from "./api.js";
+import { del, post } from "./api.js";
 import { $, avatarEl, fmtBytes, fmtTime, h } from "./dom.js";
 import { t } from "./i18n.js";
-import { renderInto } from "./render.js";
+import { copyText, renderInto } from "./render.js";
 import { S, agentName, fileName, isOwn, person, personAvatar, report, userName } from "./state.js";
+import { loadChannels } from "./sidebar.js";
 
 export const list = () => $("#message-list");
 
@@ -75,12 +76,117 @@ function bodyFor(m, body) {
     body.appendChild(card);
     return;
   }
+  const attached = Array.isArray(meta.attachments) ? meta.attachments : [];
+  if (attached.length) body.appendChild(attachmentsEl(attached));
   const text = h("div", { class: "md" });
   renderInto(text, m.content || "", t);
   body.appendChild(text);
   if (m.status === "interrupted") body.appendChild(h("div", { class: "msg-flag", text: t("message.interrupted") }));
   if (m.status === "stopped") body.appendChild(h("div", { class: "msg-flag", text: t("message.stopped") }));
-  if (m.status === "error") body.appendChild(h("div", { class: "msg-flag error", text: meta.error || t("message.failed") }));
+  if (m.status === "error") body.appendChild(failureEl(m));
+}
+
+// A failed reply: the reason in plain words (the server's reason code), and Retry.
+export function failureText(err) {
+  if (!err) return t("message.failed");
+  if (typeof err === "string") return err;
+  const key = `reason.${err.reason}`;
+  const said = t(key);
+  return said !== key ? said : (err.error || t("message.failed"));
+}
+
+function failureEl(m) {
+  const err = (m.metadata || {}).error;
+  const box = h("div", { class: "msg-flag error", dataset: { reason: (err && err.reason) || "" } },
+    h("span", { class: "failure-text", text: failureText(err) }));
+  if (m.agentId && !m.inherited) {
+    const btn = h("button", { type: "button", class: "link-btn act-retry", text: t("message.retry") });
+    btn.addEventListener("click", async () => {
+      btn.disabled = true;
+      try {
+        await post(`/api/messages/${encodeURIComponent(m.id)}/retry`, {});
+      } catch (e) {
+        btn.disabled = false;
+        report(e);
+      }
+    });
+    box.appendChild(btn);
+  }
+  return box;
+}
+
+function attachmentsEl(items) {
+  const box = h("div", { class: "msg-attachments" });
+  for (const a of items) {
+    const url = String(a.url || "");
+    if (!url.startsWith("/")) continue;
+    if (/^image\//.test(a.mimeType || "") || /\.(png|jpe?g|gif|webp)$/i.test(url)) {
+      box.appendChild(h("img", { class: "msg-image", src: url, alt: a.name || "", loading: "lazy" }));
+    } else {
+      box.appendChild(h("a", { class: "file-link", href: url, download: a.name || "" },
+        h("span", { text: "📎 " }), h("span", { class: "file-name", text: a.name || fileName({ content: url }) }),
+        a.size ? h("span", { class: "muted", text: ` (${fmtBytes(a.size)})` }) : null));
+    }
+  }
+  return box;
+}
+
+// ------------------------------------------------------------------ actions on a message
+
+async function branchFrom(m) {
+  try {
+    const r = await post(`/api/channels/${encodeURIComponent(m.channelId)}/fork`, { messageId: m.id });
+    await loadChannels();
+    location.hash = `#/c/${encodeURIComponent(r.id)}`;
+  } catch (e) {
+    report(e);
+  }
+}
+
+function versionNav(el, m) {
+  const versions = m._versions || [];
+  if (versions.length < 2) return null;
+  const at = Math.max(0, versions.findIndex((v) => v.id === m.id));
+  const go = (delta) => {
+    const next = versions[at + delta];
+    if (next) el.replaceWith(messageEl({ ...next, _versions: versions }));
+  };
+  return h("span", { class: "versions" },
+    h("button", { type: "button", class: "link-btn act-prev", title: t("message.versionPrev"), text: "‹",
+      disabled: at === 0, onclick: () => go(-1) }),
+    h("span", { class: "version-pos", text: `${at + 1}/${versions.length}` }),
+    h("button", { type: "button", class: "link-btn act-next", title: t("message.versionNext"), text: "›",
+      disabled: at === versions.length - 1, onclick: () => go(1) }));
+}
+
+function actionsFor(el, m, own) {
+  const actions = h("div", { class: "msg-actions" });
+  const text = m.type === "text" || !m.type;
+  if (m.inherited) {
+    actions.appendChild(h("span", { class: "muted", text: t("message.inherited") }));
+  } else if (own) {
+    if (text) {
+      actions.appendChild(h("button", { type: "button", class: "link-btn act-edit", text: t("message.edit"),
+        onclick: () => startEdit(el) }));
+    }
+    actions.appendChild(h("button", { type: "button", class: "link-btn act-delete", text: t("message.delete"),
+      onclick: () => deleteMessage(el) }));
+  } else if (m.agentId && text && m.status !== "streaming") {
+    const copy = h("button", { type: "button", class: "link-btn act-copy", text: t("message.copy") });
+    copy.addEventListener("click", () => copyText(m.content || "", copy, t, ["message.copied", "message.copy"]));
+    actions.appendChild(copy);
+    if (m.metadata && m.metadata.replyTo && !m.metadata.chainId) {
+      actions.appendChild(h("button", { type: "button", class: "link-btn act-regenerate", text: t("message.regenerate"),
+        onclick: () => post(`/api/messages/${encodeURIComponent(m.id)}/regenerate`, {}).catch(report) }));
+    }
+    const nav = versionNav(el, m);
+    if (nav) actions.appendChild(nav);
+  }
+  if (text && m.status !== "streaming" && !m.deleted && m.id) {
+    actions.appendChild(h("button", { type: "button", class: "link-btn act-branch", text: t("message.branch"),
+      onclick: () => branchFrom(m) }));
+  }
+  return actions.childNodes.length ? actions : null;
 }
 
 export function messageEl(m) {
@@ -88,8 +194,8 @@ export function messageEl(m) {
   const who = m.agentId ? S.agents.get(m.agentId) : null;
   const name = m.agentId ? agentName(m.agentId) : userName(m.userId);
   const el = h("article", {
-    class: `msg${own ? " own" : ""}${m.agentId ? " agent" : ""} type-${m.type || "text"}`,
-    dataset: { id: m.id, created: m.createdAt || "" },
+    class: `msg${own ? " own" : ""}${m.agentId ? " agent" : ""}${m.inherited ? " inherited" : ""} type-${m.type || "text"}`,
+    dataset: { id: m.id, created: m.createdAt || "", status: m.status || "done", group: m.versionGroup || m.id },
   });
   el._msg = m;
   el.appendChild(avatarEl(who ? who.avatar || who.name : personAvatar(person(m.userId) || { displayName: name })));
@@ -101,15 +207,9 @@ export function messageEl(m) {
   const body = h("div", { class: "msg-body" });
   bodyFor(m, body);
   main.appendChild(body);
-  if (own && !m.deleted) {
-    const actions = h("div", { class: "msg-actions" });
-    if (m.type === "text" || !m.type) {
-      actions.appendChild(h("button", { type: "button", class: "link-btn act-edit", text: t("message.edit"),
-        onclick: () => startEdit(el) }));
-    }
-    actions.appendChild(h("button", { type: "button", class: "link-btn act-delete", text: t("message.delete"),
-      onclick: () => deleteMessage(el) }));
-    main.appendChild(actions);
+  if (!m.deleted) {
+    const actions = actionsFor(el, m, own);
+    if (actions) main.appendChild(actions);
   }
   el.appendChild(main);
   if (m.status === "streaming") {
@@ -135,19 +235,26 @@ function startEdit(el) {
   const body = el.querySelector(".msg-body");
   if (el.querySelector(".edit-form")) return;
   const ta = h("textarea", { class: "edit-input", value: m.content || "" });
+  const cancel = () => { form.remove(); body.hidden = false; };
   const form = h("form", { class: "edit-form" }, ta,
     h("div", { class: "row" },
-      h("button", { type: "submit", class: "primary", text: t("common.save") }),
-      h("button", { type: "button", text: t("common.cancel"), onclick: () => { form.remove(); body.hidden = false; } })));
+      h("button", { type: "submit", class: "primary act-resend", text: t("message.resend") }),
+      h("button", { type: "button", class: "act-cancel", text: t("common.cancel"), onclick: cancel })));
+  form._cancel = cancel;
+  ta.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") { ev.preventDefault(); ev.stopPropagation(); cancel(); }
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); form.requestSubmit(); }
+  });
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const content = ta.value.trim();
     if (!content) return;
     try {
-      const r = await put(`/api/messages/${encodeURIComponent(m.id)}`, { content });
+      // the edited text is answered again; the former answers stay as versions
+      const r = await post(`/api/messages/${encodeURIComponent(m.id)}/resend`, { content });
       replaceMessage(r.message || { ...m, content, updatedAt: new Date().toISOString() });
     } catch (e) {
-      report(e);
+      report(e);  // the draft stays in the form
     }
   });
   body.hidden = true;

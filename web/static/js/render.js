@@ -112,7 +112,8 @@ export function renderInto(el, src, t) {
   if (diagrams.length) renderMermaid(diagrams);
 }
 
-async function copyText(text, btn, t) {
+// Copy text and say so on the button for a moment (keys: its "copied" and "copy" labels).
+export async function copyText(text, btn, t, [done, idle] = ["code.copied", "code.copy"]) {
   try {
     await navigator.clipboard.writeText(text);
   } catch (e) {
@@ -123,9 +124,9 @@ async function copyText(text, btn, t) {
     document.execCommand("copy");
     ta.remove();
   }
-  btn.textContent = t("code.copied");
+  btn.textContent = t(done);
   btn.classList.add("done");
-  setTimeout(() => { btn.textContent = t("code.copy"); btn.classList.remove("done"); }, 1500);
+  setTimeout(() => { btn.textContent = t(idle); btn.classList.remove("done"); }, 1500);
 }
 
 // Mermaid is large (~3.5 MB): loaded from our own server the first time a diagram shows up.

@@ -41,11 +41,15 @@ async function providersPane() {
     const r = await get("/api/providers");
     for (const p of r.providers || []) healthOf[p.id || p.name] = p;
   } catch (e) { healthOf = {}; }
-  const models = new Set();
-  for (const m of s.models || []) models.add(typeof m === "string" ? m : m.id || m.name);
-  for (const p of providers) for (const m of p.models || []) models.add(typeof m === "string" ? m : m.id);
+  // each model once, under its provider ("provider/model" is what is stored)
+  const byProvider = new Map();
+  for (const m of new Set((s.models || []).map((x) => (typeof x === "string" ? x : x.id || x.name)))) {
+    const [pid, ...rest] = m.split("/");
+    (byProvider.get(pid) || byProvider.set(pid, []).get(pid)).push([m, rest.join("/") || m]);
+  }
   const def = h("select", { id: "default-model" }, h("option", { value: "", text: t("settings.autoModel") }),
-    [...models].map((m) => h("option", { value: m, text: m, selected: s.defaultModel === m })));
+    [...byProvider].map(([pid, items]) => h("optgroup", { label: pid },
+      items.map(([value, name]) => h("option", { value, text: `${name} — ${pid}`, selected: s.defaultModel === value })))));
   const saveDef = h("button", { type: "button", id: "default-model-save", text: t("common.save") });
   saveDef.addEventListener("click", busy(saveDef, async () => {
     await put("/api/settings", { defaultModel: def.value || null });
@@ -79,6 +83,21 @@ async function providersPane() {
         result.className = "test-result error";
       }
     }));
+    const fetchModels = h("button", { type: "button", class: "link-btn act-models", text: t("settings.fetchModels"),
+      hidden: p.kind === "demo" });
+    fetchModels.addEventListener("click", busy(fetchModels, async () => {
+      try {
+        const r = await get(`/api/providers/${encodeURIComponent(pid)}/models`);
+        result.textContent = `${t("settings.modelsFound", { n: r.models.length })}: ${r.models.join(", ")}`;
+        result.className = "test-result ok";
+        if (!(p.readOnly || p.source === "env")) startEdit(p, r.models);
+      } catch (e) {
+        result.textContent = `✗ ${errorText(e)}`;
+        result.className = "test-result error";
+      }
+    }));
+    const edit = p.readOnly || p.source === "env" ? null : h("button", { type: "button", class: "link-btn act-edit",
+      text: t("message.edit"), onclick: () => startEdit(p) });
     const remove = p.readOnly || p.source === "env" ? null : h("button", { type: "button", class: "link-btn danger-text", text: t("message.delete"),
       onclick: async () => {
         if (!window.confirm(t("settings.confirmDeleteProvider"))) return;
@@ -94,7 +113,7 @@ async function providersPane() {
         h("div", { class: "muted small", text: p.baseUrl || p.base_url || "" }),
         h("div", { class: "muted small key-masked", text: `${t("settings.key")}: ${p.apiKey || p.key || "—"}` }),
         h("div", { class: "small", text: (p.models || []).map((m) => (typeof m === "string" ? m : m.id)).join(", ") })),
-      h("div", { class: "col" }, test, result, remove)));
+      h("div", { class: "col" }, test, fetchModels, result, edit, remove)));
   }
   if (!providers.length) listEl.appendChild(h("p", { class: "muted", text: t("settings.noProviders") }));
   wrap.appendChild(h("section", {}, h("h4", { text: t("settings.providers") }), listEl));
@@ -110,16 +129,34 @@ async function providersPane() {
   const form = h("form", { class: "form" }, h("div", { class: "grid2" }, field(t("settings.providerName"), pname), field(t("settings.kind"), kind)),
     field(t("settings.baseUrl"), base), field(t("settings.key"), key, t("settings.keyHint")),
     field(t("settings.models"), pmodels), add);
+  // editing fills the same form; the key stays masked (the server keeps the stored one) unless retyped
+  let editing = null;
+  const formHead = h("h4", { text: t("settings.addProvider") });
+  const startEdit = (p, models) => {
+    editing = p;
+    pname.value = p.id;
+    pname.readOnly = true;
+    kind.value = p.kind;
+    base.value = p.baseUrl || "";
+    key.value = p.apiKey || "";
+    pmodels.value = (models || p.models || []).join(", ");
+    formHead.textContent = `${t("message.edit")}: ${p.id}`;
+    add.textContent = t("common.save");
+    pname.scrollIntoView({ block: "center" });
+  };
   form.addEventListener("submit", busy(add, async () => {
     const np = { id: pname.value.trim(), kind: kind.value, baseUrl: base.value.trim(), apiKey: key.value,
       models: pmodels.value.split(/[,，\s]+/).map((x) => x.trim()).filter(Boolean) };
-    const keep = providers.filter((x) => !(x.readOnly || x.source === "env"));
-    await put("/api/settings", { providers: [...keep, np] });
+    const keep = providers.filter((x) => !(x.readOnly || x.source === "env") && x !== editing);
+    const at = editing ? providers.filter((x) => !(x.readOnly || x.source === "env")).indexOf(editing) : -1;
+    if (at >= 0) keep.splice(at, 0, np);
+    else keep.push(np);
+    await put("/api/settings", { providers: keep });
     toast(t("common.saved"));
     const fresh = await providersPane();
     wrap.replaceWith(fresh);
   }));
-  wrap.appendChild(h("section", {}, h("h4", { text: t("settings.addProvider") }), form));
+  wrap.appendChild(h("section", {}, formHead, form));
   return wrap;
 }
 

@@ -83,7 +83,7 @@ export function channelAvatar(c) {
 }
 
 export function channelLabel(c) {
-  if (c.type === "dm") {
+  if (c.type === "dm" && !c.parentId) {
     const p = dmPerson(c);
     if (p) return p.displayName || p.username;
     const a = channelAgents(c)[0];
@@ -115,28 +115,44 @@ export function renderChatList() {
     const items = list.filter((c) => c.type === kind);
     if (!items.length) continue;
     nav.appendChild(h("h4", { class: "list-head", text: t(label) }));
+    // topics and branches sit under their conversation, as a tree
+    const shown = new Set(items.map((c) => c.id));
+    const kids = new Map();
     for (const c of items) {
-      const unread = S.unread[c.id] || 0;
-      const last = S.lastMsg[c.id];
-      nav.appendChild(h("a", {
-        href: `#/c/${encodeURIComponent(c.id)}`, class: `chat-item${c.id === S.active ? " active" : ""}`,
-        dataset: { channelId: c.id },
-      },
-      avatarEl(channelAvatar(c)),
-      h("span", { class: "chat-item-main" },
-        h("span", { class: "chat-item-top" },
-          h("span", { class: "chat-item-name", text: channelLabel(c) }),
-          isArchived(c) ? h("span", { class: "pill archived", text: t("chat.archived") }) : null,
-          h("span", { class: "chat-item-time", text: last ? fmtTime(last.createdAt) : "" })),
-        h("span", { class: "chat-item-last", text: preview(last) })),
-      S.mentions[c.id] ? h("span", { class: "badge mention", title: t("chat.mentioned"), text: "@" }) : null,
-      unread ? h("span", { class: "badge", text: unread > 99 ? "99+" : String(unread) }) : null));
+      const parent = c.parentId && shown.has(c.parentId) ? c.parentId : null;
+      (kids.get(parent) || kids.set(parent, []).get(parent)).push(c);
     }
+    const walk = (parent, depth) => {
+      for (const c of kids.get(parent) || []) {
+        nav.appendChild(chatItem(c, depth));
+        walk(c.id, depth + 1);
+      }
+    };
+    walk(null, 0);
   }
   if (!list.length) {
     const line = roleAtLeast(S.me.role, "member") ? "chat.noChats" : "chat.noChatsGuest";
     nav.appendChild(h("p", { class: "muted pad", id: "no-chats", text: t(line) }));
   }
+}
+
+function chatItem(c, depth) {
+  const unread = S.unread[c.id] || 0;
+  const last = S.lastMsg[c.id];
+  return h("a", {
+    href: `#/c/${encodeURIComponent(c.id)}`,
+    class: `chat-item${c.id === S.active ? " active" : ""}${c.parentId ? " child" : ""}${c.archived ? " archived" : ""}`,
+    dataset: { channelId: c.id, depth: String(Math.min(depth, 6)), parentId: c.parentId || "" },
+  },
+  c.parentId ? h("span", { class: "tree-mark", text: c.forkMessageId ? "↳" : "#" }) : avatarEl(channelAvatar(c)),
+  h("span", { class: "chat-item-main" },
+    h("span", { class: "chat-item-top" },
+      h("span", { class: "chat-item-name", text: channelLabel(c) }),
+      isArchived(c) ? h("span", { class: "pill archived", text: t("chat.archived") }) : null,
+      h("span", { class: "chat-item-time", text: last ? fmtTime(last.createdAt) : "" })),
+    h("span", { class: "chat-item-last", text: c.archived ? t("topic.archived") : preview(last) })),
+  S.mentions[c.id] ? h("span", { class: "badge mention", title: t("chat.mentioned"), text: "@" }) : null,
+  unread ? h("span", { class: "badge", text: unread > 99 ? "99+" : String(unread) }) : null);
 }
 
 export function onConnState(state) {

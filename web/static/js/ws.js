@@ -78,6 +78,15 @@ export class Socket {
     this.sendRaw({ type: "subscribe", channelId, data });
   }
 
+  // Subscribe again from an earlier point (a page read at `since`): the frames after it come again;
+  // the views drop what they already have.
+  resume(channelId, since, epoch) {
+    if (typeof since !== "number") return;
+    this.channels.set(channelId, since);
+    if (epoch) this.epoch = epoch;
+    this.sendSubscribe(channelId);
+  }
+
   follow(channelId) {
     if (this.channels.has(channelId)) return;
     this.channels.set(channelId, null);
