@@ -3,6 +3,7 @@
 
     python run.py            install what is missing (into ./.venv), then serve
     python run.py test       install the test extras too, then run the whole test suite
+    python run.py check      install the test extras too, then run the static checks (ruff, mypy)
     python run.py --help     list the commands
 
 The first run creates ./.venv and installs the project into it; later runs find it
@@ -25,6 +26,7 @@ HELP = """usage: python run.py [COMMAND] [ARGS...]
 Commands:
   serve       serve the web app and API on http://127.0.0.1:18800 (the default)
   test        run the whole test suite (extra arguments go to pytest)
+  check       run the static checks: ruff on the repository, mypy on xiajiao/ (see pyproject.toml)
   plugins     list loaded plugins, their versions, hooks and contributions
   settings    list every setting (--markdown prints the README table)
   backup      write a backup archive of the data dir (works while serving)
@@ -67,6 +69,16 @@ def install(extras: str) -> None:
     STAMP.write_text(wanted_stamp(extras or "-"))
 
 
+def static_checks() -> int:
+    """ruff, then mypy, configured in pyproject.toml; the first that fails ends the run."""
+    for cmd in ([sys.executable, "-m", "ruff", "check", "."], [sys.executable, "-m", "mypy"]):
+        print("xiajiao:", " ".join(cmd[2:]), flush=True)
+        code = subprocess.call(cmd, cwd=ROOT)
+        if code:
+            return code
+    return 0
+
+
 def main() -> int:
     if sys.version_info < (3, 11):
         print(f"xiajiao needs Python 3.11 or newer; this is {sys.version.split()[0]}.", file=sys.stderr)
@@ -75,7 +87,7 @@ def main() -> int:
     if args and args[0] in ("-h", "--help", "help"):
         print(HELP)
         return 0
-    extras = "test" if args[:1] == ["test"] else ""
+    extras = "test" if args[:1] in (["test"], ["check"]) else ""
     in_venv = Path(sys.prefix).resolve() == VENV.resolve()
     if not installed_ok(extras):
         try:
@@ -90,6 +102,8 @@ def main() -> int:
             return subprocess.call([py, str(Path(__file__).resolve()), *args])
         os.execv(py, [py, str(Path(__file__).resolve()), *args])
     os.chdir(ROOT)
+    if args[:1] == ["check"]:
+        return static_checks()
     sys.path.insert(0, str(ROOT))
     from xiajiao.cli import main as cli_main
 

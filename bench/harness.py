@@ -185,7 +185,7 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         if LOOP_CHECK_MS and self.log_path.exists() and self.proc is not None:
-            self.proc, proc = None, self.proc
+            self.proc, _proc = None, self.proc
             lines = self.log_path.read_text(errors="replace").splitlines()
             SLOW_CALLBACKS.extend(line.strip()[:3000] for line in lines if "slow callback" in line)
 

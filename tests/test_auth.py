@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from chat_helpers import PASSWORD, make_user, session_token, user_client
-from conftest import OWNER_PASSWORD, login
+from conftest import OWNER_PASSWORD
 from xiajiao import auth
 
 

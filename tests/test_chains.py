@@ -87,7 +87,7 @@ async def test_approval_over_websocket_handler(chain_app, fake_llm):
     await handler(frames.conn, {"chainId": paused["chainId"], "action": "dance"})
     assert (await frames.wait_for("error"))["code"] == "invalid_action"
     for step in (1, 2):
-        current = await frames.wait_for("collab_status", lambda d: d["status"] == "paused" and d["step"] == step)
+        current = await frames.wait_for("collab_status", lambda d, step=step: d["status"] == "paused" and d["step"] == step)
         await handler(frames.conn, {"chainId": current["chainId"], "action": "approve"})
     await frames.wait_for("collab_status", lambda d: d["status"] == "completed")
     assert [s[3] for s in statuses(frames)] == ["running", "paused", "running", "paused", "running", "completed"]
@@ -120,7 +120,7 @@ async def test_chain_definition_is_checked(chain_app):
         assert (resp.status_code, (await resp.get_json())["code"]) == (400, code)
     resp = await chain_app.owner.post("/api/chains", json={"channelId": ch["id"], "input": "x"})
     assert (resp.status_code, (await resp.get_json())["code"]) == (400, "no_chain")
-    resp = await chain_app.owner.post(f"/api/chains", json={"channelId": ch["id"], "input": ""})
+    resp = await chain_app.owner.post("/api/chains", json={"channelId": ch["id"], "input": ""})
     assert resp.status_code == 400
 
 

@@ -350,7 +350,7 @@ async def test_a_members_private_fact_does_not_reach_other_peoples_turns(tmp_pat
             try:
                 await frames.wait_for("stream_end")
             except TimeoutError:
-                raise AssertionError(frames.items)
+                raise AssertionError(frames.items) from None
             chats = [r for r in fake_llm.requests if r.path.endswith("/chat/completions")][before:]
             return "\n".join(m.get("content") or "" for r in chats for m in r.messages if m["role"] == "system")
 

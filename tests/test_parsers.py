@@ -32,7 +32,7 @@ def pdf_with_text(lines: list[str]) -> bytes:
 
 
 @pytest.mark.parametrize("data, expected", [
-    ("部署流程".encode("utf-8"), "部署流程"),
+    ("部署流程".encode(), "部署流程"),
     ("部署流程".encode("utf-8-sig"), "部署流程"),
     ("部署流程".encode("utf-16"), "部署流程"),
     ("部署流程".encode("gb18030"), "部署流程"),

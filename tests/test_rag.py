@@ -131,7 +131,7 @@ async def test_chunks_are_small_and_parents_give_context(tmp_path):
     ("notes.txt", "text/plain", "部署流程：先构建镜像，再推送。".encode("gb18030"), "text"),
     ("page.html", "text/html", b"<html><head><style>p{}</style><script>x()</script></head>"
                                b"<body><h1>Deploy</h1><p>Build the image&amp;push it.</p></body></html>", "html"),
-    ("README", "text/markdown", "# Guide\n\nRun `docker compose up`.".encode(), "markdown"),
+    ("README", "text/markdown", b"# Guide\n\nRun `docker compose up`.", "markdown"),
 ])
 async def test_parsers_feed_the_index(app, owner, agent, name, content_type, data, parser):
     doc = await ingest(owner, agent["id"], name, data, content_type)

@@ -14,7 +14,7 @@ from fake_llm import Call, Reply
 from plugins.schedules import scheduler
 from plugins.schedules import store as sstore
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture

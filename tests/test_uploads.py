@@ -200,7 +200,7 @@ async def test_a_chunked_oversized_upload_is_refused_while_it_arrives(tmp_path, 
         pass
     async with server_process(settings, limit_setting) as (proc, base):
         async with httpx.AsyncClient(base_url=base) as client:
-            r = await client.post("/api/login", json={"password": OWNER_PASSWORD})
+            assert (await client.post("/api/login", json={"password": OWNER_PASSWORD})).status_code == 200
             cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
             agent = (await client.get("/api/agents")).json()["agents"][0]["id"]
         with PeakRSS(proc.pid) as rss:

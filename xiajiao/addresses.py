@@ -31,7 +31,7 @@ def parse_allowed(value: str) -> set[str]:
     return {h.strip().lower() for h in (value or "").split(",") if h.strip()}
 
 
-async def check_url(url: str, allowed: set[str] = frozenset(), *, kind: str = "webhook",
+async def check_url(url: str, allowed: set[str] | frozenset[str] = frozenset(), *, kind: str = "webhook",
                     setting: str = "XIAJIAO_WEBHOOK_ALLOWED_HOSTS") -> None:
     """Raise BadRequest unless ``url`` is http(s) and its host resolves only to public addresses
     (or is listed in ``allowed``). ``kind`` names the URL in messages and codes (``invalid_<kind>``,
@@ -53,7 +53,7 @@ async def check_url(url: str, allowed: set[str] = frozenset(), *, kind: str = "w
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
         raise BadRequest(f"{what} host {host!r} does not resolve", f"{kind}_unresolvable") from None
-    refused = sorted({info[4][0] for info in infos if not is_public(info[4][0])})
+    refused = sorted({str(info[4][0]) for info in infos if not is_public(str(info[4][0]))})
     if refused or not infos:
         raise BadRequest(f"{what} host {host!r} resolves to a non-public address ({', '.join(refused)}); "
                          f"the owner may list it in {setting}", f"{kind}_forbidden")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from quart import Quart, g, jsonify, request
+from quart import g, jsonify, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -19,11 +18,12 @@ from . import __version__, auth, chat, safejson
 from .bodies import BoundedRequest
 from .openapi import XiajiaoOpenAPI
 from .db import Database, WorkspaceDatabases, migrations_from_dir
-from .errors import PluginError, StartupError, XiajiaoError
+from .errors import StartupError, XiajiaoError
 from .errors import HTTP_CODES
 from .models import Pack, Parser, ProviderKind, SearchBackend, Tool
 from . import proxies
 from .plugins import (Plugins, Registry, load_bundled, load_directory, load_entrypoints, new_manager)
+from .quart_app import XiajiaoApp
 from .realtime import Hub
 from .settings import SETTINGS_BY_NAME, Setting, Settings, load_settings
 
@@ -59,8 +59,8 @@ def _cache_schema_adapters() -> None:
         except TypeError:  # an unhashable type: no caching
             return pydantic.TypeAdapter(tp)
 
-    adapter._xiajiao_cached = True
-    conversion.TypeAdapter = adapter
+    adapter._xiajiao_cached = True  # type: ignore[attr-defined]
+    conversion.TypeAdapter = adapter  # type: ignore[misc, assignment]
 
 
 def _validate_tool(tool: Any) -> None:
@@ -157,13 +157,17 @@ class Xiajiao:
         self.engine: Any = None  # the conversation engine, set up in start()
         self.tasks: Any = None  # the background task queue (xiajiao.tasks), set up in start()
         self.ws_handlers: dict[str, Any] = {}  # WebSocket frame type -> async fn(conn, data); see xiajiao.api.ws
-        self.quart: Quart | None = None
+        self.quart: XiajiaoApp | None = None
         self.generated_password: str | None = None
         self.started = False
         self.stopping = False  # set when the stop begins: late socket clean-ups skip the database
         self._background: set[asyncio.Task] = set()
         self.state: dict[str, Any] = {}  # room for plugins' own state, keyed by plugin name
         self.metrics: dict[tuple[str, str], int] = {}  # (name, label) -> count, shown at /metrics
+        self.limiter: Any = None  # per-user request limiter and per-address login limiter (xiajiao.api.auth)
+        self.login_limiter: Any = None
+        self.limits: Any = None  # set by xiajiao.api.auth
+        self.trusted_proxies: Any = None
         from .backup import Backups
 
         self.backups = Backups(self)
@@ -329,7 +333,7 @@ def build_plugins(settings: Settings, extra: Iterable[Any] = ()) -> Plugins:
     return plugins
 
 
-def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ()) -> Quart:
+def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ()) -> XiajiaoApp:
     """Build the app. ``plugins``: extra plugin objects to register (tests use this)."""
     settings = settings or load_settings()
     pm = build_plugins(settings, plugins)
@@ -337,7 +341,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
     core.collect_registrations()
     settings = core.settings  # now with the plugins' settings
 
-    app = Quart(__name__, static_folder=str(WEB_DIR / "static"), static_url_path="/static",
+    app = XiajiaoApp(__name__, static_folder=str(WEB_DIR / "static"), static_url_path="/static",
                 template_folder=str(WEB_DIR / "templates"))
     app.request_class = BoundedRequest  # body limits counted as bytes arrive, chunked ones included
     app.xj = core
@@ -345,8 +349,8 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[Any] = ())
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 64 * 1024
     app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_upload_bytes + 64 * 1024
     app.config["BODY_TIMEOUT"] = 120
-    app.json.ensure_ascii = False
-    app.json.sort_keys = False
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # the DefaultJSONProvider has them
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     _cache_schema_adapters()
     QuartSchema(app, openapi_path="/openapi.json", redoc_ui_path=None, swagger_ui_path=None, scalar_ui_path=None,
                 info={"title": "Xiajiao", "version": __version__}, openapi_provider_class=XiajiaoOpenAPI)

@@ -16,7 +16,7 @@ import re
 import secrets
 import time
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
@@ -449,7 +449,7 @@ async def actor_from_api_key(db, secret: str) -> Actor | None:
 
 
 async def create_invite(db, *, created_by: Actor, role: str, hours: float = 72, max_uses: int = 1,
-                        channel_ids: list[str] = ()) -> tuple[dict, str]:
+                        channel_ids: Sequence[str] = ()) -> tuple[dict, str]:
     if role not in ("admin", "member", "guest"):
         raise BadRequest("Invites grant admin, member or guest", "invalid_role")
     if role_rank(role) >= role_rank(created_by.role):
@@ -682,7 +682,9 @@ def requires(role: str | None, *, limit: bool = True) -> Callable:
     def decorator(fn: Callable) -> Callable:
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any):
-            from quart import current_app, g, has_request_context, request, websocket
+            from quart import g, has_request_context, request, websocket
+
+            from .quart_app import current_app
 
             core = current_app.xj
             actor = g.get("actor")
@@ -702,7 +704,7 @@ def requires(role: str | None, *, limit: bool = True) -> Callable:
                 raise Forbidden("You do not have permission to do this", "forbidden")
             return await fn(*args, **kwargs)
 
-        wrapper.required_role = role  # read by the test that every route declares its caller
+        wrapper.required_role = role  # type: ignore[attr-defined]  # read by the test that every route declares its caller
         return wrapper
 
     return decorator

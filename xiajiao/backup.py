@@ -44,7 +44,7 @@ class BackupError(XiajiaoError):
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _sha256(path: Path) -> str:
@@ -99,7 +99,7 @@ def _snapshot(src: Path, dst: Path) -> None:
 
 
 def backup_name(when: _dt.datetime | None = None) -> str:
-    when = when or _dt.datetime.now(_dt.timezone.utc)
+    when = when or _dt.datetime.now(_dt.UTC)
     return when.strftime("xiajiao-backup-%Y%m%d-%H%M%S.tar.gz")
 
 
@@ -253,7 +253,7 @@ def list_backups(folder: str | Path) -> list[dict]:
     for p in sorted(folder.glob("xiajiao-backup-*.tar.gz"), reverse=True):
         st = p.stat()
         out.append({"name": p.name, "bytes": st.st_size,
-                    "createdAt": _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+                    "createdAt": _dt.datetime.fromtimestamp(st.st_mtime, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
     return out
 
 

@@ -16,8 +16,8 @@ def tell_added(core: Any, actor: Actor, channel_id: str, user_ids: list[str]) ->
         core.hub.send_to_user(uid, "channel_added", {"channelId": channel_id})
 
 
-async def open_channel(core: Any, actor: Actor, *, name: str, type: str = "group", agent_ids: list[str] = (),
-                       user_ids: list[str] = (), default_agent_id: str | None = None) -> dict:
+async def open_channel(core: Any, actor: Actor, *, name: str, type: str = "group", agent_ids: list[str] | tuple[()] = (),
+                       user_ids: list[str] | tuple[()] = (), default_agent_id: str | None = None) -> dict:
     if not actor.at_least("member"):
         raise Forbidden("Guests may not create channels", "forbidden")
     channel = await chat.create_channel(core.db, name=name.strip() or name, type=type, creator_id=actor.id,
@@ -27,8 +27,8 @@ async def open_channel(core: Any, actor: Actor, *, name: str, type: str = "group
     return channel
 
 
-async def add_members(core: Any, actor: Actor, channel_id: str, *, user_ids: list[str] = (),
-                      agent_ids: list[str] = (), read_only: bool = False) -> dict:
+async def add_members(core: Any, actor: Actor, channel_id: str, *, user_ids: list[str] | tuple[()] = (),
+                      agent_ids: list[str] | tuple[()] = (), read_only: bool = False) -> dict:
     channel = await auth.authorized_channel(core, actor, channel_id, "channel.manage")
     view = await chat.add_members(core.db, channel, user_ids=list(user_ids), agent_ids=list(agent_ids),
                                   read_only=read_only)

@@ -6,7 +6,6 @@ operation is one transaction and pushes its frame on the hub after commit.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from . import text as textmod
 from .errors import BadRequest, Conflict, Forbidden, NotFound
@@ -173,7 +172,7 @@ def lineage_where(chain: list[tuple[str, int | None]], alias: str = "") -> tuple
             params.append(cid)
         else:
             parts.append(f"({col}channel_id = ? AND {col}seq <= ?)")
-            params += [cid, upto]
+            params += [cid, upto]  # type: ignore[list-item]  # SQL parameters of both types
     return "(" + " OR ".join(parts) + ")", params
 
 
@@ -286,7 +285,8 @@ async def search_messages(db, query: str, *, reader_id: str | None, channel_id: 
     match = textmod.fts_query(query)
     if match is None:
         return []
-    where, params = ["messages_fts MATCH ?"], [match]
+    where: list[str] = ["messages_fts MATCH ?"]
+    params: list[object] = [match]
     if channel_id is not None:
         where.append("m.channel_id = ?")
         params.append(channel_id)
@@ -338,7 +338,7 @@ def _add_members(conn, channel_id: str, member_type: str, ids: list[str], *, can
 
 
 async def create_channel(db, *, name: str, type: str, creator_id: str, agent_ids: list[str],
-                         user_ids: list[str] = (), default_agent_id: str | None = None,
+                         user_ids: list[str] | tuple[()] = (), default_agent_id: str | None = None,
                          creator_role: str | None = None) -> dict:
     """A DM is the creator and exactly one agent or one other person; a group has any members and may
     name a default agent. Only admins and the owner open a DM with a guest (``creator_role``)."""
@@ -408,15 +408,15 @@ async def list_channels(db, reader_id: str | None, viewer_id: str | None = None)
         for ch in out:
             ch["childIds"] = children.get(ch["id"], [])
         if viewer_id:
-            marks = {m["channel_id"]: m["last_read_seq"] for m in conn.execute(
+            read_marks = {m["channel_id"]: m["last_read_seq"] for m in conn.execute(
                 "SELECT channel_id, last_read_seq FROM channel_members WHERE member_type = 'user' AND member_id = ?",
                 (viewer_id,))}
             for ch in out:
-                if ch["id"] in marks:
+                if ch["id"] in read_marks:
                     ch["unread"] = conn.execute(
                         "SELECT COUNT(*) AS n FROM (SELECT 1 FROM messages WHERE channel_id = ? AND seq > ? "
                         "AND (user_id IS NULL OR user_id != ?) AND deleted_at IS NULL LIMIT ?)",
-                        (ch["id"], marks[ch["id"]], viewer_id, UNREAD_CAP)).fetchone()["n"]
+                        (ch["id"], read_marks[ch["id"]], viewer_id, UNREAD_CAP)).fetchone()["n"]
         return out
 
     return await db.run_read(work)

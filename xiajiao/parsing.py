@@ -39,7 +39,7 @@ class ParseLimits:
                    timeout=settings.parse_timeout)
 
 
-_LIMITS: contextvars.ContextVar[ParseLimits] = contextvars.ContextVar("xiajiao_parse_limits", default=ParseLimits())
+_LIMITS: contextvars.ContextVar[ParseLimits] = contextvars.ContextVar("xiajiao_parse_limits", default=ParseLimits())  # noqa: B039 (frozen)
 
 
 def parse_limits() -> ParseLimits:

@@ -191,7 +191,7 @@ class Plugins:
                 log.exception("plugin %s failed in hook %s", impl.plugin_name, hook_name)
                 continue
             if inspect.isawaitable(res):
-                res.close()
+                res.close()  # type: ignore[attr-defined]  # an async def implementation: a coroutine
                 log.error("plugin %s: hook %s must not be async", impl.plugin_name, hook_name)
                 continue
             if res is not None:
@@ -205,7 +205,7 @@ class Plugins:
                 try:
                     item = registry.build(*args, **kw)
                 except TypeError as exc:
-                    raise PluginError(f"plugin {plugin!r}: bad register() call for a {registry.kind}: {exc}")
+                    raise PluginError(f"plugin {plugin!r}: bad register() call for a {registry.kind}: {exc}") from None
             elif len(args) == 1 and not kw:
                 item = args[0]
             else:
@@ -226,7 +226,7 @@ class Plugins:
             except Exception as exc:  # a broken registration stops start-up, naming the plugin
                 raise PluginError(f"plugin {plugin!r} failed in {hook_name}: {exc!r}") from exc
             if inspect.isawaitable(res):
-                res.close()
+                res.close()  # type: ignore[attr-defined]  # an async def implementation: a coroutine
                 raise PluginError(f"plugin {plugin!r}: {hook_name} must be a plain (not async) function")
 
 

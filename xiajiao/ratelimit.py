@@ -132,7 +132,9 @@ KINDS = ("turns", "upload_bytes", "tasks", "invites")
 def charge(kind: str, cost: float = 1.0) -> None:
     """Take ``cost`` from the current caller's ``kind`` bucket (``turns``, ``upload_bytes``,
     ``tasks``, ``invites``); raise :class:`RateLimited` (429 with Retry-After) when it is empty."""
-    from quart import current_app, g
+    from quart import g
+
+    from .quart_app import current_app
 
     from .auth import client_key
 

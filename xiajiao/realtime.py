@@ -121,7 +121,7 @@ class Connection:
             self.closed = True
             try:
                 await asyncio.wait_for(asyncio.shield(self.sender), 1.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self.sender.cancel()
         try:
             await self._close(code)

@@ -69,7 +69,7 @@ def watch_loop(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
                             repr(handle)[:300], cpu * 1000, (time.monotonic() - state["start"]) * 1000,
                             state["stack"] or "(not sampled)")
 
-    asyncio.events.Handle._run = timed  # noqa: SLF001
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign, assignment]  # noqa: SLF001
     loop_thread = threading.get_ident()
 
     def watchdog() -> None:

@@ -6,8 +6,6 @@ storage level (the chat core's own functions, in this process) to show where the
 """
 from __future__ import annotations
 
-import asyncio
-import random
 import time
 
 from ..harness import Server

@@ -13,7 +13,6 @@ from ..stats import summary
 
 
 async def run(ctx) -> dict:
-    o = ctx.opts
     text = TextMaker(seed=9)
     with FakeModel() as fake:
         return await _run(ctx, fake, text)

@@ -9,7 +9,6 @@ sent to the model stays as short as in a typical chat.
 """
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
@@ -75,7 +74,7 @@ async def run(ctx) -> dict:
                         frames0 = sock.frames
                         t0 = time.perf_counter()
                         await post(client, channel, f"Message {i}: tell me about agents")
-                        (_, start), (t_chunk, _), (t_end, end_frame) = (await f_start, await f_chunk, await f_end)
+                        (_, start), (t_chunk, _), (t_end, _) = (await f_start, await f_chunk, await f_end)
                         reply_id = start["data"]["messageId"]
                         while not is_stored(reply_id):  # stream_end follows the commit; this checks it
                             time.sleep(0.0002)

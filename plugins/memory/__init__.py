@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from xiajiao import Setting, Tool, hookimpl
 

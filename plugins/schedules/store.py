@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from xiajiao import BadRequest, migrations_from_dir, new_id, now_iso
 
 MIGRATIONS = migrations_from_dir(Path(__file__).parent / "migrations")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 MAX_PROMPT = 8000
 
 

@@ -5,10 +5,11 @@ import asyncio
 import json
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from quart import Response, current_app, g
+from quart import Response, g
 
 from .. import auth, chat
 from ..errors import BadRequest, NotFound
+from ..quart_app import current_app
 
 Emit = Callable[[str, dict], None]
 
@@ -56,7 +57,7 @@ async def started(events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[tuple
     error); otherwise an iterator over all the events, the first included."""
     first = await events.__anext__()
     if first[0] == "error":
-        await events.aclose()
+        await events.aclose()  # type: ignore[attr-defined]  # an async generator
         raise first[1]
 
     async def chained():
@@ -65,7 +66,7 @@ async def started(events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[tuple
             async for item in events:
                 yield item
         finally:
-            await events.aclose()  # the client went away: the work is cancelled
+            await events.aclose()  # type: ignore[attr-defined]  # an async generator  # the client went away: the work is cancelled
 
     return chained()
 

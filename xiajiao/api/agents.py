@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, current_app, jsonify
+from quart import Blueprint, jsonify
 from quart_schema import validate_request
 
 from .. import auth
 from ..agents import agent_json
+from ..quart_app import current_app
 
 bp = Blueprint("agents", __name__)
 

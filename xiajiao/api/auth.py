@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from pydantic.dataclasses import dataclass
 
-from quart import Blueprint, current_app, g, jsonify, request
+from quart import Blueprint, g, jsonify, request
 from quart_schema import validate_request
 
 from .. import auth
 from ..errors import BadRequest, Unauthorized
 from ..ratelimit import Limits
+from ..quart_app import current_app
 
 bp = Blueprint("auth", __name__)
 

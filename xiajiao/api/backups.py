@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import re
 
-from quart import Blueprint, Response, current_app, g, jsonify, request, send_file
+from quart import Blueprint, Response, g, jsonify, request, send_file
 
 from .. import auth, backup, exports
 from ..errors import BadRequest, NotFound
+from ..quart_app import current_app
 
 bp = Blueprint("backups", __name__)
 

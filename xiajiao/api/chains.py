@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, current_app, g, jsonify
+from quart import Blueprint, g, jsonify
 from quart_schema import validate_request
 
 from .. import auth, chat
 from ..errors import BadRequest
 from ..ratelimit import charge
+from ..quart_app import current_app
 
 bp = Blueprint("chains", __name__)
 

@@ -7,11 +7,12 @@ from pydantic.dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, current_app, g, jsonify
+from quart import Blueprint, g, jsonify
 from quart_schema import validate_request
 from typing import Annotated
 
 from .. import auth, channels, chat
+from ..quart_app import current_app
 
 bp = Blueprint("channels", __name__)
 

@@ -5,12 +5,13 @@ from dataclasses import field
 
 from pydantic.dataclasses import dataclass
 
-from quart import Blueprint, current_app, g, jsonify
+from quart import Blueprint, g, jsonify
 from quart_schema import validate_request
 
 from .. import auth
 from ..ratelimit import charge
 from .auth import session_response, start_session
+from ..quart_app import current_app
 
 bp = Blueprint("invites", __name__)
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from pydantic.dataclasses import dataclass
 
-from quart import Blueprint, current_app, g, jsonify
+from quart import Blueprint, g, jsonify
 from quart_schema import validate_request
 
 from .. import auth
+from ..quart_app import current_app
 
 bp = Blueprint("keys", __name__)
 

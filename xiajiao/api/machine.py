@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic.dataclasses import dataclass
-from quart import Blueprint, current_app, g, jsonify, request
+from quart import Blueprint, g, jsonify, request
 from quart_schema import validate_querystring, validate_request
 
 from .. import auth
@@ -16,6 +16,7 @@ from ..ratelimit import charge
 from ..tasks import task_json, usage_json
 from ._machine import pick_agent, session_for, sse, sse_response, started, turn_events
 from .messages import check_content
+from ..quart_app import current_app
 
 bp = Blueprint("machine", __name__)
 KEEPALIVE_SECONDS = 15.0

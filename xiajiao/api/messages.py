@@ -8,13 +8,14 @@ from pydantic.dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
-from quart import Blueprint, current_app, g, jsonify
+from quart import Blueprint, g, jsonify
 from quart_schema import validate_querystring, validate_request
 from typing import Annotated
 
 from .. import auth, chat
 from ..errors import BadRequest, Conflict, NotFound, TooLarge
 from ..ratelimit import charge
+from ..quart_app import current_app
 
 bp = Blueprint("messages", __name__)
 

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from quart import Blueprint, current_app, g, jsonify, request
+from quart import Blueprint, g, jsonify, request
 from quart_schema import RequestSchemaValidationError, validate_request
 from werkzeug.exceptions import HTTPException
 
@@ -25,6 +25,7 @@ from ..ratelimit import charge
 from ..models import ChatMessage, ChatRequest, TextDelta, ToolCall, ToolCallsDone
 from ..gateway import Call
 from ._machine import api_channel, sse, sse_response, started, turn_events
+from ..quart_app import current_app
 
 bp = Blueprint("chat_completions", __name__)
 
@@ -170,7 +171,7 @@ def to_messages(raw: list[Any]) -> list[ChatMessage]:
         if role == "tool" and not isinstance(m.get("tool_call_id"), str):
             raise BadRequest(f"{where}.tool_call_id is required", "invalid_messages", extra={"param": where})
         text = _content(m.get("content"), where, optional=role == "assistant" and bool(calls))
-        out.append(ChatMessage(role, text, tool_calls=calls, tool_call_id=m.get("tool_call_id") if role == "tool"
+        out.append(ChatMessage(role, text, tool_calls=calls, tool_call_id=m.get("tool_call_id") if role == "tool"  # type: ignore[arg-type]  # role checked above
                                else None))
     if not any(m.role == "user" for m in out):
         raise BadRequest("messages needs at least one user message", "invalid_messages", extra={"param": "messages"})

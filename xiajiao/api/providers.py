@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import time
 
-from quart import Blueprint, current_app, g, jsonify
+from quart import Blueprint, g, jsonify
 
 from .. import addresses, auth
 from ..errors import BadRequest, NotFound, ProviderError
 from ..models import ChatMessage, ChatRequest
+from ..quart_app import current_app
 
 bp = Blueprint("providers", __name__)
 

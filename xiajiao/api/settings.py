@@ -5,7 +5,7 @@ import json
 import re
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, current_app, g, jsonify
+from quart import Blueprint, g, jsonify
 from quart_schema import validate_request
 
 from .. import addresses, auth
@@ -13,6 +13,7 @@ from ..errors import BadRequest, NotFound
 from ..gateway import config_from_json, config_to_json
 from ..ids import now_iso
 from ..settings import mask
+from ..quart_app import current_app
 
 bp = Blueprint("settings_api", __name__)
 _PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")

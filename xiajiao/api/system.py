@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import os
 
-from quart import Blueprint, Response, current_app, jsonify
+from quart import Blueprint, Response, jsonify
 
 from ..auth import requires
+from ..quart_app import current_app
 
 bp = Blueprint("system", __name__)
 
@@ -14,7 +15,7 @@ bp = Blueprint("system", __name__)
 @requires(None, limit=False)  # a load balancer's probe must never see 429
 async def health():
     core = current_app.xj
-    checks = {"database": "ok"}
+    checks: dict[str, object] = {"database": "ok"}
     status = 200
     try:
         await core.db.check_writable()

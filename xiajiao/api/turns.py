@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, current_app, g, jsonify
+from quart import Blueprint, g, jsonify
 from quart_schema import validate_querystring, validate_request
 
 from .. import auth
 from ..errors import BadRequest, NotFound
+from ..quart_app import current_app
 
 bp = Blueprint("turns", __name__)
 

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import IO
 
 import filetype
-from quart import Blueprint, current_app, request, send_file
+from quart import Blueprint, request, send_file
 
 from .. import auth
 from ..bodies import MULTIPART_OVERHEAD, copy_file, file_size, limit_body
 from ..errors import BadRequest, NotFound, TooLarge, UnsupportedMediaType
 from ..ratelimit import charge
+from ..quart_app import current_app
 
 bp = Blueprint("uploads", __name__)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
-from quart import Blueprint, current_app, g, redirect, render_template, request
+from quart import Blueprint, g, redirect, render_template, request
 
 from .. import auth
 from ..app import WEB_DIR
+from ..quart_app import current_app
 
 bp = Blueprint("web", __name__)
 

@@ -21,11 +21,12 @@ import json
 import logging
 from typing import Any
 
-from quart import Blueprint, current_app, g, websocket
+from quart import Blueprint, g, websocket
 
 from .. import auth, chat, safejson
 from ..errors import BadRequest, RateLimited, Unauthorized, XiajiaoError
 from ..realtime import Connection
+from ..quart_app import current_app
 
 log = logging.getLogger("xiajiao.ws")
 

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from ..errors import StartupError
 
@@ -80,7 +80,7 @@ def dict_row(cursor, row):
     return {d[0]: v for d, v in zip(cursor.description, row)}
 
 
-def connect_sync(path: Union[str, Path], *, readonly: bool = False, on_connect: Callable | None = None,
+def connect_sync(path: str | Path, *, readonly: bool = False, on_connect: Callable | None = None,
                  label: str = ""):
     """Open one configured connection (extension loaded, WAL, foreign keys)."""
     mod = _mod()
@@ -124,7 +124,7 @@ def vec_unblob(blob: bytes) -> list[float]:
 
 # ---------------------------------------------------------------- migrations
 
-Migration = tuple[int, str, Union[str, Callable[[Any], None]]]
+Migration = tuple[int, str, str | Callable[[Any], None]]
 
 
 class DatabaseClosed(RuntimeError):
@@ -138,9 +138,9 @@ class MigrationError(StartupError):
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([\w-]+)\.sql$")
 
 
-def migrations_from_dir(folder: Union[str, Path]) -> list[Migration]:
+def migrations_from_dir(folder: str | Path) -> list[Migration]:
     """Numbered ``NNNN_name.sql`` files of a folder, in order."""
-    found = []
+    found: list[Migration] = []
     for p in sorted(Path(folder).iterdir()):
         m = _MIGRATION_FILE.match(p.name)
         if m:
@@ -257,7 +257,7 @@ class Database:
     thread hop.
     """
 
-    def __init__(self, path: Union[str, Path], *, label: str | None = None,
+    def __init__(self, path: str | Path, *, label: str | None = None,
                  migrations: Sequence[Migration] = (), readers: int = 2,
                  skip_migrations: bool = False, on_connect: Callable | None = None):
         self.path = Path(path)

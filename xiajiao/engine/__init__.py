@@ -313,12 +313,12 @@ class Engine:
             elif loop.cancelled():
                 status = "stopped"
             elif loop.exception() is not None:
-                exc = loop.exception()
+                failure = loop.exception()
                 status = "error"
-                if not isinstance(exc, XiajiaoError):
-                    log.error("turn of %s failed", agent["id"], exc_info=exc)
-                    exc = ProviderError(f"The turn failed: {type(exc).__name__}", "turn_failed")
-                error = exc
+                if not isinstance(failure, XiajiaoError):
+                    log.error("turn of %s failed", agent["id"], exc_info=failure)
+                    failure = ProviderError(f"The turn failed: {type(failure).__name__}", "turn_failed")
+                error = failure
         finally:
             self.running.pop(reply["id"], None)
             self.runner.flush(turn)

@@ -313,7 +313,7 @@ class TurnRunner:
             try:
                 args = json.loads(call.arguments or "{}")
                 problem = None if isinstance(args, dict) else "arguments must be a JSON object"
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 args, problem = None, f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
             key = (call.name, json.dumps(args, sort_keys=True) if problem is None else call.arguments)
             if problem is None and call.name in tools:
@@ -368,7 +368,7 @@ class TurnRunner:
     async def _store_tool_messages(self, turn: Turn, plans: list, outcomes: list) -> None:
         cid, aid = turn.channel["id"], turn.agent["id"]
         rows = []
-        for (call, args, problem), (text, is_error) in zip(plans, outcomes):
+        for (call, args, _problem), (text, is_error) in zip(plans, outcomes):
             shown = args if isinstance(args, dict) else call.arguments
             meta_call = {"replyTo": turn.reply_id, "toolName": call.name, "callId": call.id, "arguments": shown,
                          "status": "error" if is_error else "completed"}

@@ -22,7 +22,7 @@ class _Reader(asyncio.StreamReader):
 
     pending = 0
 
-    def feed_data(self, data: bytes) -> None:
+    def feed_data(self, data: bytes) -> None:  # type: ignore[override]
         self.pending += len(data)
         super().feed_data(data)
 
