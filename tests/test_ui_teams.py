@@ -177,8 +177,9 @@ async def test_a_group_of_people_and_agents_mentions_and_notifications(browser, 
     await shot(owner, tmp_path, "team-desktop-en")
 
     # the owner removes the guest: after a reload the guest has no chat and a clear line
-    await owner.keyboard.press("Escape")
-    await owner.click("#panel-close")
+    await owner.keyboard.press("Escape")  # closes the members panel (or, on older builds, nothing)
+    if await owner.is_visible("#panel-close"):
+        await owner.click("#panel-close")
     await owner.click("#btn-channel-settings")
     await owner.uncheck("#group-people input[value='%s']" % people["vera"]["id"])
     await owner.click("#group-save")
