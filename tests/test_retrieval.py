@@ -8,7 +8,7 @@ from test_memory import OWNER, add_agent
 from test_rag import ask, ingest
 from xiajiao import Prompt
 
-GUIDE = """# Harbor billing guide
+GUIDE = b"""# Harbor billing guide
 
 Some words before the first section.
 
@@ -20,7 +20,7 @@ paid period. Nothing is refunded for partial months.
 ## Invoices
 
 Invoices are issued on the first day of each period and can be downloaded as PDF.
-""".encode()
+"""
 
 
 def test_a_document_is_cut_at_its_headings_and_every_chunk_starts_with_its_heading_path():

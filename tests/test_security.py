@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from conftest import OWNER_PASSWORD
+from conftest import OWNER_PASSWORD, login
 
 
 # ------------------------------------------------------------------ CSRF

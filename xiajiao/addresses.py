@@ -110,7 +110,7 @@ async def resolve(host: str) -> list[Address]:
         return []
     out = []
     for info in infos:
-        parsed = parse_address(info[4][0])
+        parsed = parse_address(str(info[4][0]))
         if parsed is not None and parsed not in out:
             out.append(parsed)
     return out

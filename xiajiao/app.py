@@ -89,10 +89,10 @@ def _validate_embedder(e: Any) -> None:
         raise TypeError("an embedder needs name, dim (int) and async embed(texts, kind=)")
 
 
-def _client_json(app: Quart) -> None:
+def _client_json(app: XiajiaoApp) -> None:
     """JSON read from clients goes through xiajiao.safejson (depth, Unicode, NUL); the provider
     otherwise stays the one quart-schema installed."""
-    class ClientJSON(type(app.json)):
+    class ClientJSON(type(app.json)):  # type: ignore[misc]  # subclass whatever provider quart-schema set
         def loads(self, s: str | bytes, **kwargs: Any) -> Any:
             return safejson.loads(s)
 

@@ -17,7 +17,6 @@ code. Before ``auth`` only ``auth`` and ``ping`` are served; other frames get an
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -167,8 +166,8 @@ async def handle_frame(core, conn: Connection, raw: str | bytes) -> None:
         return
     wait = core.limiter.hit(auth.client_key(conn.actor, conn.address))
     if wait > 0:
-        err = RateLimited("Too many frames, slow down", retry_after=wait)
-        send_error(conn, err.code, err.message, type=type_, **err.extra)
+        limited = RateLimited("Too many frames, slow down", retry_after=wait)
+        send_error(conn, limited.code, limited.message, type=type_, **limited.extra)
         return
     handler = core.ws_handlers.get(type_)
     if handler is None:

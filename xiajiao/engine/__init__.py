@@ -293,7 +293,8 @@ class Engine:
         loop = asyncio.ensure_future(self.runner.model_loop(turn, messages))
         turn.task = asyncio.current_task()
         turn.loop = loop
-        status, error = "done", None
+        status = "done"
+        error: XiajiaoError | None = None
         try:
             try:
                 limit = app.settings.max_reply_seconds
@@ -315,10 +316,11 @@ class Engine:
             elif loop.exception() is not None:
                 failure = loop.exception()
                 status = "error"
-                if not isinstance(failure, XiajiaoError):
+                if isinstance(failure, XiajiaoError):
+                    error = failure
+                else:
                     log.error("turn of %s failed", agent["id"], exc_info=failure)
-                    failure = ProviderError(f"The turn failed: {type(failure).__name__}", "turn_failed")
-                error = failure
+                    error = ProviderError(f"The turn failed: {type(failure).__name__}", "turn_failed")
         finally:
             self.running.pop(reply["id"], None)
             self.runner.flush(turn)
@@ -468,9 +470,9 @@ class Engine:
         from .. import auth
 
         data = data or {}
-        for field in ("messageId", "channelId"):
-            if data.get(field) is not None and not isinstance(data[field], str):
-                raise BadRequest(f"{field} must be a string", "invalid_frame")
+        for key in ("messageId", "channelId"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise BadRequest(f"{key} must be a string", "invalid_frame")
         actor = conn.actor
         stopped: list[str] = []
         message_id, channel_id = data.get("messageId"), data.get("channelId")
