@@ -68,7 +68,7 @@ MATRIX = [
     ("POST", "/api/messages/{message}/retry", None, (401, 409, 409, 404, 403, 409)),
     ("POST", "/api/messages/{message}/resend", {"content": "again"}, (401, 403, 202, 404, 403, 403)),
     ("POST", "/api/turns", {"channelId": "{channel}", "content": "hi"}, (401, 200, 200, 404, 403, 200)),
-    ("GET", "/api/channels/{channel}/chains", None, (401, 200, 200, 404, 404, 200)),
+    ("GET", "/api/channels/{channel}/chains", None, (401, 200, 200, 404, 200, 200)),
     ("GET", "/api/providers/demo/models", None, (401, 403, 403, 403, 400, 400)),
     ("GET", "/uploads/{upload}", None, (401, 200, 200, 200, 200, 200)),
     ("GET", "/api/turns?channelId={channel}", None, (401, 200, 200, 404, 200, 200)),
