@@ -191,6 +191,7 @@ async def test_providers_api_shows_health(gw_app, fake_llm):
     by_id = {p["id"]: p for p in body["providers"]}
     assert set(by_id) == {"env-openai", "env-anthropic", "demo"}
     h = by_id["env-openai"]["health"]
-    assert (h["state"], h["consecutiveFailures"], h["calls"], h["failures"]) == ("closed", 1, 1, 1)
+    # a 400 is the request's fault: recorded as a failed call, not counted toward the breaker
+    assert (h["state"], h["consecutiveFailures"], h["calls"], h["failures"]) == ("closed", 0, 1, 1)
     assert h["lastError"] == "provider_http_error: Model 'fake-model': HTTP 400 from the provider (scripted error)"
     assert by_id["demo"]["health"]["calls"] == 0 and by_id["demo"]["source"] == "builtin"

@@ -326,6 +326,8 @@ class Engine:
             self.runner.flush(turn)
         extra = {"usage": {"promptTokens": turn.usage.prompt_tokens,
                            "completionTokens": turn.usage.completion_tokens}, "rounds": turn.rounds}
+        if turn.call.provider and turn.call.model:  # after a failover: the model that answered
+            extra["model"] = f"{turn.call.provider}/{turn.call.model}"
         if error is not None:
             extra["error"] = self.error_meta(error)
         await chat.finish_message(app, reply["id"], content=turn.text, status=status, metadata=extra)

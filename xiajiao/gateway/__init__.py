@@ -113,6 +113,14 @@ class Call:
     attempts: int = 0
 
 
+REQUEST_FAULTS = (400, 404, 413, 422)  # the provider refused this request, not a sign it is down
+
+
+def request_fault(exc: ProviderError) -> bool:
+    """Was the call refused because of the request itself (bad parameters, unknown model, too long)?"""
+    return exc.extra.get("httpStatus") in REQUEST_FAULTS
+
+
 def backoff(attempt: int, retry_after: float | None) -> float:
     if retry_after is not None:
         return min(max(0.0, retry_after), RETRY_AFTER_CAP)
@@ -321,9 +329,13 @@ class Gateway:
                         started = True
                         yield event
                 except ProviderError as exc:
-                    breaker.failure()
+                    refused = request_fault(exc)
+                    if refused:  # the provider works; our request was wrong: no breaker count, no failover
+                        breaker.release()
+                    else:
+                        breaker.failure()
                     self._record(agent_id, cfg.id, name, call, t0, error=exc)
-                    if started:
+                    if started or refused:
                         raise
                     last = exc
                     bound = self.app.settings.max_retry_after
