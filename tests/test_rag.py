@@ -174,7 +174,10 @@ def blank_pdf() -> bytes:
 async def test_unreadable_documents_fail_with_their_reason_and_leave_nothing(app, owner, agent, name, data, reason):
     ws = await listen(app)
     doc = await ingest(owner, agent["id"], name, data)
-    await settle()
+    for _ in range(500):  # the failed frame follows the stored status
+        if ws and ws[-1]["type"] == "rag_progress" and ws[-1]["data"]["status"] == "failed":
+            break
+        await asyncio.sleep(0.01)
     assert (doc["status"], doc["chunks"]) == ("failed", 0)
     assert doc["error"].startswith(reason)
     db = await app.xj.workspace_db(agent["id"], "rag.db")

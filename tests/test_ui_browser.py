@@ -428,7 +428,7 @@ async def test_upload_a_document_to_an_agent_and_see_it_indexed(browser, site, t
 
 async def test_owner_adds_a_provider_tests_it_and_chats_through_it(browser, tmp_path):
     """The README path on a fresh install: only the offline demo model, then a provider added in Settings."""
-    async with FakeLLM() as other, live_server(make_settings(tmp_path, demo_delay=0.0)) as (app, base):
+    async with FakeLLM() as other, live_server(make_settings(tmp_path, demo_delay=0.0, allow_private_provider_urls=True)) as (app, base):
         page = await new_page(browser, base)
         await log_in(page, base)
         await page.click("#btn-settings")

@@ -293,7 +293,7 @@ async def test_a_provider_is_edited_with_the_models_its_endpoint_lists(browser, 
         assert len(values) == len(set(values)) and "lab/fake-model" in values and "fake-model" not in values
         await expect(page.locator("#default-model option[value='lab/fake-model']")).to_have_text("fake-model — lab")
         assert "[object Object]" not in await page.locator(".providers").text_content()
-        await expect(row.locator(".pill.closed")).to_have_text("closed")
+        await expect(row.locator(".pill.closed")).to_have_text("healthy")
         await page.screenshot(path=str(tmp_path / "providers.png"))
         assert page.errors == []
         await page.context.close()
