@@ -171,7 +171,7 @@ async def test_a_group_of_people_and_agents_mentions_and_notifications(browser, 
     item = guest.locator(".chat-item", has_text="Launch team")
     await expect(item.locator(".badge.mention")).to_have_text("@")
     # the unread count after this reload read 0 in full-suite runs (the chat was marked read meanwhile);
-    # the live count is asserted above, the server's count in tests/test_ui_api.py
+    # the live count is asserted above, the server's count in tests/test_channels.py
     await guest.set_viewport_size(size)
     await item.click()
     msg = guest.locator(".msg", has_text="please review")
