@@ -21,7 +21,8 @@ from urllib.parse import quote
 import httpx
 from quart import Blueprint, current_app, jsonify, request
 
-from xiajiao import BadRequest, Conflict, NotFound, Setting, Tool, check_public_url, hookimpl, requires
+from xiajiao import (BadRequest, Conflict, NotFound, Setting, Tool, check_public_url, hookimpl,
+                     parse_allowed_hosts, requires)
 
 bp = Blueprint("http_tools", __name__)
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
@@ -110,6 +111,14 @@ def check(definition: Any) -> dict:
             "secretHeaders": list(secret), "parameters": params, "timeout": float(timeout)}
 
 
+def stored(app: Any, name: str) -> tuple[dict[str, dict], dict]:
+    """All definitions and the one named ``name`` (404 when there is none)."""
+    defs = load(app)
+    if name not in defs:
+        raise NotFound("No such HTTP tool", "tool_not_found")
+    return defs, defs[name]
+
+
 def public(definition: dict) -> dict:
     """The definition as the API shows it: secret header values masked."""
     out = dict(definition)
@@ -136,7 +145,7 @@ async def call(app: Any, d: dict, args: dict) -> dict:
     used = placeholders(d["url"])
     url = d["url"].format(**{k: quote(str(args.get(k, "")), safe="") for k in used})
     rest = {k: v for k, v in args.items() if k not in used}
-    allowed = {h.strip().lower() for h in app.settings.http_tools_allowed_hosts.split(",") if h.strip()}
+    allowed = parse_allowed_hosts(app.settings.http_tools_allowed_hosts)
     await check_public_url(url, allowed, kind="url", setting="XIAJIAO_HTTP_TOOLS_ALLOWED_HOSTS")
     kw: dict = {"headers": d["headers"]}
     if d["method"] in BODY_METHODS:
@@ -201,13 +210,10 @@ async def create_tool():
 @requires("admin")
 async def update_tool(name: str):
     app = current_app.xj
-    defs = load(app)
-    if name not in defs:
-        raise NotFound("No such HTTP tool", "tool_not_found")
+    defs, old = stored(app, name)
     body = await request.get_json(silent=True)
     if isinstance(body, dict):  # masked secrets sent back unchanged keep their stored value
-        old = defs[name]
-        body = {**{k: v for k, v in old.items()}, **body, "name": name}
+        body = {**old, **body, "name": name}
         body["headers"] = {k: (old["headers"].get(k, v) if k in old["secretHeaders"] and v.startswith("****") else v)
                            for k, v in (body.get("headers") or {}).items()}
     d = check(body)
@@ -222,9 +228,7 @@ async def update_tool(name: str):
 @requires("admin")
 async def delete_tool(name: str):
     app = current_app.xj
-    defs = load(app)
-    if name not in defs:
-        raise NotFound("No such HTTP tool", "tool_not_found")
+    defs, _old = stored(app, name)
     del defs[name]
     save(app, defs)
     app.tools.remove(name)

@@ -13,7 +13,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from xiajiao import BadRequest, SearchBackend, Setting, Tool, check_public_url, hookimpl
+from xiajiao import BadRequest, SearchBackend, Setting, Tool, check_public_url, hookimpl, parse_allowed_hosts
 
 TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "text/markdown", "application/json",
               "application/xml", "text/xml")
@@ -36,7 +36,7 @@ def register_settings(register):
 
 
 def _allowed(app: Any) -> set[str]:
-    return {h.strip().lower() for h in app.settings.web_allowed_hosts.split(",") if h.strip()}
+    return parse_allowed_hosts(app.settings.web_allowed_hosts)
 
 
 async def fetch(app: Any, url: str, *, method: str = "GET", data: dict | None = None,

@@ -18,7 +18,7 @@ from .gateway import env_provider_configs, env_provider_settings  # noqa: E402
 from .gateway.http import pooled_client  # noqa: E402
 from .safejson import check_text  # noqa: E402
 from .auth import authorized_channel, requires  # noqa: E402
-from .addresses import check_url as check_public_url  # noqa: E402
+from .addresses import check_url as check_public_url, parse_allowed as parse_allowed_hosts  # noqa: E402
 from .chat import create_message as post_message  # noqa: E402
 from .channels import add_members as add_channel_members, open_channel, rename as rename_channel  # noqa: E402
 from .parsing import ParseLimits, guard_zip, parse_document, parse_limits  # noqa: E402
@@ -39,7 +39,7 @@ __all__ = [
     "XiajiaoError", "BadRequest", "Conflict", "Forbidden", "NotFound", "ProviderError", "RateLimited", "TooLarge",
     "Unauthorized", "UnsupportedMediaType",
     "requires", "check_text", "charge_limit", "authorized_channel", "post_message", "open_channel", "add_channel_members",
-    "rename_channel", "check_public_url", "SearchBackend",
+    "rename_channel", "check_public_url", "parse_allowed_hosts", "SearchBackend",
     "ParseLimits", "guard_zip", "parse_document", "parse_limits", "MULTIPART_OVERHEAD", "file_size", "limit_body",
     "migrations_from_dir", "db_errors", "new_id", "now_iso",
     "fts_any", "fts_any_parts", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
