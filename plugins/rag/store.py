@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import re
+import string
 import time
 import weakref
 from pathlib import Path
@@ -424,14 +425,18 @@ def _write_batch(conn, doc_id: int, rows, parents, parent_ids: dict[int, int], f
 # ------------------------------------------------------------------ retrieval
 
 
-_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
-_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
+_ASCII_LETTERS = string.ascii_letters.encode()
 
 
 def script(text: str) -> str:
-    """``"cjk"`` when at least a fifth of the letters are CJK characters, else ``"latin"``."""
-    letters = len(_LETTER.findall(text))
-    return "cjk" if letters and len(_CJK_CHAR.findall(text)) * 5 >= letters else "latin"
+    """``"cjk"`` when at least a fifth of the letters (ASCII letters and CJK characters) are CJK, else
+    ``"latin"``. Called for every search candidate, so it counts in C: bytes.translate for the ASCII
+    letters, one regex over runs for the CJK ones (a text without non-ASCII characters skips it)."""
+    ascii_only = text.encode("ascii", "ignore")
+    latin = len(ascii_only) - len(ascii_only.translate(None, _ASCII_LETTERS))
+    cjk = sum(map(len, _CJK_RUN.findall(text))) if len(ascii_only) < len(text) else 0
+    return "cjk" if cjk and cjk * 4 >= latin else "latin"
 
 
 async def query(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: str | None = None) -> list[dict]:
@@ -524,8 +529,8 @@ def min_relevance(settings: Any, embedder: Any) -> float:
     return value if value >= 0 else float(getattr(embedder, "min_relevance", 0.0))
 
 
-def _boosted(s: Any, question: str, row: dict, sim: float) -> float:
-    return sim + (s.rag_cross_language_boost if script(row["body"]) != script(question) else 0.0)
+def _boosted(s: Any, question_script: str, row: dict, sim: float) -> float:
+    return sim + (s.rag_cross_language_boost if row["script"] != question_script else 0.0)
 
 
 def _rrf(s: Any, texts: list[str], near: list, hits: list, rows: dict) -> tuple[dict, dict]:
@@ -534,7 +539,8 @@ def _rrf(s: Any, texts: list[str], near: list, hits: list, rows: dict) -> tuple[
     fused: dict[int, float] = {}
     relevance: dict[int, float] = {}
     for q, lst in zip(texts, near):
-        scored = sorted(((_boosted(s, q, rows[cid], sim), cid) for cid, sim in lst if cid in rows), reverse=True)
+        qs = script(q)
+        scored = sorted(((_boosted(s, qs, rows[cid], sim), cid) for cid, sim in lst if cid in rows), reverse=True)
         for rank, (sim, cid) in enumerate(scored):
             fused[cid] = fused.get(cid, 0.0) + s.rag_vector_weight / (k + rank + 1)
             relevance[cid] = max(relevance.get(cid, -1.0), sim)
@@ -556,8 +562,9 @@ async def _linear(db, s: Any, texts: list[str], vectors: list, hits: list, rows:
     fused: dict[int, float] = {}
     relevance: dict[int, float] = {}
     for q, sim in zip(texts, sims):
+        qs = script(q)
         for cid, value in sim.items():
-            relevance[cid] = max(relevance.get(cid, -1.0), _boosted(s, q, rows[cid], value))
+            relevance[cid] = max(relevance.get(cid, -1.0), _boosted(s, qs, rows[cid], value))
     for cid in ids:
         fused[cid] = s.rag_vector_weight * relevance.get(cid, 0.0)
     for lst in hits:
@@ -578,6 +585,7 @@ def _candidates(conn, ids: set[int]) -> list[dict]:
     for row in rows:  # the chunk's own words decide its script, not the heading path before them
         row["body"] = row["chunk"].split("\n", 1)[-1] if row["heading"] and row["chunk"].startswith(row["heading"]) \
             else row["chunk"]
+        row["script"] = script(row["body"])  # here, in the read thread, once per candidate
     return rows
 
 
