@@ -52,7 +52,8 @@ class Tool:
     """A function an agent's model may call.
 
     ``parameters`` is a JSON schema (an object). ``min_role`` is the least role of the
-    *user whose message started the turn* for the call to be allowed.
+    *user whose message started the turn* for the call to be allowed. ``approval`` marks a tool whose
+    calls wait for a person's approval before they run (mutating or external tools).
     """
 
     name: str
@@ -63,6 +64,7 @@ class Tool:
     mutating: bool = False
     min_role: str = "guest"
     timeout: float | None = None
+    approval: bool = False
 
     def spec(self) -> dict:
         return {"type": "function", "function": {
