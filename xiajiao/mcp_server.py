@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from quart import Response, g
+from werkzeug.datastructures import Headers
 
 from .auth import authorized_channel
 from .errors import Conflict, Forbidden, NotFound, XiajiaoError
@@ -121,7 +122,7 @@ class AgentsServer:
         if start is None or start["type"] != "http.response.start":
             gone.set()
             if call.done() and not call.cancelled() and call.exception() is not None:
-                raise call.exception()  # type: ignore[misc]  # an unexpected failure: the app's 500
+                raise call.exception()  # an unexpected failure: the app's 500
             raise XiajiaoError("The MCP server gave no answer", "mcp_unavailable", status=503)
 
         async def stream():
@@ -142,7 +143,7 @@ class AgentsServer:
                 if not finished:
                     call.cancel()
 
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+        headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])])
         resp = Response(stream(), status=start["status"], headers=headers)
         resp.timeout = None  # a turn takes as long as it takes
         return resp
