@@ -171,6 +171,9 @@ class Xiajiao:
         from .backup import Backups
 
         self.backups = Backups(self)
+        from .mcp_server import AgentsServer
+
+        self.mcp = AgentsServer(self)  # POST /mcp; the SDK loads on the first request
         self.started_at: float | None = None
 
     def _prepare_connection(self, conn, label: str) -> None:
