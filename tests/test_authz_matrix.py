@@ -97,12 +97,19 @@ MATRIX = [
     ("POST", "/api/backups", None, (401, 403, 403, 403, 403, 201)),
     ("GET", "/api/backups/{backup}", None, (401, 403, 403, 403, 403, 200)),
     ("GET", "/api/system", None, (401, 403, 403, 403, 403, 200)),
+    # the agents as MCP tools: anyone signed in (each sees the agents he may talk to)
+    ("POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                      "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                 "clientInfo": {"name": "matrix", "version": "1"}}},
+     (401, 200, 200, 200, 200, 200)),
 ]
+# headers a route needs besides its body: the MCP transport answers only callers accepting both kinds
+HEADERS = {"/mcp": {"Accept": "application/json, text/event-stream"}}
 OPENAI_SHAPED = ("/v1/models", "/v1/chat/")  # errors in OpenAI's shape: {"error": {"message", "type", "code"}}
 # /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
 WS_COVERED = {("GET", "/ws")}
 OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "backups",  # the chat core's blueprints
-        "openai", "machine", "turns", "chains"}
+        "openai", "machine", "turns", "chains", "mcp"}
 _names = itertools.count()
 
 
@@ -196,8 +203,8 @@ async def call(world: World, role: str, method: str, path: str, body):
     if isinstance(body, dict):
         import json
         body = json.loads(await world.fill(json.dumps(body), role))
-        return await client.open(path, method=method, json=body)
-    return await client.open(path, method=method)
+        return await client.open(path, method=method, json=body, headers=HEADERS.get(path))
+    return await client.open(path, method=method, headers=HEADERS.get(path))
 
 
 @pytest.mark.parametrize("method,path,body,expected", MATRIX, ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
@@ -213,7 +220,9 @@ async def test_route_matrix(app, method, path, body, expected):
 
 
 def assert_error_shape(path: str, err: dict) -> None:
-    if path.startswith(OPENAI_SHAPED):
+    if path == "/mcp" and "jsonrpc" in err:  # the protocol's own errors: JSON-RPC, with a numeric code
+        assert isinstance(err["error"]["code"], int) and err["error"]["message"]
+    elif path.startswith(OPENAI_SHAPED):
         assert set(err["error"]) >= {"message", "type", "code"} and isinstance(err["error"]["code"], str)
     else:
         assert set(err) >= {"error", "code"} and isinstance(err["code"], str)
@@ -293,6 +302,6 @@ async def test_bad_bodies_are_4xx_never_500(app, method, path):
     world = await World(app).build()
     for raw in BAD_BODIES:
         resp = await world.clients["owner"].open(await world.fill(path, "owner"), method=method, data=raw,
-                                                 headers={"Content-Type": "application/json"})
+                                                 headers={"Content-Type": "application/json", **HEADERS.get(path, {})})
         assert 400 <= resp.status_code < 500, (raw, resp.status_code, await resp.get_data(as_text=True))
         assert_error_shape(path, await resp.get_json())
