@@ -8,7 +8,7 @@ import pytest
 
 from fake_llm import Call, Reply
 from xiajiao import Actor, Tool, hookimpl
-from conftest import Frames, llm_settings, make_channel, running_app, user_says
+from conftest import Frames, llm_settings, login, make_channel, running_app, user_says
 
 SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 
@@ -82,10 +82,11 @@ async def test_a_tool_call_shows_tool_call_then_tool_result_and_is_stored(app_, 
     assert frames.of("tool_result") == [{"messageId": mid, "toolName": "shout", "callId": "c1", "result": "HELLO"}]
     rows = await app_.xj.db.fetchall("SELECT type, content, agent_id, status, metadata FROM messages WHERE channel_id = ? "
                                      "ORDER BY seq", (ch["id"],))
+    # stored in the order it happened: the call, its result, then the reply that went on after them
     assert [(r["type"], r["content"]) for r in rows] == [
-        ("text", "shout hello"), ("text", "Let me shout. Done: HELLO"),
-        ("tool_call", 'shout({"text": "hello"})'), ("tool_result", "HELLO")]
-    assert json.loads(rows[2]["metadata"]) == {"replyTo": mid, "toolName": "shout", "callId": "c1",
+        ("text", "shout hello"), ("tool_call", 'shout({"text": "hello"})'), ("tool_result", "HELLO"),
+        ("text", "Let me shout. Done: HELLO")]
+    assert json.loads(rows[1]["metadata"]) == {"replyTo": mid, "toolName": "shout", "callId": "c1",
                                                "arguments": {"text": "hello"}, "status": "completed"}
     # the second model call got the tool result, in the protocol's shape
     msgs = fake_llm.last.json["messages"]
@@ -93,6 +94,26 @@ async def test_a_tool_call_shows_tool_call_then_tool_result_and_is_stored(app_, 
     assert msgs[-1] == {"role": "tool", "content": "HELLO", "tool_call_id": "c1"}
     assert [t["function"]["name"] for t in fake_llm.chat_requests()[0].json["tools"]] == \
         ["shout", "secret", "stall", "broken", "call_agent"]
+
+
+async def test_a_reply_after_two_rounds_of_tools_is_stored_after_them_and_found_by_search(app_, fake_llm):
+    ch, _, end = await turn(app_, "twice", [
+        Reply(text="First. ", tool_calls=[Call("shout", {"text": "one"}, id="r1")]),
+        Reply(tool_calls=[Call("shout", {"text": "two"}, id="r2")]),
+        Reply(text="Both shouted zanzibar")])
+    owner = app_.test_client()
+    await login(owner)
+    page = await (await owner.get(f"/api/messages?channelId={ch['id']}")).get_json()
+    assert [(m["type"], m["content"]) for m in page["messages"]] == [
+        ("text", "twice"), ("tool_call", 'shout({"text": "one"})'), ("tool_result", "ONE"),
+        ("tool_call", 'shout({"text": "two"})'), ("tool_result", "TWO"), ("text", "First. Both shouted zanzibar")]
+    assert page["messages"][-1]["id"] == end["messageId"]
+    assert [m["seq"] for m in page["messages"]] == sorted(m["seq"] for m in page["messages"])
+    found = await (await owner.get("/api/messages/search?q=zanzibar")).get_json()
+    assert [m["id"] for m in found["results"]] == [end["messageId"]]
+    # the page before the reply holds everything older than it, tools included
+    older = await (await owner.get(f"/api/messages?channelId={ch['id']}&before={end['messageId']}")).get_json()
+    assert [m["type"] for m in older["messages"]] == ["text", "tool_call", "tool_result", "tool_call", "tool_result"]
 
 
 async def test_calls_of_one_round_run_in_parallel(app_, fake_llm):

@@ -406,6 +406,9 @@ async def test_a_tool_call_shows_as_a_card_from_calling_to_completed(browser, si
     await page.wait_for_selector("body[data-ready=app]")
     await expect(page.locator(".msg .tool-card[data-status=completed] .tool-result")).to_have_text("found 虾饺")
     await expect(page.locator(".msg .tool-card")).to_have_count(1)  # call and result: one card
+    # inside the reply it belongs to (stored before it), not a message of its own
+    await expect(page.locator(".msg.agent", has=page.locator(".tool-card"))).to_contain_text("shrimp dumpling")
+    await expect(page.locator(".msg.agent")).to_have_count(1)
     await page.context.close()
 
 

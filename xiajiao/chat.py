@@ -119,6 +119,20 @@ async def create_message(app, *, channel_id: str, content: str, type: str = "tex
     return msg
 
 
+def move_to_end(conn, message_id: str) -> None:
+    """Give a message the next sequence number (in a write transaction): a streamed reply whose tool
+    calls were stored meanwhile comes after them, as it happened."""
+    row = conn.execute("SELECT seq FROM messages WHERE id = ?", (message_id,)).fetchone()
+    top = conn.execute("SELECT MAX(seq) AS s FROM messages").fetchone()["s"]
+    if row is None or row["seq"] == top:
+        return
+    conn.execute("UPDATE messages SET seq = ? WHERE id = ?", (top + 1, message_id))
+    indexed = conn.execute("SELECT body FROM messages_fts WHERE rowid = ?", (row["seq"],)).fetchone()
+    if indexed is not None:  # the search index follows it
+        conn.execute("DELETE FROM messages_fts WHERE rowid = ?", (row["seq"],))
+        conn.execute("INSERT INTO messages_fts (rowid, body) VALUES (?, ?)", (top + 1, indexed["body"]))
+
+
 async def finish_message(app, message_id: str, *, content: str, status: str = "done",
                          metadata: dict | None = None) -> None:
     """Store the final (or partial) text of a streamed message and index it."""

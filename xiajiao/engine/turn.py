@@ -382,6 +382,9 @@ class TurnRunner:
                     "id": new_id("msg"), "channel_id": cid, "user_id": None, "agent_id": aid, "content": content,
                     "type": type_, "metadata": json.dumps(meta, ensure_ascii=False), "status": "done",
                     "created_at": now_iso()}, index=False)
+            # the reply goes on after its tools: it moves behind them in the channel's order (it is not
+            # indexed for search before it ends, so nothing else refers to its old place)
+            chat.move_to_end(conn, turn.reply_id)
 
         await self.app.db.run_write(work)
 

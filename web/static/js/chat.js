@@ -136,10 +136,18 @@ async function loadPage() {
   // versions of one reply show as one message (the current one, where the first stood) with 1/2/3
   const groups = new Map();
   for (const m of msgs) if (m.versionGroup) (groups.get(m.versionGroup) || groups.set(m.versionGroup, []).get(m.versionGroup)).push(m);
+  // a reply is stored after its tool calls: those whose reply comes later in the page move into it below
+  const waiting = [];
   for (const m of msgs) {
     if (list().querySelector(`[data-id="${CSS.escape(m.id)}"]`)) continue;
     if (m.type === "tool_result" && mergeStoredResult(m, frag)) continue;
     if ((m.type === "tool_call" || m.type === "tool_result") && intoReply(m, frag)) continue;
+    if (m.type === "tool_call" && (m.metadata || {}).replyTo) {
+      const el = messageEl(m);
+      frag.appendChild(el);
+      waiting.push([m, el]);
+      continue;
+    }
     let shown = m;
     if (m.versionGroup) {
       const versions = groups.get(m.versionGroup);
@@ -149,6 +157,7 @@ async function loadPage() {
     frag.appendChild(messageEl(shown));
     if (shown.status === "streaming") resumeStream(shown, r.seq, channelId);
   }
+  for (const [m, el] of waiting) if (intoReply(m, frag, el)) el.remove();
   list().insertBefore(frag, list().firstChild);
   if (!S.lastMsg[channelId] || (msgs[msgs.length - 1].createdAt >= (S.lastMsg[channelId].createdAt || ""))) {
     S.lastMsg[channelId] = msgs[msgs.length - 1];
@@ -172,13 +181,13 @@ function resumeStream(m, seq, channelId) {
 }
 
 // Stored tool calls and results belong inside the reply they were part of, as they were live.
-function intoReply(m, frag) {
+function intoReply(m, frag, shown = null) {
   const meta = m.metadata || {};
   if (!meta.replyTo) return false;
   const sel = `[data-id="${CSS.escape(meta.replyTo)}"]`;
   const reply = frag.querySelector(sel) || list().querySelector(sel);
   if (!reply) return false;
-  const card = messageEl(m).querySelector(".tool-card");
+  const card = (shown || messageEl(m)).querySelector(".tool-card");
   if (!card) return false;
   liveTools(reply).appendChild(card);
   return true;
