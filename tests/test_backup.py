@@ -270,3 +270,52 @@ async def test_who_may_export(app, owner):
     assert (await guest.get(f"/api/channels/{channel_id}/export")).status_code == 403
     admin, _ = await user_client(app, "adm", "admin")
     assert (await admin.get(f"/api/channels/{channel_id}/export")).status_code == 200
+
+
+async def test_automatic_backups_run_every_interval_and_keep_the_newest(tmp_path):
+    # 0.0001 hours: a backup every 0.36 s; two are kept
+    async with running_app(make_settings(tmp_path, embedder="hash", backup_interval_hours=0.0001,
+                                         backup_keep=2)) as app:
+        owner = app.test_client()
+        await login(owner)
+        folder = app.xj.backups.folder
+        assert not folder.exists() or list(folder.iterdir()) == []  # the first one comes an interval after start
+        seen: set[str] = set()
+        for _ in range(400):
+            seen |= {p.name for p in folder.glob("*.tar.gz")} if folder.exists() else set()
+            if len(seen) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert len(seen) >= 3, seen
+        await asyncio.sleep(0.05)  # let a prune that raced the listing finish
+        kept = sorted(p.name for p in folder.glob("*.tar.gz"))
+        assert 1 <= len(kept) <= 2 and set(kept) <= seen
+        listed = await (await owner.get("/api/backups")).get_json()
+        assert {b["name"] for b in listed["backups"]} == set(kept)
+        assert backup.read_manifest(folder / kept[-1])["files"]
+
+
+async def test_a_failing_automatic_backup_is_reported_and_the_next_one_still_runs(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the backup folder should be")
+    async with running_app(make_settings(tmp_path, embedder="hash", backup_interval_hours=0.0001,
+                                         backup_dir=str(blocker))) as app:
+        failures = []
+        for _ in range(400):
+            last = app.xj.backups.last
+            if last and not last["ok"] and (not failures or last["createdAt"] != failures[-1]["createdAt"]):
+                failures.append(dict(last))
+            if len(failures) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert len(failures) >= 2 and failures[0]["error"]  # the loop went on after the first failure
+        owner = app.test_client()
+        await login(owner)
+        resp = await owner.post("/api/backups")  # on demand: the same reason, as a 4xx
+        assert (resp.status_code, (await resp.get_json())["code"]) == (400, "backup_folder")
+        blocker.unlink()
+        for _ in range(400):
+            if app.xj.backups.last and app.xj.backups.last["ok"]:
+                break
+            await asyncio.sleep(0.02)
+        assert app.xj.backups.last["ok"] and list(blocker.glob("*.tar.gz"))

@@ -115,7 +115,11 @@ def create_backup(data_dir: str | Path, dest: str | Path) -> dict:
     dest = Path(dest)
     if dest.is_dir() or str(dest).endswith(os.sep):
         dest = dest / backup_name()
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where the folder should be, no permission
+        raise BackupError(f"The backup folder {dest.parent} cannot be used: {exc.strerror or exc}",
+                          code="backup_folder") from None
     partial = dest.with_name(dest.name + ".partial")
     manifest: dict = {"format": FORMAT, "formatVersion": FORMAT_VERSION, "version": __version__,
                       "createdAt": _now(), "databases": {}, "files": []}
@@ -311,3 +315,6 @@ class Backups:
             except BackupError as exc:
                 self.last = {"createdAt": _now(), "ok": False, "error": exc.message}
                 log.warning("backup failed: %s", exc.message)
+            except Exception as exc:  # an unforeseen failure: logged with its traceback, the next one still runs
+                self.last = {"createdAt": _now(), "ok": False, "error": str(exc) or type(exc).__name__}
+                log.exception("backup failed")
