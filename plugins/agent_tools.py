@@ -3,7 +3,8 @@ deep) and manage_channel (create a group, add members, rename, with the rights o
 agent answers)."""
 from __future__ import annotations
 
-from xiajiao import BadRequest, Setting, Tool, add_channel_members, hookimpl, open_channel, rename_channel
+from xiajiao import (BadRequest, Setting, Tool, add_channel_members, ask_agent, find_agent, hookimpl, open_channel,
+                     rename_channel)
 
 
 async def call_agent(args: dict, ctx) -> str:
@@ -11,13 +12,13 @@ async def call_agent(args: dict, ctx) -> str:
     limit = app.settings.call_agent_depth
     if ctx.depth + 1 > limit:
         raise BadRequest(f"call_agent may nest at most {limit} deep", "call_depth")
-    target = app.engine.agents.find(str(args.get("agent", "")))
+    target = find_agent(app, str(args.get("agent", "")))
     if target is None:
         raise BadRequest(f"No agent named {args.get('agent')!r}", "agent_not_found")
     if target["id"] == ctx.agent["id"]:
         raise BadRequest("An agent cannot call itself", "call_self")
-    return await app.engine.ask(target, str(args.get("message", "")), actor=ctx.actor, channel=ctx.channel,
-                                depth=ctx.depth + 1)
+    return await ask_agent(app, target, str(args.get("message", "")), actor=ctx.actor, channel=ctx.channel,
+                           depth=ctx.depth + 1)
 
 
 def _ids(value) -> list[str]:

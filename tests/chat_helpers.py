@@ -27,6 +27,7 @@ async def make_agent(app, agent_id: str = "agent_poet", name: str = "诗人") ->
     now = now_iso()
     await app.xj.db.execute("INSERT INTO agents (id, name, created_at, updated_at) VALUES (?,?,?,?)",
                             (agent_id, name, now, now))
+    await app.xj.engine.agents.load()  # written behind the agents service's back: it reads them again
     return agent_id
 
 

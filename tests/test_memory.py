@@ -24,6 +24,7 @@ async def add_agent(app, agent_id="agent_mem", name="Keeper", knowledge=0) -> di
         "INSERT INTO agents (id, name, knowledge, created_at, updated_at) VALUES (?,?,?,?,?)",
         (agent_id, name, knowledge, now, now))
     app.xj.workspace(agent_id).mkdir(parents=True, exist_ok=True)
+    await app.xj.engine.agents.load()  # written behind the agents service's back: it reads them again
     return await app.xj.db.fetchone("SELECT * FROM agents WHERE id = ?", (agent_id,))
 
 

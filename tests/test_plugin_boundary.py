@@ -71,3 +71,31 @@ def test_the_facade_table_in_the_docs_lists_every_public_name():
     section = doc.split("## The public facade", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`([A-Za-z_]+)(?:\(|`)", section))
     assert set(xiajiao.__all__) - documented == set()
+
+
+CORE_TABLES = ("agents", "users", "sessions", "api_keys", "channels", "channel_members", "messages", "messages_fts",
+               "settings", "usage", "invites", "tasks")
+INTERNALS = re.compile(r"\b(?:app|core|self\.app|ctx\.app)\.(?:engine|hub|gateway|db)\b")
+
+
+def _core_table_sql(source: str) -> list[str]:
+    tables = "|".join(CORE_TABLES)
+    return re.findall(rf"(?:FROM|JOIN|INTO|UPDATE)\s+(?:{tables})\b", source)
+
+
+def test_the_core_table_check_catches_what_it_should():
+    assert _core_table_sql('db.fetchall("SELECT id FROM agents")') == ["FROM agents"]
+    assert _core_table_sql('"... LEFT JOIN users u ON u.id = m.user_id"') == ["JOIN users"]
+    assert _core_table_sql('"SELECT * FROM memories"') == []  # a plugin's own table
+    assert INTERNALS.findall("await app.engine.complete(agent, x)") == ["app.engine"]
+    assert INTERNALS.findall("self.app.hub.send_to_user(u)") == ["self.app.hub"]
+
+
+def test_bundled_plugins_use_the_facade_not_the_cores_tables_or_engine():
+    found = {}
+    for path in sorted((ROOT / "plugins").rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        hits = _core_table_sql(source) + INTERNALS.findall(source)
+        if hits:
+            found[str(path.relative_to(ROOT))] = hits
+    assert found == {}

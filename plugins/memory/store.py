@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xiajiao import (BadRequest, check_text, NotFound, VectorIndex, within_budget, active_embedder, embed, fts_any, index_text, migrations_from_dir,
-                     new_id, now_iso)
+from xiajiao import (BadRequest, check_text, NotFound, VectorIndex, within_budget, active_embedder, channel_people,
+                     complete, embed, fts_any, get_agent, index_text, migrations_from_dir, new_id, now_iso)
+from xiajiao import transcript as channel_transcript
 
 CLASSES = ("semantic", "episodic", "procedural")
 SCOPES = ("private", "shared")
@@ -28,7 +29,7 @@ RECENCY_DAYS = 30.0
 
 
 async def agent_row(app: Any, agent_id: str) -> dict:
-    row = await app.db.fetchone("SELECT * FROM agents WHERE id = ?", (agent_id,))
+    row = get_agent(app, agent_id)
     if row is None:
         raise NotFound("Agent not found", "agent_not_found")
     return row
@@ -75,9 +76,7 @@ async def audience(app: Any, channel: dict | None, actor: Any) -> Audience:
     humans: set[str] = set()
     channel_id = (channel or {}).get("id")
     if channel_id:
-        rows = await app.db.fetchall("SELECT member_id FROM channel_members WHERE channel_id = ? AND member_type = 'user'",
-                                     (channel_id,))
-        humans = {r["member_id"] for r in rows}
+        humans = set(await channel_people(app, channel_id))
     if not humans and actor is not None and getattr(actor, "kind", "user") == "user" and actor.id:
         humans = {actor.id}
     return Audience(channel_id, next(iter(humans)) if len(humans) == 1 else None)
@@ -381,12 +380,8 @@ async def count_turn(app: Any, agent_id: str, channel_id: str, upto_seq: int) ->
 
 
 async def transcript(app: Any, channel_id: str, after_seq: int, upto_seq: int) -> str:
-    rows = await app.db.fetchall(
-        "SELECT m.seq, m.content, m.user_id, m.agent_id, u.display_name AS user_name, a.name AS agent_name "
-        "FROM messages m LEFT JOIN users u ON u.id = m.user_id LEFT JOIN agents a ON a.id = m.agent_id "
-        "WHERE m.channel_id = ? AND m.seq > ? AND m.seq <= ? AND m.deleted_at IS NULL AND m.type = 'text' "
-        "ORDER BY m.seq", (channel_id, after_seq, upto_seq))
-    lines = [f"{r['agent_name'] or r['user_name'] or 'user'}: {r['content']}" for r in rows if r["content"]]
+    rows = await channel_transcript(app, channel_id, after_seq=after_seq, upto_seq=upto_seq)
+    lines = [f"{r['author']}: {r['content']}" for r in rows if r["content"]]
     text = "\n".join(lines)
     return text[-TRANSCRIPT_CHARS:]
 
@@ -406,7 +401,7 @@ async def consolidate(app: Any, agent: dict, channel_id: str, after_seq: int, up
     user = (f"Earlier summary:\n{earlier}\n\n" if earlier else "") + f"Conversation:\n{talk}"
     try:
         system = SUMMARY_PROMPT + (f"\n\nInstructions for this conversation:\n{instructions}" if instructions else "")
-        answer = await app.engine.complete(agent, [ChatMessage("system", system), ChatMessage("user", user)])
+        answer = await complete(app, agent, [ChatMessage("system", system), ChatMessage("user", user)])
     except BaseException:
         # give the range back so the next turn tries again
         await db.execute("UPDATE conversations SET summarized_seq = ? WHERE channel_id = ? AND summarized_seq = ?",

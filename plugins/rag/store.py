@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from xiajiao import (BadRequest, check_text, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, embed,
-                     fts_any_parts, index_text, migrations_from_dir, new_id, now_iso, parse_document)
+                     complete, fts_any_parts, get_agent, index_text, list_agents, migrations_from_dir, notify_user, new_id, now_iso,
+                     parse_document)
 
 log = logging.getLogger("xiajiao.rag")
 
@@ -40,7 +41,7 @@ ETA: dict[tuple[str, int], float] = {}  # (agent id, document id) -> seconds lef
 async def agent_row(app: Any, agent_id: str) -> dict:
     if not isinstance(agent_id, str) or not agent_id:
         raise BadRequest("agentId is required", "missing_agent_id")
-    row = await app.db.fetchone("SELECT * FROM agents WHERE id = ?", (agent_id,))
+    row = get_agent(app, agent_id)
     if row is None:
         raise NotFound("Agent not found", "agent_not_found")
     return row
@@ -84,7 +85,7 @@ async def _clean_interrupted(db, agent_id: str, app: Any = None) -> None:
 
 async def resume_all(app: Any) -> None:
     """At start: resume the ingestions a stopped server left (agents with files waiting in rag-sources/)."""
-    for row in await app.db.fetchall("SELECT id FROM agents"):
+    for row in list_agents(app):
         folder = app.workspace(row["id"]) / SOURCES
         if await asyncio.to_thread(lambda f=folder: f.is_dir() and any(f.iterdir())) and has_knowledge_base(app, row["id"]):
             await open_db(app, row["id"])
@@ -312,7 +313,7 @@ class Progress:
             data["etaSeconds"] = eta
         if error:
             data["error"] = error
-        self.app.hub.send_to_user(self.user_id, "rag_progress", data)
+        notify_user(self.app, self.user_id, "rag_progress", data)
 
 
 async def ingest(app: Any, agent_id: str, doc: dict, data: bytes | None, parser: Any, user_id: str | None) -> None:
@@ -473,8 +474,8 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
 
     async def reindex_progress(done: int, total: int) -> None:
         if user_id:
-            app.hub.send_to_user(user_id, "rag_reindex", {"agentId": agent_id, "embedder": embedder.name,
-                                                          "done": done, "total": total})
+            notify_user(app, user_id, "rag_reindex", {"agentId": agent_id, "embedder": embedder.name,
+                                                      "done": done, "total": total})
 
     await INDEX.ensure(db, embedder, progress=reindex_progress, batch=app.settings.embed_batch)
     s = app.settings
@@ -600,8 +601,7 @@ async def rewrites(app: Any, agent: dict, question: str) -> list[str]:
     from xiajiao import ChatMessage
 
     try:
-        answer = await app.engine.complete(agent, [ChatMessage("system", REWRITE_PROMPT),
-                                                   ChatMessage("user", question)])
+        answer = await complete(app, agent, [ChatMessage("system", REWRITE_PROMPT), ChatMessage("user", question)])
     except asyncio.CancelledError:
         raise
     except Exception:  # no model, or a failing one: search the question as asked
@@ -669,8 +669,8 @@ async def rerank(app: Any, agent: dict, question: str, rows: list[dict]) -> list
 
     listing = "\n\n".join(f"[{i + 1}] {r['passage'][:600]}" for i, r in enumerate(rows))
     try:
-        answer = await app.engine.complete(agent, [ChatMessage("system", RERANK_PROMPT),
-                                                   ChatMessage("user", f"Question: {question}\n\n{listing}")])
+        answer = await complete(app, agent, [ChatMessage("system", RERANK_PROMPT),
+                                             ChatMessage("user", f"Question: {question}\n\n{listing}")])
         order = json.loads(re.search(r"\[[\d,\s]*\]", getattr(answer, "content", answer) or "").group(0))
     except asyncio.CancelledError:
         raise

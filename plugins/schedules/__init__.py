@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 from typing import Any, Callable
 
-from xiajiao import Actor, BadRequest, NotFound, Tool, hookimpl, post_message
+from xiajiao import BadRequest, NotFound, Tool, get_agent, get_channel, get_person, hookimpl, list_agents, post_message, run_turn
 
 from . import store
 
@@ -53,7 +53,7 @@ class Scheduler:
         """Index every agent's schedules; runs missed while the server was down run once (or are skipped)."""
         now = self.now()
         tasks = []
-        for agent in await self.app.db.fetchall("SELECT id FROM agents"):
+        for agent in list_agents(self.app):
             for row in await store.all_rows(self.app, agent["id"]):
                 when = store.parse_iso(row["next_run_at"])
                 if row["enabled"] and when is not None and when <= now:
@@ -98,22 +98,17 @@ class Scheduler:
         app = self.app
         run_id = await store.start_run(app, agent_id, row["id"], reason)
         try:
-            try:
-                agent = app.engine.require_agent(agent_id)
-            except NotFound:
-                agent = None
-            creator = await app.db.fetchone("SELECT id, role, display_name, username, disabled FROM users "
-                                            "WHERE id = ?", (row["created_by"],))
-            channel = await app.db.fetchone("SELECT * FROM channels WHERE id = ?", (row["channel_id"],))
-            if agent is None or channel is None or creator is None or creator["disabled"]:
+            agent = get_agent(app, agent_id)
+            actor = await get_person(app, row["created_by"])
+            channel = await get_channel(app, row["channel_id"])
+            if agent is None or channel is None or actor is None:
                 what = "agent" if agent is None else "channel" if channel is None else "creator"
                 raise NotFound(f"The schedule's {what} is gone", f"{what}_gone")
-            actor = Actor(creator["id"], creator["role"], creator["display_name"] or creator["username"])
             text = row["prompt"] + (f"\n\n{extra}" if extra else "")
-            msg = await post_message(app, channel_id=channel["id"], content=text, user_id=creator["id"],
+            msg = await post_message(app, channel_id=channel["id"], content=text, user_id=actor.id,
                                      metadata={"schedule": {"id": row["id"], "agentId": agent_id, "reason": reason}})
             await store.finish_run(app, agent_id, run_id, status="running", message_id=msg["id"])
-            reply = await app.engine.lane_turn(agent, channel, msg, actor)
+            reply = await run_turn(app, agent, channel, msg, actor)
             status = reply["status"] if reply else "error"
             await store.finish_run(app, agent_id, run_id, status=status, reply_id=reply["id"] if reply else None,
                                    error=None if status == "done" else "the agent did not answer")

@@ -7,7 +7,8 @@ from typing import Any
 
 from quart import Blueprint, current_app, g, jsonify, request
 
-from xiajiao import Actor, BadRequest, Forbidden, NotFound, RateLimited, authorized_channel, requires
+from xiajiao import (Actor, BadRequest, Forbidden, NotFound, RateLimited, authorized_channel, channel_has_agent, get_agent,
+                     list_agents, requires)
 
 from . import scheduler, store
 
@@ -39,7 +40,7 @@ async def _last(app: Any, agent_id: str, schedule_id: str) -> dict | None:
 
 async def list_schedules(app: Any, actor: Actor, agent_id: str | None = None) -> list[dict]:
     out = []
-    agents = [agent_id] if agent_id else [r["id"] for r in await app.db.fetchall("SELECT id FROM agents ORDER BY id")]
+    agents = [agent_id] if agent_id else [a["id"] for a in list_agents(app)]
     for aid in agents:
         for row in await store.all_rows(app, aid):
             if actor.at_least("admin") or row["created_by"] == actor.id:
@@ -57,12 +58,10 @@ async def create_schedule(app: Any, actor: Actor, body: dict) -> tuple[dict, str
     for key in ("cron", "at", "timezone"):
         if body.get(key) is not None and not isinstance(body[key], str):
             raise BadRequest(f"'{key}' must be a string", f"invalid_{key}")
-    agent = await app.db.fetchone("SELECT id FROM agents WHERE id = ?", (agent_id,))
-    if agent is None:
+    if get_agent(app, agent_id) is None:
         raise NotFound(f"Agent {agent_id!r} not found", "agent_not_found")
     await authorized_channel(app, actor, channel_id, "channel.write")
-    if not await app.db.fetchval("SELECT 1 FROM channel_members WHERE channel_id = ? AND member_type = 'agent' "
-                                 "AND member_id = ?", (channel_id, agent_id)):
+    if not await channel_has_agent(app, channel_id, agent_id):
         raise BadRequest("The agent is not a member of that channel", "agent_not_in_channel")
     sched = scheduler(app)
     row, token = await store.create(app, agent_id, channel_id=channel_id, prompt=body["prompt"], cron=body.get("cron"),
