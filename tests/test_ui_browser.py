@@ -9,6 +9,7 @@ import asyncio
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -21,6 +22,7 @@ from xiajiao import Tool, hookimpl
 # one event loop (and one browser) for the whole module
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
+SHOTS_DIR = Path(os.environ["XIAJIAO_SHOTS"]) if os.environ.get("XIAJIAO_SHOTS") else None  # also keep screenshots there
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -426,6 +428,53 @@ async def test_upload_a_document_to_an_agent_and_see_it_indexed(browser, site, t
     row = page.locator(".doc", has_text="部署指南.md")
     await expect(row).to_have_attribute("data-status", "ready", timeout=30000)
     await expect(row.locator(".doc-chunks")).to_have_text(re.compile(r"^[1-9]\d* chunks$"))
+    await page.context.close()
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 860}, {"width": 390, "height": 844}])
+async def test_many_documents_and_a_folder_upload_in_one_view(browser, site, tmp_path, viewport):
+    app, base = site
+    page = await new_page(browser, base)
+    await page.set_viewport_size(viewport)
+    await log_in(page, base)
+    await page.click("#btn-new-dm")
+    await page.click(".agent-option >> nth=0")
+    await page.wait_for_selector("#btn-knowledge:not([hidden])")
+    await page.click("#btn-knowledge")
+    files = []
+    for i in range(4):
+        doc = tmp_path / f"note-{i}.md"
+        doc.write_text(f"# Note {i}\n\nThe release train number {i} leaves on Friday.\n", encoding="utf-8")
+        files.append(str(doc))
+    bad = tmp_path / "tool.exe"
+    bad.write_bytes(b"MZ\x90\x00 not a document")
+    await page.set_input_files("#knowledge-file", [*files[:2], str(bad), *files[2:]])
+    batch = page.locator(".upload-batch")
+    await expect(batch.locator(".batch-status")).to_have_text("Uploaded 4 of 5 documents; 1 failed", timeout=30000)
+    await expect(batch).to_have_count(1)  # one view for the whole selection
+    await expect(batch.locator(".batch-failures li")).to_have_count(1)
+    await expect(batch.locator(".batch-failures li")).to_contain_text("tool.exe")
+    await expect(page.locator(".toast")).to_have_count(1)  # one notice, not one per file
+    await page.screenshot(path=str(SHOTS_DIR / f"knowledge-batch-{viewport['width']}.png") if SHOTS_DIR
+                          else str(tmp_path / "batch.png"))
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= viewport["width"]  # nothing pushes the page wider than the screen
+    for i in range(4):
+        await expect(page.locator(".doc", has_text=f"note-{i}.md")).to_have_count(1)
+    await batch.locator("button").click()
+    await expect(batch).to_have_count(0)
+    # a folder: its documents go up, the rest of its files are left out
+    folder = tmp_path / "handbook"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "intro.md").write_text("# Intro\n\nWelcome aboard.\n", encoding="utf-8")
+    (folder / "sub" / "部署.txt").write_text("运行 python run.py 即可启动。\n", encoding="utf-8")
+    (folder / ".DS_Store").write_bytes(b"\x00\x01junk")
+    await page.set_input_files("#knowledge-folder", str(folder))
+    await expect(page.locator(".upload-batch .batch-status")).to_have_text("Uploaded 2 of 2 documents, indexing",
+                                                                         timeout=30000)
+    await expect(page.locator(".doc", has_text="部署.txt")).to_have_count(1)
+    await expect(page.locator(".doc", has_text="intro.md")).to_have_count(1)
+    await expect(page.locator(".doc")).to_have_count(6)
     await page.context.close()
 
 

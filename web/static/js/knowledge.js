@@ -17,6 +17,36 @@ function onRagProgress(d) {
 }
 
 const DONE_STATES = ["ready", "indexed", "done", "failed", "error"];
+const KINDS = [".txt", ".text", ".md", ".markdown", ".html", ".htm", ".xhtml", ".pdf", ".docx", ".csv", ".log"];
+const readable = (file) => KINDS.some((k) => file.name.toLowerCase().endsWith(k));
+
+// Many files (a selection, a folder, a drop) go up one after another in one view: one bar for the
+// whole batch, the file being sent, the ones that failed and why; one notice at the end.
+async function uploadAll(files, agent, box, reload) {
+  if (!files.length) return;
+  const bar = h("progress", { max: "1", value: "0" });
+  const status = h("span", { class: "batch-status" });
+  const failures = h("ul", { class: "batch-failures" });
+  const view = h("div", { class: "upload-batch", role: "status" }, h("div", { class: "upload-row" }, status, bar), failures);
+  clear(box).appendChild(view);
+  let sent = 0;
+  for (const [i, file] of files.entries()) {
+    status.textContent = t("knowledge.batch", { i: i + 1, n: files.length, name: file.name });
+    try {
+      await upload("/api/rag/upload", { file, agentId: agent.id }, (p) => { bar.value = (i + p) / files.length; });
+      sent += 1;
+    } catch (e) {
+      failures.appendChild(h("li", { class: "error" }, h("span", { class: "file-name", text: file.name }), ` — ${errorText(e)}`));
+    }
+    bar.value = (i + 1) / files.length;
+    await reload();
+  }
+  const failed = files.length - sent;
+  status.textContent = t(failed ? "knowledge.batchFailed" : "knowledge.batchDone", { sent, n: files.length, failed });
+  toast(status.textContent, failed ? "error" : "info");
+  if (!failed) setTimeout(() => view.remove(), 4000);
+  else view.appendChild(h("button", { type: "button", class: "link-btn", text: t("common.dismiss"), onclick: () => view.remove() }));
+}
 
 function updateDocRow(row, d) {
   const status = d.status || row.dataset.status;
@@ -39,7 +69,9 @@ export async function openKnowledge(agent) {
   if (!agent) return;
   const body = h("div", { class: "knowledge" });
   const listEl = h("div", { class: "doc-list" });
-  const fileIn = h("input", { type: "file", id: "knowledge-file", accept: ".txt,.md,.markdown,.html,.htm,.pdf,.docx", multiple: true });
+  const fileIn = h("input", { type: "file", id: "knowledge-file", accept: KINDS.join(","), multiple: true });
+  const folderIn = h("input", { type: "file", id: "knowledge-folder", multiple: true });
+  folderIn.webkitdirectory = true;
   const uploads = h("div", { class: "uploads" });
   const q = encodeURIComponent(agent.id);
   const load = async () => {
@@ -74,24 +106,30 @@ export async function openKnowledge(agent) {
     }
   };
   ragReload = load;
-  fileIn.addEventListener("change", async () => {
-    for (const file of Array.from(fileIn.files)) {
-      const bar = h("progress", { max: "1", value: "0" });
-      const row = h("div", { class: "upload-row" }, h("span", { class: "file-name", text: file.name }), bar);
-      uploads.appendChild(row);
-      try {
-        await upload("/api/rag/upload", { file, agentId: agent.id }, (p) => { bar.value = p; });
-        toast(t("knowledge.uploaded", { name: file.name }));
-      } catch (e) {
-        report(e);
-      } finally {
-        row.remove();
-      }
-      await load();
+  let busy = false;
+  const send = async (files, input) => {
+    if (busy) return toast(t("knowledge.busy"));
+    busy = true;
+    try {
+      await uploadAll(files, agent, uploads, load);
+    } finally {
+      busy = false;
+      if (input) input.value = "";
     }
-    fileIn.value = "";
+  };
+  // chosen files go up as chosen (the server says what it cannot read); a folder's other files are left out
+  fileIn.addEventListener("change", () => send(Array.from(fileIn.files), fileIn));
+  folderIn.addEventListener("change", () => send(Array.from(folderIn.files).filter(readable), folderIn));
+  body.addEventListener("dragover", (e) => { e.preventDefault(); body.classList.add("dropping"); });
+  body.addEventListener("dragleave", () => body.classList.remove("dropping"));
+  body.addEventListener("drop", (e) => {
+    e.preventDefault();
+    body.classList.remove("dropping");
+    send(Array.from(e.dataTransfer.files).filter(readable));
   });
-  body.append(h("label", { class: "upload-label button" }, h("span", { text: t("knowledge.upload") }), fileIn),
+  body.append(h("div", { class: "upload-actions" },
+    h("label", { class: "upload-label button" }, h("span", { text: t("knowledge.upload") }), fileIn),
+    h("label", { class: "upload-label button secondary" }, h("span", { text: t("knowledge.uploadFolder") }), folderIn)),
     h("p", { class: "muted small", text: t("knowledge.types") }), uploads, listEl);
   openPanel("knowledge", `${t("knowledge.title")} · ${agent.name}`, body);
   await load();
