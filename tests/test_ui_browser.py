@@ -86,6 +86,17 @@ async def site(tmp_path, fake, tool):
         yield app, base
 
 
+VIEWPORTS = [{"width": 1280, "height": 860}, {"width": 390, "height": 844}]  # a desktop and a phone
+
+
+async def owner_page(browser, base, viewport):
+    """A page of the signed-in owner at this screen size."""
+    page = await new_page(browser, base)
+    await page.set_viewport_size(viewport)
+    await log_in(page, base)
+    return page
+
+
 async def new_page(browser, base, lang="en"):
     ctx = await browser.new_context(locale="en-US" if lang == "en" else "zh-CN", service_workers="block")
     await ctx.add_cookies([{"name": "lang", "value": lang, "url": base}])
@@ -431,12 +442,10 @@ async def test_upload_a_document_to_an_agent_and_see_it_indexed(browser, site, t
     await page.context.close()
 
 
-@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 860}, {"width": 390, "height": 844}])
+@pytest.mark.parametrize("viewport", VIEWPORTS)
 async def test_many_documents_and_a_folder_upload_in_one_view(browser, site, tmp_path, viewport):
     app, base = site
-    page = await new_page(browser, base)
-    await page.set_viewport_size(viewport)
-    await log_in(page, base)
+    page = await owner_page(browser, base, viewport)
     await page.click("#btn-new-dm")
     await page.click(".agent-option >> nth=0")
     await page.wait_for_selector("#btn-knowledge:not([hidden])")

@@ -8,7 +8,7 @@ from playwright.async_api import expect
 
 from chat_helpers import PASSWORD
 from conftest import live_server, make_settings
-from test_ui_browser import browser, log_in, new_page  # noqa: F401  (browser is a fixture)
+from test_ui_browser import VIEWPORTS, browser, log_in, new_page, owner_page  # noqa: F401  (browser is a fixture)
 from xiajiao import auth
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -21,12 +21,10 @@ async def site(tmp_path):
         yield app, base
 
 
-@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 860}, {"width": 390, "height": 844}])
+@pytest.mark.parametrize("viewport", VIEWPORTS)
 async def test_the_owner_sees_the_system_and_backs_up(browser, site, viewport, tmp_path):  # noqa: F811
     app, base = site
-    page = await new_page(browser, base)
-    await page.set_viewport_size(viewport)
-    await log_in(page, base)
+    page = await owner_page(browser, base, viewport)
     await page.click("#btn-settings")
     await page.click(".tab[data-tab=system]")
     facts = page.locator("#system-facts")
