@@ -68,6 +68,14 @@ async def get_channel(db, channel_id: str) -> dict | None:
     return await db.fetchone("SELECT * FROM channels WHERE id = ?", (channel_id,))
 
 
+async def require_channel(db, channel_id: str) -> dict:
+    """The channel's row; NotFound (404) when there is none."""
+    row = await get_channel(db, channel_id)
+    if row is None:
+        raise NotFound("Channel not found", "channel_not_found")
+    return row
+
+
 async def channel_members(db, channel_id: str) -> list[dict]:
     return await db.fetchall(
         "SELECT member_type, member_id, joined_at, last_read_seq, can_write FROM channel_members "

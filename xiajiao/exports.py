@@ -134,4 +134,4 @@ async def import_channel(db, doc: Any, *, creator_id: str) -> dict:
             }, index=True)
 
     await db.run_write(work)
-    return await chat.get_channel(db, cid)
+    return await chat.require_channel(db, cid)

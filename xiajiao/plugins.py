@@ -269,6 +269,8 @@ def load_directory(plugins: Plugins, folder: str | Path) -> None:
             continue
         modname = f"xiajiao_plugin_{path.stem}"
         spec = importlib.util.spec_from_file_location(modname, path)
+        if spec is None or spec.loader is None:
+            raise PluginError(f"{path} cannot be loaded as a Python module.")
         module = importlib.util.module_from_spec(spec)
         try:
             sys.modules[modname] = module

@@ -167,9 +167,12 @@ class TaskQueue:
         if row["status"] in TERMINAL or live is None or live.finished:
             raise Conflict(f"The task has already ended ({row['status']})", "task_finished")
         live.cancel_requested = True
-        if live.reply_id is None or not self.app.engine.stop_turn(live.reply_id):
-            live.worker.cancel()  # still waiting for a slot (or not yet streaming): stop it where it is
-        await asyncio.wait([live.worker], timeout=self.app.settings.shutdown_timeout)
+        worker = live.worker
+        stopped = live.reply_id is not None and self.app.engine.stop_turn(live.reply_id)
+        if not stopped and worker is not None:
+            worker.cancel()  # still waiting for a slot (or not yet streaming): stop it where it is
+        if worker is not None:
+            await asyncio.wait([worker], timeout=self.app.settings.shutdown_timeout)
         return task_json(await self.db.fetchone("SELECT * FROM tasks WHERE id = ?", (task_id,)))
 
     async def events(self, task_id: str, after: int = 0, *, idle: float | None = None) -> AsyncIterator[dict | None]:
@@ -256,7 +259,9 @@ class TaskQueue:
                     self.live.pop(live.id, None)
                     await asyncio.shield(self._flush(live))
                 raise
-            asyncio.current_task().uncancel()  # cancelled on purpose: the task ends here, normally
+            this = asyncio.current_task()
+            if this is not None:
+                this.uncancel()  # cancelled on purpose: the task ends here, normally
             status, text = "cancelled", self._partial(live)
         except XiajiaoError as exc:
             error, text = {"error": exc.message, "code": exc.code}, self._partial(live)

@@ -112,7 +112,7 @@ async def embed(embedder: Any, texts: Sequence[str], *, kind: str = "passage", b
     try:
         vectors = await embedder.embed(list(texts), kind=kind)
     except BaseException as exc:
-        if future is not None:
+        if future is not None and key is not None:
             lane.cache.pop(key, None)
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()
@@ -124,7 +124,7 @@ async def embed(embedder: Any, texts: Sequence[str], *, kind: str = "passage", b
         lane.interactive -= 1
         if lane.interactive == 0:
             lane.idle.set()
-    if future is not None:
+    if future is not None and key is not None:
         future.set_result(vectors[0])
         lane.cache[key] = vectors[0]
         while len(lane.cache) > lane.CACHE:

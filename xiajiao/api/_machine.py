@@ -128,8 +128,8 @@ async def api_channel(agent: dict, *, source: str, reuse: bool = False) -> dict:
             "SELECT id FROM channels WHERE type = 'dm' AND created_by = ? AND default_agent_id = ? "
             "AND json_extract(config, '$.source') = ? ORDER BY created_at LIMIT 1", (g.actor.id, agent["id"], source))
         if cid:
-            return await chat.get_channel(core.db, cid)
+            return await chat.require_channel(core.db, cid)
     made = await chat.create_channel(core.db, name=f"{agent['name']} · API", type="dm", creator_id=g.actor.id,
                                      agent_ids=[agent["id"]])
     await core.db.execute("UPDATE channels SET config = ? WHERE id = ?", (json.dumps({"source": source}), made["id"]))
-    return await chat.get_channel(core.db, made["id"])
+    return await chat.require_channel(core.db, made["id"])

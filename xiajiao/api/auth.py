@@ -103,6 +103,8 @@ async def logout():
 async def me():
     actor = g.actor
     user = await auth.get_user(current_app.xj.db, actor.id)
+    if user is None:  # deleted while the session lived
+        raise Unauthorized("Sign in again", "unauthorized")
     return jsonify({"user": auth.public_user(user)})
 
 

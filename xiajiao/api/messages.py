@@ -107,8 +107,8 @@ async def store_user_message(channel_id: str, content: str, type: str = "text",
                              metadata: dict | None = None) -> tuple[dict, dict]:
     """Check and store a message of the caller (with its attachments), then tell the plugins."""
     core = current_app.xj
-    check_metadata(metadata, core.settings)
     metadata = dict(metadata or {})
+    check_metadata(metadata, core.settings)
     attachments = check_attachments(metadata.get("attachments"))
     check_content(content, allow_empty=bool(attachments))
     channel = await auth.authorized_channel(core, g.actor, channel_id, "channel.write")

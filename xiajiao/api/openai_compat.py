@@ -156,7 +156,7 @@ def to_messages(raw: list[Any]) -> list[ChatMessage]:
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise BadRequest(f"{where} must be an object", "invalid_messages", extra={"param": where})
-        role = {"developer": "system"}.get(m.get("role"), m.get("role"))
+        role = {"developer": "system"}.get(str(m.get("role")), m.get("role"))
         if role not in ("system", "user", "assistant", "tool"):
             raise BadRequest(f"{where}.role must be system, developer, user, assistant or tool", "invalid_messages",
                              extra={"param": f"{where}.role"})
@@ -222,6 +222,7 @@ async def chat_completions(data: CompletionBody):
             turn = await engine.detached_turn(agent, messages, actor=actor, on_event=emit)
             return turn.text, [], turn.usage
     else:
+        assert provider_model is not None  # resolve_model gives an agent or a provider model
         chat_request = ChatRequest(model=provider_model, messages=messages, tools=list(data.tools or []),
                                    max_tokens=data.max_completion_tokens or data.max_tokens,
                                    temperature=data.temperature)

@@ -49,7 +49,7 @@ async def stop(data: StopBody):
             raise NotFound("No running reply with this id", "turn_not_found")
         await engine.authorize_stop(g.actor, turn)
         return jsonify({"stopped": [data.messageId] if engine.stop_turn(data.messageId) else []})
-    channel = await auth.authorized_channel(core, g.actor, data.channelId, "channel.write")
+    channel = await auth.authorized_channel(core, g.actor, data.channelId or "", "channel.write")
     return jsonify({"stopped": await engine.stop_channel_for(g.actor, channel["id"])})
 
 @bp.post("/api/turns")

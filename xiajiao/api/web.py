@@ -131,7 +131,7 @@ async def manifest():
 @bp.get("/sw.js")
 @auth.requires(None)
 async def service_worker():
-    path = current_app.static_folder + "/js/sw.js"
+    path = f"{current_app.static_folder}/js/sw.js"
     with open(path, encoding="utf-8") as fh:
         text = fh.read().replace("__VERSION__", current_app.xj.version)
     resp = current_app.response_class(text, mimetype="text/javascript")

@@ -349,9 +349,12 @@ class Database:
             if self._shut:
                 raise DatabaseClosed(f"{self.label} is closed")
             await self.open()
+        writer = self._writer
+        if writer is None:  # closed for good while it opened
+            raise DatabaseClosed(f"{self.label} is closed")
         self._in_use += 1  # no await since the check above: an idle close cannot slip in between
         try:
-            yield
+            yield writer
         finally:
             self._in_use -= 1
             self.last_used = time.monotonic()
@@ -371,9 +374,9 @@ class Database:
             conn.execute("COMMIT")
             return result
 
-        async with self._use():
+        async with self._use() as writer:
             # the function runs in the writer's own thread, in queue order
-            return await self._writer.run(tx)
+            return await writer.run(tx)
 
     async def run_read(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(conn)`` on one of the read connections."""
@@ -418,8 +421,8 @@ class Database:
                     conn.execute("ROLLBACK")
                 conn.execute("PRAGMA busy_timeout=30000")
 
-        async with self._use():
-            await self._writer.run(probe)
+        async with self._use() as writer:
+            await writer.run(probe)
 
 
 class WorkspaceDatabases:
