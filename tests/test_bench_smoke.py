@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,11 @@ def test_smoke_run_reports_every_section_with_numbers(tmp_path):
     assert report["profile"] == "realistic"
     assert results["throughput"]["one_ws"]["cpu_ms_per_reply"] > 0
     assert results["startup"]["command"] == "python run.py"
-    # nothing held the event loop longer than 50 ms (asyncio debug mode in every server of the run)
+    # every server of the run reports callbacks holding its event loop over 50 ms of CPU. On a quiet machine
+    # there are none; a shared CI machine has shown one of 66 ms (caches, frequency), so the test fails at
+    # four times that: what it guards against is work done in the loop by mistake (a synchronous embedding,
+    # a file parsed inline), which holds it for hundreds of milliseconds.
     assert report["loop_check_ms"] == 50
-    assert report["slow_callbacks"] == [], "\n".join(report["slow_callbacks"])
+    held = [(int(re.search(r"for (\d+) ms of CPU", json.loads(line)["msg"]).group(1)), line)
+            for line in report["slow_callbacks"]]
+    assert [line for ms, line in held if ms > 200] == [], "\n".join(report["slow_callbacks"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -53,11 +54,20 @@ def watch_loop(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
     warning names the culprit, not only the task.
     """
     log = logging.getLogger("xiajiao.loop")
-    state: dict[str, Any] = {"start": 0.0, "running": False, "stack": None}
+    state: dict[str, Any] = {"start": 0.0, "running": False, "stack": None, "gc": 0.0, "gc0": 0.0}
+
+    def collecting(phase: str, info: dict) -> None:  # the garbage collector runs inside whatever callback is current
+        if phase == "start":
+            state["gc0"] = time.thread_time()
+        else:
+            state["gc"] += time.thread_time() - state["gc0"]
+
+    gc.callbacks.append(collecting)
     run = asyncio.events.Handle._run  # noqa: SLF001 (the one place every callback of the loop goes through)
 
     def timed(handle: asyncio.Handle) -> None:
-        state.update(start=time.monotonic(), running=True, stack=None)
+        state.update(start=time.monotonic(), running=True, stack=None, gc=0.0)
+        modules = len(sys.modules)
         cpu0 = time.thread_time()
         try:
             run(handle)
@@ -65,9 +75,29 @@ def watch_loop(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
             state["running"] = False
             cpu = time.thread_time() - cpu0
             if cpu > seconds:
-                log.warning("slow callback: %s held the event loop for %.0f ms of CPU (%.0f ms in all); at: %s",
-                            repr(handle)[:300], cpu * 1000, (time.monotonic() - state["start"]) * 1000,
-                            state["stack"] or "(not sampled)")
+                imported = len(sys.modules) - modules  # sys.modules keeps insertion order: the newest are last
+                log.warning("slow callback: %s held the event loop for %.0f ms of CPU (%.0f ms in all, %.0f ms of "
+                            "it collecting garbage); at: %s%s",
+                            describe(handle), cpu * 1000, (time.monotonic() - state["start"]) * 1000,
+                            state["gc"] * 1000, state["stack"] or "(not sampled)",
+                            f"; imported {imported} modules: {', '.join(list(sys.modules)[-imported:][:20])}"
+                            if imported > 0 else "")
+
+    def describe(handle: asyncio.Handle) -> str:
+        """The handle, and for a task's step the task's coroutine and where it waits now (just after the work)."""
+        text = repr(handle)[:300]
+        task = getattr(getattr(handle, "_callback", None), "__self__", None)
+        if isinstance(task, asyncio.Task):
+            coro = task.get_coro()
+            frames: list[str] = []
+            while coro is not None and len(frames) < 14:
+                frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                if frame is None:
+                    break
+                frames.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+                coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            text += f" task {task.get_name()} now at " + (" -> ".join(frames) or "(done)")
+        return text
 
     asyncio.events.Handle._run = timed  # type: ignore[method-assign, assignment]  # noqa: SLF001
     loop_thread = threading.get_ident()
