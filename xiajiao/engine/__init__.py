@@ -229,7 +229,9 @@ class Engine:
                                f"(hop limit {origin.limit}) for one user message"})
             return
         for target in targets:
-            self.enqueue(self.agents.get(target), channel, reply, actor, origin=origin, hop=hop + 1)
+            found = self.agents.get(target)
+            if found is not None:
+                self.enqueue(found, channel, reply, actor, origin=origin, hop=hop + 1)
 
     # ------------------------------------------------------------------ one turn
 
@@ -402,7 +404,8 @@ class Engine:
         channel = channel_row(channel)
         agents = await self.channel_agents(channel["id"])
         targets = await self.app.hook("route_message", message=message, channel=channel, agents=agents) or []
-        runs = [self.lane_turn(self.agents.get(t), channel, message, actor) for t in targets if self.agents.get(t)]
+        found = [a for a in (self.agents.get(t) for t in targets) if a is not None]
+        runs = [self.lane_turn(agent, channel, message, actor) for agent in found]
         return [r for r in await asyncio.gather(*runs) if r is not None]
 
     # ------------------------------------------------------------------ stopping
@@ -410,7 +413,7 @@ class Engine:
     def stop_turn(self, message_id: str) -> bool:
         """Stop a running reply; its partial text is kept (status ``stopped``)."""
         turn = self.running.get(message_id)
-        if turn is None or getattr(turn, "loop", None) is None:
+        if turn is None or turn.loop is None:
             return False
         turn.stopped = True
         turn.loop.cancel()
@@ -450,7 +453,7 @@ class Engine:
 
         chain = self.chains.runs.get(turn.chain_id) if turn.chain_id else None
         if chain is None:
-            await auth.authorized_channel(self.app, actor, turn.channel["id"], "channel.write")
+            await auth.authorized_channel(self.app, actor, turn.channel_id, "channel.write")
         else:
             await self.chains.authorize(actor, chain, "chain.decide")
 

@@ -77,6 +77,20 @@ class Turn:
         return "".join(self.parts)
 
     @property
+    def channel_id(self) -> str:
+        """The channel's id: a turn that publishes or stores has one (only a bare ask has none)."""
+        if self.channel is None:
+            raise RuntimeError("this turn has no channel")
+        return self.channel["id"]
+
+    @property
+    def reply_key(self) -> str:
+        """The stored reply's id, once the turn has one."""
+        if self.reply_id is None:
+            raise RuntimeError("this turn has no stored reply")
+        return self.reply_id
+
+    @property
     def published(self) -> str:
         """The text subscribers have been sent (without what waits in the coalescing window)."""
         return self.text[:self.sent]
@@ -240,10 +254,10 @@ class TurnRunner:
         else:
             turn.last_flush = now
             turn.sent += len(text)
-            self.app.hub.publish(turn.channel["id"], "stream_chunk", {"messageId": turn.reply_id, "content": text})
+            self.app.hub.publish(turn.channel_id, "stream_chunk", {"messageId": turn.reply_id, "content": text})
         if now - turn.last_save >= PARTIAL_SAVE_SECONDS:
             turn.last_save = now
-            self.app.spawn(chat.save_partial(self.app, turn.reply_id, turn.text), name="save-partial")
+            self.app.spawn(chat.save_partial(self.app, turn.reply_key, turn.text), name="save-partial")
 
     def flush(self, turn: Turn) -> None:
         """Publish the coalesced text now (before any other frame of the turn, and at its end)."""
@@ -255,12 +269,12 @@ class TurnRunner:
             turn.pending.clear()
             turn.last_flush = time.monotonic()
             turn.sent += len(text)
-            self.app.hub.publish(turn.channel["id"], "stream_chunk", {"messageId": turn.reply_id, "content": text})
+            self.app.hub.publish(turn.channel_id, "stream_chunk", {"messageId": turn.reply_id, "content": text})
 
     def _frame(self, turn: Turn, type_: str, data: dict) -> None:
         if turn.publish:
             self.flush(turn)
-            self.app.hub.publish(turn.channel["id"], type_, data)
+            self.app.hub.publish(turn.channel_id, type_, data)
 
     # ------------------------------------------------------------------ the model-tool loop
 
@@ -339,11 +353,11 @@ class TurnRunner:
         result: Any = None
         if error is None and tool is None:
             error = f"tool {call.name!r} is not available to this agent"
-        if error is None:
+        if error is None and tool is not None:
             missing = _missing_required(tool, args)
             if missing:
                 error = f"missing required argument(s): {', '.join(missing)}"
-        if error is None:
+        if error is None and tool is not None:
             timeout = tool.timeout or self.app.settings.tool_timeout
             ctx = ToolContext(app=self.app, agent=turn.agent, channel=turn.channel, message=turn.message,
                               actor=turn.actor, depth=turn.depth)
@@ -366,7 +380,7 @@ class TurnRunner:
         return text, bool(error)
 
     async def _store_tool_messages(self, turn: Turn, plans: list, outcomes: list) -> None:
-        cid, aid = turn.channel["id"], turn.agent["id"]
+        cid, aid = turn.channel_id, turn.agent["id"]
         rows = []
         for (call, args, _problem), (text, is_error) in zip(plans, outcomes):
             shown = args if isinstance(args, dict) else call.arguments
@@ -384,7 +398,7 @@ class TurnRunner:
                     "created_at": now_iso()}, index=False)
             # the reply goes on after its tools: it moves behind them in the channel's order (it is not
             # indexed for search before it ends, so nothing else refers to its old place)
-            chat.move_to_end(conn, turn.reply_id)
+            chat.move_to_end(conn, turn.reply_key)
 
         await self.app.db.run_write(work)
 
@@ -397,6 +411,8 @@ class TurnRunner:
             return [ChatMessage("system", system), *given]
         window = self.gateway.context_window(turn.model)
         budget = window - self.app.settings.reply_tokens - tokens(system) - (tokens(handoff) if handoff else 0)
+        if turn.channel is None:
+            raise RuntimeError("a turn without a channel must be given its conversation")
         past = await history(self.app, self.agents, turn.agent, turn.channel, max(MIN_HISTORY_TOKENS, budget),
                              upto_seq=upto_seq, vision=self.gateway.sees_images(turn.model))
         messages = [ChatMessage("system", system), *past]
