@@ -50,6 +50,9 @@ export async function openChannel(id, jumpTo) {
   $("#btn-topic").hidden = !!c.archived || archived || !canWrite(c);
   $("#btn-archive").hidden = archived || !canManage(c);
   $("#btn-archive").textContent = t(c.archived ? "topic.unarchive" : "topic.archive");
+  // a topic or a branch (a conversation under another) can be renamed and deleted by who may manage it
+  $("#btn-rename-topic").hidden = !c.parentId || archived || !canManage(c);
+  $("#btn-delete-topic").hidden = !c.parentId || !canManage(c);
   $("#composer").hidden = archived || !canWrite(c);
   $("#composer").classList.toggle("archived", !!c.archived);
   $("#archived-line").hidden = !archived;
@@ -460,6 +463,23 @@ export function onFrame(frame) {
     case "channel_added":
       loadChannels().catch(() => {});
       break;
+    case "channel_updated":  // renamed, agents or default changed (by this person in another tab or by others)
+      loadChannels().then(() => {
+        const c = S.channels.get(channelId);
+        if (c && S.active === channelId) $("#chat-name").textContent = channelLabel(c);
+      }).catch(() => {});
+      break;
+    case "channel_deleted": {
+      const gone = S.channels.get(channelId);
+      S.channels.delete(channelId);
+      if (S.active === channelId) {
+        S.active = null;
+        location.hash = gone && gone.parentId && S.channels.has(gone.parentId)
+          ? `#/c/${encodeURIComponent(gone.parentId)}` : "#/home";
+      }
+      renderChatList();
+      break;
+    }
     case "unsubscribed":
       if (d.reason !== "removed") break;
       S.channels.delete(d.channelId);
