@@ -37,6 +37,15 @@ class Origin:
 
 
 @dataclass
+class Routing:
+    """Who answers a user message: the channel's agents, the chain that runs instead (or None), the targets."""
+
+    agents: list[dict]
+    chain: list[str] | None
+    targets: list[str]
+
+
+@dataclass
 class Lane:
     """The turns of one agent in one channel: run in order; forgotten when nobody waits."""
 
@@ -140,45 +149,55 @@ class Engine:
 
     # ------------------------------------------------------------------ routing
 
-    async def channel_agents(self, channel_id: str) -> list[dict]:
-        ids = await chat.channel_agent_ids(self.app.db, channel_id)
+    async def channel_agents(self, channel_id: str, ids: list[str] | None = None) -> list[dict]:
+        """The channel's agents (``ids``: its agent ids when the caller has just read them)."""
+        if ids is None:
+            ids = await chat.channel_agent_ids(self.app.db, channel_id)
         if any(self.agents.get(i) is None for i in ids):
             await self.agents.load()  # an agent written to the database by other code
         return [a for a in (self.agents.get(i) for i in ids) if a is not None]
 
-    async def who_answers(self, message: dict, channel: dict) -> dict:
+    async def route(self, message: dict, channel: dict, agent_ids: list[str] | None = None) -> Routing:
+        """Who answers a user message: the channel's chain, or the agents the ``route_message`` hook picks."""
+        channel = channel_row(channel)
+        agents = await self.channel_agents(channel["id"], agent_ids)
+        if not agents:
+            return Routing(agents, None, [])
+        chain = channel_chain(channel)
+        if channel["type"] == "group" and chain and not self._mentions_anyone(message, agents):
+            return Routing(agents, list(chain), list(chain))
+        targets = await self.app.hook("route_message", message=message, channel=channel, agents=agents) or []
+        return Routing(agents, None, list(targets))
+
+    async def who_answers(self, message: dict, channel: dict, routing: Routing | None = None) -> dict:
         """Who will answer a user message: ``{"answeredBy": [agent ids]}``, and when nobody will,
         ``reason`` (``no_agents``, ``no_default_agent``) so the composer can say why."""
-        channel = channel_row(channel)
-        agents = await self.channel_agents(channel["id"])
-        if not agents:
+        if routing is None:
+            routing = await self.route(message, channel)
+        if not routing.agents:
             return {"answeredBy": [], "reason": "no_agents"}
-        chain = channel_chain(channel)
-        if channel["type"] == "group" and chain and not self._mentions_anyone(message, agents):
-            return {"answeredBy": list(chain), "chain": True}
-        targets = await self.app.hook("route_message", message=message, channel=channel, agents=agents) or []
-        out: dict = {"answeredBy": list(targets)}
-        if not targets:
-            out["reason"] = "no_default_agent" if channel["type"] == "group" else "no_agents"
+        if routing.chain is not None:
+            return {"answeredBy": list(routing.chain), "chain": True}
+        out: dict = {"answeredBy": list(routing.targets)}
+        if not routing.targets:
+            out["reason"] = "no_default_agent" if channel_row(channel)["type"] == "group" else "no_agents"
         return out
 
-    async def handle_user_message(self, message: dict, channel: dict, actor: Actor) -> list[str]:
+    async def handle_user_message(self, message: dict, channel: dict, actor: Actor,
+                                  routing: Routing | None = None) -> list[str]:
         """Route a stored user message and start the chosen agents' turns; returns their ids."""
         channel = channel_row(channel)
-        agents = await self.channel_agents(channel["id"])
-        if not agents:
-            return []
-        chain = channel_chain(channel)
-        if channel["type"] == "group" and chain and not self._mentions_anyone(message, agents):
-            await self.chains.start(channel, chain, message, actor)
-            return list(chain)
-        targets = await self.app.hook("route_message", message=message, channel=channel, agents=agents) or []
+        if routing is None:
+            routing = await self.route(message, channel)
+        if routing.chain is not None:
+            await self.chains.start(channel, routing.chain, message, actor)
+            return list(routing.chain)
         origin = Origin(message["id"], max(0, self.app.settings.hop_limit))
-        for agent_id in targets:
+        for agent_id in routing.targets:
             agent = self.agents.get(agent_id)
             if agent is not None:
                 self.enqueue(agent, channel, message, actor, origin=origin, hop=0)
-        return list(targets)
+        return list(routing.targets)
 
     @staticmethod
     def _mentions_anyone(message: dict, agents: list[dict]) -> bool:
