@@ -234,6 +234,16 @@ async def test_an_image_and_a_pdf_reach_the_model_with_the_question(browser, sit
     await expect(own.locator(".file-name")).to_have_text("report.pdf")
     await expect(page.locator(".msg.agent:not(.streaming) .md")).to_have_text("A chart and a report.")
     await expect(page.locator("#attachments .attachment")).to_have_count(0)
+    # the image opens in the viewer; Esc closes the viewer first, then the side panel
+    await page.click("#btn-knowledge")
+    await expect(page.locator("#panel")).to_be_visible()
+    await own.locator(".msg-image").click()
+    await expect(page.locator("#lightbox")).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#lightbox")).to_be_hidden()
+    await expect(page.locator("#panel")).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#panel")).to_be_hidden()
     last = fake.last.messages[-1]
     assert last["content"][1] == {"type": "image_url",
                                   "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG).decode()}}
