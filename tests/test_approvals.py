@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 
 from chat_helpers import PASSWORD, make_user, recv_until, send
-from conftest import (Frames, OWNER_PASSWORD, ROOT, live_server, llm_settings, login, make_channel, running_app,
-                      server_env, wait_http)
+from conftest import (Frames, OWNER_PASSWORD, live_server, llm_settings, login, make_channel, running_app,
+                      server_process)
 from fake_llm import Call, Reply
 from xiajiao import Tool, hookimpl
 
@@ -263,11 +261,7 @@ async def test_a_pending_approval_left_by_a_killed_server_is_expired_at_start(tm
         await app.xj.engine.agents.update("butler", {"tools": ["manage_schedule"]})
         room = await make_channel(app, ["butler"], default_agent_id="butler")
     fake_llm.script(Reply(tool_calls=[Call("manage_schedule", {"action": "list"}, id="c1")]))
-    base = f"http://127.0.0.1:{settings.port}"
-    proc = subprocess.Popen([sys.executable, "-m", "xiajiao.cli", "serve"], cwd=ROOT, env=server_env(settings),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        await wait_http(base, proc)
+    async with server_process(settings) as (proc, base):
         async with httpx.AsyncClient(base_url=base) as http:
             await http.post("/api/login", json={"password": OWNER_PASSWORD})
             await http.post("/api/messages", json={"channelId": room["id"], "content": "my schedules?"})
@@ -280,10 +274,6 @@ async def test_a_pending_approval_left_by_a_killed_server_is_expired_at_start(tm
             assert waiting
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     async with running_app(settings) as app:
         row = await app.xj.db.fetchone("SELECT status, reason FROM tool_approvals WHERE id = ?", (waiting[0]["id"],))
         reply = await app.xj.db.fetchval("SELECT status FROM messages WHERE id = ?", (waiting[0]["messageId"],))
