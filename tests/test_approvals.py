@@ -331,3 +331,28 @@ async def test_a_turn_outside_a_chat_cannot_ask_and_the_tool_does_not_run(app, f
     assert text == "I could not post it." and app.tools_plugin.calls == []
     [result] = tool_messages(fake_llm)
     assert "needs a person's approval, which cannot be asked here" in result["content"]
+
+
+async def test_stopping_the_turn_expires_its_request(app, fake_llm):
+    fake_llm.script(note_call())
+    frames = await ask(app)
+    approval = await pending(frames)
+    resp = await app.owner.post("/api/turns/stop", json={"messageId": approval["messageId"]})
+    assert resp.status_code == 200
+    expired = await frames.wait_for("tool_approval", lambda d: d["status"] == "expired")
+    assert expired["reason"] == "stopped"
+    assert (await frames.wait_for("stream_end"))["status"] == "stopped"
+    assert app.tools_plugin.calls == []
+
+
+async def test_the_wait_for_a_person_does_not_count_toward_the_reply_time_limit(tmp_path, fake_llm):
+    # the request expires only after the reply's own limit has passed, and the reply still ends well
+    tools = Tools()
+    settings = settings_for(tmp_path, fake_llm, max_reply_seconds=1.0, tool_approval_timeout=2.0)
+    async with running_app(settings, plugins=[tools]) as app:
+        await ready(app, tools)
+        fake_llm.script(note_call(), Reply(text="Nobody answered."))
+        frames = await ask(app)
+        await frames.wait_for("tool_approval", lambda d: d["status"] == "expired")
+        end = await frames.wait_for("stream_end")
+        assert end["status"] == "done", end

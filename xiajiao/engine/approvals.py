@@ -71,6 +71,7 @@ class Approvals:
         self.engine = engine
         self.app = engine.app
         self.waiters: dict[str, asyncio.Future] = {}
+        self.asked: dict[str, dict] = {}  # the rows of the requests waiting in this process
 
     async def restore(self) -> None:
         """At start: requests left pending by a stop or a crash are expired (reason ``restart``);
@@ -121,6 +122,7 @@ class Approvals:
             (row["id"], channel_id, message_id, reply_to, call_id, agent_id, tool_name, row["arguments"], "pending",
              requested_by, row["expires_at"], row["created_at"]))
         self.waiters[row["id"]] = asyncio.get_running_loop().create_future()
+        self.asked[row["id"]] = row
         return row
 
     async def wait(self, approval_id: str) -> dict:
@@ -141,6 +143,8 @@ class Approvals:
                     await self.resolve(approval_id, "expired", reason="timeout")
                 except Conflict:
                     pass  # a decision came first: its result is (or is about to be) in the future
+                except NotFound:  # the channel was deleted meanwhile: nobody is left to decide
+                    return {**self.asked[approval_id], "status": "expired", "reason": "gone"}
                 return await future
         except asyncio.CancelledError:
             if not future.done():
@@ -151,6 +155,7 @@ class Approvals:
             raise
         finally:
             self.waiters.pop(approval_id, None)
+            self.asked.pop(approval_id, None)
 
     async def resolve(self, approval_id: str, status: str, *, actor: Actor | None = None,
                       arguments: dict | None = None, reason: str | None = None) -> dict:
