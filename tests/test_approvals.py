@@ -356,3 +356,31 @@ async def test_the_wait_for_a_person_does_not_count_toward_the_reply_time_limit(
         await frames.wait_for("tool_approval", lambda d: d["status"] == "expired")
         end = await frames.wait_for("stream_end")
         assert end["status"] == "done", end
+
+
+async def test_over_the_websocket_a_guest_is_refused_and_the_timeout_expires_the_call(tmp_path, fake_llm):
+    tools = Tools()
+    async with live_server(settings_for(tmp_path, fake_llm, tool_approval_timeout=0.3), plugins=[tools]) as (app, base):
+        await app.xj.engine.agents.update("novelist", {"tools": ["post_note"]})
+        guest = await make_user(app, "guest", "guest")
+        room = await make_channel(app, ["novelist"], default_agent_id="novelist", users=("owner", guest["id"]))
+        async with httpx.AsyncClient(base_url=base) as owner, httpx.AsyncClient(base_url=base) as visitor:
+            await owner.post("/api/login", json={"password": OWNER_PASSWORD})
+            await visitor.post("/api/login", json={"password": PASSWORD, "username": "guest"})
+            async with connect(base.replace("http", "ws") + "/ws") as ws:
+                await send(ws, {"type": "auth", "token": visitor.cookies["session"]})
+                await recv_until(ws, "auth_ok")
+                await send(ws, {"type": "subscribe", "channelId": room["id"]})
+                await recv_until(ws, "subscribed")
+                fake_llm.script(note_call(), Reply(text="nobody approved"))
+                await owner.post("/api/messages", json={"channelId": room["id"], "content": "note"})
+                waiting, _ = await recv_until(ws, "tool_approval")
+                assert waiting["data"]["status"] == "pending"
+                await send(ws, {"type": "approval_decision",
+                                "data": {"approvalId": waiting["data"]["id"], "decision": "approve"}})
+                end, seen = await recv_until(ws, "stream_end")  # the refusal and the expiry, in any order
+                assert [f["data"]["code"] for f in seen if f["type"] == "error"] == ["not_your_approval"]
+                assert [(f["data"]["status"], f["data"]["reason"]) for f in seen if f["type"] == "tool_approval"] == [
+                    ("expired", "timeout")]
+                assert [f["data"]["status"] for f in seen if f["type"] == "tool_call"] == ["expired"]
+                assert end["data"]["status"] == "done" and tools.calls == []
