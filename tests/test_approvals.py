@@ -384,3 +384,19 @@ async def test_over_the_websocket_a_guest_is_refused_and_the_timeout_expires_the
                     ("expired", "timeout")]
                 assert [f["data"]["status"] for f in seen if f["type"] == "tool_call"] == ["expired"]
                 assert end["data"]["status"] == "done" and tools.calls == []
+
+
+async def test_two_calls_of_one_round_wait_side_by_side_and_are_decided_each_on_its_own(app, fake_llm):
+    fake_llm.script(Reply(tool_calls=[Call("post_note", {"text": "one"}, id="c1"),
+                                      Call("post_note", {"text": "two"}, id="c2")]), Reply(text="One posted."))
+    frames = await ask(app)
+    await frames.wait_for("tool_approval", lambda d: d["callId"] == "c2" and d["status"] == "pending")
+    listed = (await (await app.owner.get(f"/api/approvals?channelId={app.room['id']}")).get_json())["approvals"]
+    by_call = {a["callId"]: a["id"] for a in listed}
+    assert sorted(by_call) == ["c1", "c2"]
+    await app.owner.post(f"/api/approvals/{by_call['c2']}", json={"decision": "reject"})
+    await app.owner.post(f"/api/approvals/{by_call['c1']}", json={"decision": "approve"})
+    await frames.wait_for("stream_end")
+    assert app.tools_plugin.calls == [("post_note", {"text": "one"})]
+    results = {m["tool_call_id"]: m["content"] for m in tool_messages(fake_llm)}
+    assert results["c1"] == "posted: one" and results["c2"].startswith("Declined:")

@@ -69,7 +69,8 @@ class Turn:
     usage: Usage = field(default_factory=Usage)  # summed over every model call of the turn
     rounds: int = 0  # model calls made
     clock: PauseClock = field(default_factory=PauseClock)  # time spent waiting for tool approvals
-    approvals: dict[str, dict] = field(default_factory=dict)  # call id -> its decided approval (API shape)
+    # the decided approvals of this round's calls (API shape), by the call object (model call ids may repeat)
+    approvals: dict[int, dict] = field(default_factory=dict)
 
     def event(self, kind: str, data: dict) -> None:
         if self.on_event is not None:
@@ -326,6 +327,7 @@ class TurnRunner:
                 else:
                     seen.add(key)
             plans.append((call, args, problem))
+        turn.approvals.clear()
         outcomes = await asyncio.gather(*(self._one_tool(turn, c, a, p, tools) for c, a, p in plans))
         if turn.publish:
             await self._store_tool_messages(turn, plans, outcomes)
@@ -354,7 +356,7 @@ class TurnRunner:
         turn.event("tool", {"name": call.name, "arguments": shown_args, "callId": call.id})
         if declined is not None:  # rejected or expired: the model reads why it did not run
             self._frame(turn, "tool_call", {**base, "arguments": shown_args,
-                                            "status": turn.approvals[call.id]["status"],
+                                            "status": turn.approvals[id(call)]["status"],
                                             **self._approval_ref(turn, call)})
             self._frame(turn, "tool_result", {**base, "result": declined, "declined": True})
             turn.event("tool_end", {"name": call.name, "callId": call.id, "result": declined, "error": False})
@@ -386,7 +388,7 @@ class TurnRunner:
 
     @staticmethod
     def _approval_ref(turn: Turn, call: ToolCall) -> dict:
-        approval = turn.approvals.get(call.id)
+        approval = turn.approvals.get(id(call))
         return {"approvalId": approval["id"]} if approval else {}
 
     async def _approval(self, turn: Turn, call: ToolCall, args: dict, base: dict) -> tuple[dict, str | None]:
@@ -406,7 +408,7 @@ class TurnRunner:
         finally:
             turn.clock.resume()
         decided = approval_json(row)
-        turn.approvals[call.id] = decided
+        turn.approvals[id(call)] = decided
         if decided["status"] == "edited":
             return decided["editedArguments"], None
         if decided["status"] == "approved":
@@ -424,7 +426,7 @@ class TurnRunner:
         rows = []
         for (call, args, _problem), (text, is_error) in zip(plans, outcomes):
             shown = args if isinstance(args, dict) else call.arguments
-            approval = turn.approvals.get(call.id)
+            approval = turn.approvals.get(id(call))
             status = "error" if is_error else "completed"
             if approval is not None:
                 if approval["status"] == "edited":
