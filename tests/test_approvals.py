@@ -400,3 +400,16 @@ async def test_two_calls_of_one_round_wait_side_by_side_and_are_decided_each_on_
     assert app.tools_plugin.calls == [("post_note", {"text": "one"})]
     results = {m["tool_call_id"]: m["content"] for m in tool_messages(fake_llm)}
     assert results["c1"] == "posted: one" and results["c2"].startswith("Declined:")
+
+
+async def test_other_turns_go_on_while_a_call_waits(app, fake_llm):
+    fake_llm.script(note_call(), Reply(text="elsewhere"), Reply(text="posted"))
+    frames = await ask(app)
+    approval = await pending(frames)
+    other = await make_channel(app, ["editor"], type="dm")
+    elsewhere = Frames(app, other["id"])
+    await app.owner.post("/api/messages", json={"channelId": other["id"], "content": "meanwhile"})
+    assert (await elsewhere.wait_for("stream_end"))["status"] == "done"
+    assert frames.of("stream_end") == []  # the first turn still waits
+    await app.owner.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})
+    assert (await frames.wait_for("stream_end"))["status"] == "done"
