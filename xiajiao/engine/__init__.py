@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -18,6 +19,7 @@ from ..agents import Agents
 from ..errors import BadRequest, ProviderError, XiajiaoError
 from ..gateway import Gateway
 from ..models import Actor, ChatMessage, ChatRequest, Usage
+from .approvals import Approvals
 from .chains import Chains
 from .mentions import find_mentions
 from .turn import Turn, TurnRunner, build_system
@@ -124,6 +126,7 @@ class Engine:
         self.agents = Agents(app)
         self.runner = TurnRunner(self)
         self.chains = Chains(self)
+        self.approvals = Approvals(self)
         self.running: dict[str, Turn] = {}  # reply message id -> turn
         self._lanes: dict[tuple[str, str], Lane] = {}
 
@@ -136,9 +139,12 @@ class Engine:
             handlers = self.app.ws_handlers = {}
         handlers["stop"] = self._ws_stop
         handlers["chain_decision"] = self.chains.ws_decision
+        handlers["approval_decision"] = self.approvals.ws_decision
+        await self.approvals.restore()
         await self.chains.restore()
 
     async def stop(self) -> None:
+        await self.approvals.expire_all("shutdown")  # nobody is left to decide them
         for turn in list(self.running.values()):
             if turn.task is not None:
                 turn.task.cancel()
@@ -274,6 +280,28 @@ class Engine:
     async def app_message(self, channel_id: str, agent_id: str, **kw) -> dict:
         return await chat.create_message(self.app, channel_id=channel_id, content="", agent_id=agent_id, **kw)
 
+    @staticmethod
+    async def _wait_turn(turn: Turn, loop: asyncio.Future, limit: float) -> bool:
+        """Wait for the model-tool loop; True when it ran longer than ``limit`` seconds, not counting
+        the time it waited for people to approve tool calls."""
+        if limit <= 0:
+            await asyncio.wait([loop])
+            return False
+        started = time.monotonic()
+        while not loop.done():
+            if turn.clock.waiting:
+                resumed = asyncio.ensure_future(turn.clock.resumed.wait())
+                try:
+                    await asyncio.wait([loop, resumed], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    resumed.cancel()
+                continue
+            remaining = limit - (time.monotonic() - started - turn.clock.paused)
+            if remaining <= 0:
+                return True
+            await asyncio.wait([loop], timeout=remaining)
+        return False
+
     async def run_turn(self, agent: dict, channel: dict, message: dict, actor: Actor, *,
                        handoff: str | None = None, metadata: dict | None = None, version_group: str | None = None,
                        upto_seq: int | None = None, context: list[ChatMessage] | None = None,
@@ -319,8 +347,7 @@ class Engine:
         try:
             try:
                 limit = app.settings.max_reply_seconds
-                await asyncio.wait([loop], timeout=limit if limit > 0 else None)
-                timed_out = not loop.done()
+                timed_out = await self._wait_turn(turn, loop, limit)
                 if timed_out:
                     loop.cancel()
                     await asyncio.wait([loop])

@@ -21,6 +21,7 @@ from ..ids import new_id, now_iso
 from ..models import (Actor, ChatMessage, ChatRequest, Prompt, TextDelta, Tool, ToolCall, ToolCallsDone, ToolContext,
                       Usage)
 from ..text import estimate_tokens
+from .approvals import PauseClock, approval_json, needs_approval
 from .attachments import with_attachments
 
 log = logging.getLogger("xiajiao.engine")
@@ -67,6 +68,9 @@ class Turn:
     on_event: Callable[[str, dict], None] | None = None
     usage: Usage = field(default_factory=Usage)  # summed over every model call of the turn
     rounds: int = 0  # model calls made
+    clock: PauseClock = field(default_factory=PauseClock)  # time spent waiting for tool approvals
+    # the decided approvals of this round's calls (API shape), by the call object (model call ids may repeat)
+    approvals: dict[int, dict] = field(default_factory=dict)
 
     def event(self, kind: str, data: dict) -> None:
         if self.on_event is not None:
@@ -337,6 +341,7 @@ class TurnRunner:
                 else:
                     seen.add(key)
             plans.append((call, args, problem))
+        turn.approvals.clear()
         outcomes = await asyncio.gather(*(self._one_tool(turn, c, a, p, tools) for c, a, p in plans))
         if turn.publish:
             await self._store_tool_messages(turn, plans, outcomes)
@@ -346,8 +351,6 @@ class TurnRunner:
                         tools: dict[str, Tool]) -> tuple[str, bool]:
         shown_args = args if problem is None or isinstance(args, dict) else call.arguments
         base = {"messageId": turn.reply_id, "toolName": call.name, "callId": call.id}
-        self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "calling"})
-        turn.event("tool", {"name": call.name, "arguments": shown_args, "callId": call.id})
         tool = tools.get(call.name)
         error = problem
         result: Any = None
@@ -357,6 +360,23 @@ class TurnRunner:
             missing = _missing_required(tool, args)
             if missing:
                 error = f"missing required argument(s): {', '.join(missing)}"
+        declined = None
+        if error is None and tool is not None and needs_approval(tool, turn.agent):
+            if not turn.publish or turn.channel is None:
+                error = f"tool {call.name!r} needs a person's approval, which cannot be asked here"
+            else:
+                args, declined = await self._approval(turn, call, args, base)
+                shown_args = args
+        turn.event("tool", {"name": call.name, "arguments": shown_args, "callId": call.id})
+        if declined is not None:  # rejected or expired: the model reads why it did not run
+            self._frame(turn, "tool_call", {**base, "arguments": shown_args,
+                                            "status": turn.approvals[id(call)]["status"],
+                                            **self._approval_ref(turn, call)})
+            self._frame(turn, "tool_result", {**base, "result": declined, "declined": True})
+            turn.event("tool_end", {"name": call.name, "callId": call.id, "result": declined, "error": False})
+            return declined, False
+        self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "calling",
+                                        **self._approval_ref(turn, call)})
         if error is None and tool is not None:
             timeout = tool.timeout or self.app.settings.tool_timeout
             ctx = ToolContext(app=self.app, agent=turn.agent, channel=turn.channel, message=turn.message,
@@ -374,21 +394,68 @@ class TurnRunner:
                 log.warning("tool %s failed", call.name, exc_info=True)
                 error = f"{type(exc).__name__}: {exc}"
         text = f"Error: {error}" if error else _result_text(result)
-        self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "error" if error else "completed"})
+        self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "error" if error else "completed",
+                                        **self._approval_ref(turn, call)})
         self._frame(turn, "tool_result", {**base, "result": text, **({"error": True} if error else {})})
         turn.event("tool_end", {"name": call.name, "callId": call.id, "result": text, "error": bool(error)})
         return text, bool(error)
+
+    @staticmethod
+    def _approval_ref(turn: Turn, call: ToolCall) -> dict:
+        approval = turn.approvals.get(id(call))
+        return {"approvalId": approval["id"]} if approval else {}
+
+    async def _approval(self, turn: Turn, call: ToolCall, args: dict, base: dict) -> tuple[dict, str | None]:
+        """Ask for approval and wait: the arguments to run with, and the tool result to give the model
+        instead of running it (None: it runs)."""
+        approvals = self.engine.approvals
+        row = await approvals.create(
+            channel_id=turn.channel_id, message_id=turn.reply_key, reply_to=(turn.message or {}).get("id"),
+            call_id=call.id, agent_id=turn.agent["id"], tool_name=call.name, arguments=args,
+            requested_by=turn.actor.id if turn.actor.kind == "user" else None)
+        self._frame(turn, "tool_call", {**base, "arguments": args, "status": "awaiting_approval",
+                                        "approvalId": row["id"]})
+        approvals.announce(row)
+        turn.clock.pause()
+        try:
+            row = await approvals.wait(row["id"])
+        finally:
+            turn.clock.resume()
+        decided = approval_json(row)
+        turn.approvals[id(call)] = decided
+        if decided["status"] == "edited":
+            return decided["editedArguments"], None
+        if decided["status"] == "approved":
+            return args, None
+        who = decided["decidedByName"] or "the person asked"
+        if decided["status"] == "rejected":
+            return args, (f"Declined: {who} did not approve this call of {call.name!r}, so it was not run. "
+                          "Do not call it again for this request; answer without it.")
+        return args, (f"Not run: nobody approved this call of {call.name!r} in time "
+                      f"({self.app.settings.tool_approval_timeout:g} s), so it counts as declined. "
+                      "Do not call it again for this request; answer without it.")
 
     async def _store_tool_messages(self, turn: Turn, plans: list, outcomes: list) -> None:
         cid, aid = turn.channel_id, turn.agent["id"]
         rows = []
         for (call, args, _problem), (text, is_error) in zip(plans, outcomes):
             shown = args if isinstance(args, dict) else call.arguments
+            approval = turn.approvals.get(id(call))
+            status = "error" if is_error else "completed"
+            if approval is not None:
+                if approval["status"] == "edited":
+                    shown = approval["editedArguments"]
+                if approval["status"] in ("rejected", "expired"):
+                    status = approval["status"]
             meta_call = {"replyTo": turn.reply_id, "toolName": call.name, "callId": call.id, "arguments": shown,
-                         "status": "error" if is_error else "completed"}
+                         "status": status}
+            if approval is not None:
+                meta_call["approval"] = {k: approval[k] for k in ("id", "status", "reason", "decidedBy",
+                                                                  "decidedByName", "decidedAt", "arguments")}
             rows.append(("tool_call", f"{call.name}({json.dumps(shown, ensure_ascii=False)})", meta_call))
             rows.append(("tool_result", text, {"replyTo": turn.reply_id, "toolName": call.name, "callId": call.id,
-                                              "isError": is_error}))
+                                              "isError": is_error, **({"declined": True} if status in (
+                                                  "rejected", "expired") else {})}))
 
         def work(conn):
             for type_, content, meta in rows:
