@@ -264,7 +264,7 @@ def _owner_for_stdio(d: dict) -> None:
 
 
 async def _check_url(app: Any, d: dict) -> None:
-    if d["transport"] == "http":
+    if d["transport"] == "http" and d["enabled"]:  # a disabled server is not contacted; enabling it checks
         await check_public_url(d["url"], parse_allowed_hosts(app.settings.mcp_allowed_hosts), kind="url",
                                setting="XIAJIAO_MCP_ALLOWED_HOSTS")
 
