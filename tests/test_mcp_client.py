@@ -59,6 +59,31 @@ TOOLS = textwrap.dedent('''
 
 STDIO_MAIN = "\nsrv.run()\n"
 
+# a server written by hand (no SDK) whose answer to a call does not follow the protocol
+MALFORMED = textwrap.dedent('''
+import json, sys
+for line in sys.stdin:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        continue
+    if "id" not in msg:
+        continue
+    m = msg.get("method")
+    if m == "initialize":
+        res = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
+               "serverInfo": {"name": "raw", "version": "1"}}
+    elif m == "tools/list":
+        res = {"tools": [{"name": "bad", "inputSchema": {"type": "object"}}]}
+    elif m == "tools/call":
+        res = {"content": "not a list of blocks"}
+    else:
+        out = {"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": "no such method"}}
+        print(json.dumps(out), flush=True)
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": res}), flush=True)
+''')
+
 HTTP_MAIN = textwrap.dedent('''
     import socket
     import uvicorn
@@ -274,6 +299,22 @@ async def test_a_hang_a_crash_and_the_restart(tmp_path, fake_llm, stdio_script):
         assert tool_msgs == ["10"]
         assert conn.status == "ready"
     assert conn.client is None  # stopped at shutdown
+
+
+async def test_a_malformed_answer_ends_the_call_and_marks_the_server(tmp_path, fake_llm):
+    script = tmp_path / "raw_server.py"
+    script.write_text(MALFORMED, encoding="utf-8")
+    async with running_app(llm_settings(tmp_path, fake_llm)) as app:
+        owner = app.test_client()
+        await login(owner)
+        await add_server(owner, {"id": "raw", "transport": "stdio", "command": sys.executable, "args": [str(script)]})
+        await owner.put("/api/agents/butler", json={"tools": ["mcp_raw_bad"]})
+        answer, _r, tool_msgs = await turn(app, fake_llm, "butler", Reply(tool_calls=[Call("mcp_raw_bad")]),
+                                           Reply(text="it failed"))
+        assert tool_msgs == ["Error: MCP server 'raw' sent a malformed answer: content: Input should be a valid list"]
+        assert answer == "it failed"
+        server = (await (await owner.get("/api/mcp/servers/raw")).get_json())["server"]
+        assert server["status"] == "unhealthy" and "malformed" in server["lastError"]
 
 
 async def test_a_server_that_never_starts_times_out(tmp_path, fake_llm):
