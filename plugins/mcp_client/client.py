@@ -108,6 +108,7 @@ class Connection:
         self._stopping = False
         self._lock = asyncio.Lock()
         self._stderr: Any = None
+        self._recorded: asyncio.Event | None = None  # the session whose end a failed call recorded
 
     # ---------------------------------------------------------------- state
 
@@ -234,11 +235,12 @@ class Connection:
             if not ready.done():
                 ready.set_exception(McpFailure("it could not start: the connection closed"))
         if not self._stopping and self._task is asyncio.current_task():
-            self._crashed()
+            self._crashed(end)
 
-    def _crashed(self) -> None:
+    def _crashed(self, end: asyncio.Event) -> None:
         """The session ended without being stopped: unhealthy, and a restart after the backoff."""
-        self.fail(f"the server closed the connection (it exited or crashed){self._stderr_tail()}")
+        if self._recorded is not end:  # a call that saw it end has said so already
+            self.fail(f"the server closed the connection (it exited or crashed){self._stderr_tail()}")
         if self.failures <= MAX_AUTO_RESTARTS and not self.app.stopping:
             self.app.spawn(self._restart_later(), name=f"mcp-restart:{self.d['id']}")
 
@@ -288,6 +290,7 @@ class Connection:
     async def call(self, tool: str, args: dict) -> Any:
         """Call ``tool`` with ``args``: the SDK's CallToolResult (McpFailure when the server fails)."""
         client = await self.ensure()
+        end = self._end  # this session's end
         from mcp import MCPError
         from pydantic import ValidationError
 
@@ -299,9 +302,11 @@ class Connection:
             self.fail(f"a call of {tool!r} got no answer within {timeout:g} s")
             raise McpFailure(f"MCP server {self.d['id']!r} did not answer within {timeout:g} s") from None
         except MCPError as exc:
-            if self._end.is_set() or exc.code == -32000:  # CONNECTION_CLOSED: the server went away mid-call
-                if self.status != "unhealthy":
-                    self.fail(f"the connection closed during a call of {tool!r}{self._stderr_tail()}")
+            if end.is_set() or exc.code == -32000:  # CONNECTION_CLOSED: the server went away mid-call
+                if self._recorded is not end:
+                    self._recorded = end
+                    self.fail(f"the server closed the connection during a call of {tool!r} (it exited or "
+                              f"crashed){self._stderr_tail()}")
                 raise McpFailure(f"MCP server {self.d['id']!r} closed the connection during the call "
                                  "(it exited or crashed); it is restarted") from None
             raise McpFailure(f"MCP server {self.d['id']!r} refused the call: {exc}", "mcp_tool_error") from None
