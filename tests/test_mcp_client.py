@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
@@ -30,6 +32,10 @@ TOOLS = textwrap.dedent('''
     @srv.tool(name="greet.in-zh", description="A greeting from the environment")
     def greet(name: str) -> str:
         return os.environ.get("GREETING", "?") + ", " + name
+
+    @srv.tool(description="The server's process id")
+    def pid() -> str:
+        return str(os.getpid())
 
     @srv.tool(description="Return a very long text")
     def huge() -> str:
@@ -198,6 +204,10 @@ async def test_a_stdio_server_is_added_listed_and_called_in_a_turn(tmp_path, fak
         assert len(tool_msgs[0]) < 16_200
         assert tool_msgs[1].startswith("Error: the tool reported an error") and "the disk is full" in tool_msgs[1]
         assert (await (await owner.get("/api/mcp/servers/local")).get_json())["server"]["status"] == "ready"
+        pid = int(await app.xj.tools.get("mcp_local_pid").fn({}, SimpleNamespace(app=app.xj)))
+        os.kill(pid, 0)  # running …
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # … and stopped with the app
     # the listing is kept: after a restart the tools exist before the server is started
     async with running_app(llm_settings(tmp_path, fake_llm)) as app:
         assert app.xj.tools.get("mcp_local_add") is not None
