@@ -106,6 +106,14 @@ MATRIX = [
                       "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                                  "clientInfo": {"name": "matrix", "version": "1"}}},
      (401, 200, 200, 200, 200, 200)),
+    # MCP servers the agents use as tools: admins; a stdio one (a program run here) only the owner
+    ("GET", "/api/mcp/servers", None, (401, 403, 403, 403, 200, 200)),
+    ("POST", "/api/mcp/servers", {"id": "matrix", "transport": "stdio", "command": "true", "enabled": False},
+     (401, 403, 403, 403, 403, 201)),
+    ("GET", "/api/mcp/servers/{mcp}", None, (401, 403, 403, 403, 200, 200)),
+    ("PUT", "/api/mcp/servers/{mcp}", {"name": "Renamed"}, (401, 403, 403, 403, 200, 200)),
+    ("DELETE", "/api/mcp/servers/{mcp}", None, (401, 403, 403, 403, 200, 200)),
+    ("POST", "/api/mcp/servers/{mcp}/refresh", {}, (401, 403, 403, 403, 409, 409)),  # disabled: not started
 ]
 # headers a route needs besides its body: the MCP transport answers only callers accepting both kinds
 HEADERS = {"/mcp": {"Accept": "application/json, text/event-stream"}}
@@ -113,7 +121,7 @@ OPENAI_SHAPED = ("/v1/models", "/v1/chat/")  # errors in OpenAI's shape: {"error
 # /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
 WS_COVERED = {("GET", "/ws")}
 OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "backups",  # the chat core's blueprints
-        "openai", "machine", "turns", "chains", "mcp", "approvals"}
+        "openai", "machine", "turns", "chains", "mcp", "approvals", "mcp_client"}
 _names = itertools.count()
 
 
@@ -178,6 +186,14 @@ class World:
             await db.execute("INSERT INTO tasks (id, user_id, agent_id, input, status, created_at) VALUES (?,?,?,?,?,?)",
                              (task_id, self.users["member"]["id"], "agent_poet", "hi", "succeeded", "2026-01-01"))
             text = text.replace("{task}", task_id)
+        if "{mcp}" in text:  # a disabled streamable HTTP server (never contacted)
+            from plugins.mcp_client import store
+
+            sid = f"matrix{next(_names)}"
+            defs = store.load(app.xj)
+            defs[sid] = store.check({"id": sid, "transport": "http", "url": "http://127.0.0.1:9/mcp", "enabled": False})
+            store.save(app.xj, defs)
+            text = text.replace("{mcp}", sid)
         if "{backup}" in text:
             text = text.replace("{backup}", (await app.xj.backups.run())["path"].rsplit("/", 1)[-1])
         if "{upload}" in text:
@@ -261,7 +277,7 @@ async def test_every_chat_route_is_in_the_matrix(app):
                 path = path.replace(f"<{arg}>", "{x}")
             ours.add((method, path))
     normalise = {(m, p.replace("{channel}", "{x}").replace("{message}", "{x}").replace("{user}", "{x}")
-                  .replace("{key}", "{x}").replace("{invite}", "{x}").replace("{backup}", "{x}").replace("agent_poet", "{x}")
+                  .replace("{key}", "{x}").replace("{invite}", "{x}").replace("{backup}", "{x}").replace("{mcp}", "{x}").replace("agent_poet", "{x}")
                   .replace("{run}", "{x}").replace("{approval}", "{x}")
                   .replace("{task}", "{x}")
                   .replace("/uploads/{upload}", "/uploads/{x}/{x}")) for m, p in covered}

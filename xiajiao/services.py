@@ -6,6 +6,8 @@ change between releases, these keep their meaning. Each takes the app's core (``
 """
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from . import chat
@@ -88,3 +90,20 @@ async def run_turn(app: Any, agent: dict, channel: dict, message: dict, actor: A
     if get_agent(app, agent.get("id", "")) is None:
         raise NotFound("Agent not found", "agent_not_found")
     return await app.engine.lane_turn(agent, channel, message, actor)
+
+
+def read_plugin_data(app: Any, name: str, default: Any = None) -> Any:
+    """The JSON value a plugin keeps in ``data/plugins/<name>.json`` (``default`` when there is none)."""
+    path = app.data_dir / "plugins" / f"{name}.json"
+    if not path.exists():
+        return default
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_plugin_data(app: Any, name: str, value: Any) -> None:
+    """Keep ``value`` as JSON in ``data/plugins/<name>.json``, written all or nothing (Chinese kept readable)."""
+    path = app.data_dir / "plugins" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)

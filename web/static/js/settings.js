@@ -3,6 +3,7 @@ import { ApiError, del, get, post, put } from "./api.js";
 import { avatarEl, clear, fmtTime, h, roleAtLeast, toast } from "./dom.js";
 import { t } from "./i18n.js";
 import { S, errorText, personAvatar, report } from "./state.js";
+import { mcpPane } from "./mcp.js";
 import { systemPane } from "./system.js";
 import { busy, field, modal } from "./ui.js";
 
@@ -11,7 +12,8 @@ export async function openSettings() {
     modal(t("nav.settings"), h("p", { class: "error", id: "forbidden", text: t("error.forbidden") }));
     return;
   }
-  const tabs = [["providers", t("settings.providers")], ["users", t("settings.users")], ["invites", t("settings.invites")]];
+  const tabs = [["providers", t("settings.providers")], ["users", t("settings.users")], ["invites", t("settings.invites")],
+    ["mcp", t("mcp.tab")]];
   if (S.me.role === "owner") tabs.push(["system", t("system.tab")]);
   const body = h("div", { class: "settings" });
   const nav = h("nav", { class: "tabs" });
@@ -20,7 +22,7 @@ export async function openSettings() {
     nav.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.tab === key));
     clear(pane).appendChild(h("p", { class: "muted", text: t("common.loading") }));
     try {
-      const el = await { providers: providersPane, users: usersPane, invites: invitesPane, system: systemPane }[key]();
+      const el = await { providers: providersPane, users: usersPane, invites: invitesPane, mcp: mcpPane, system: systemPane }[key]();
       clear(pane).appendChild(el);
     } catch (e) {
       clear(pane).appendChild(h("p", { class: "error", text: errorText(e) }));
