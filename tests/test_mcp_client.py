@@ -248,7 +248,9 @@ async def test_a_streamable_http_server_with_a_secret_header(tmp_path, fake_llm,
         assert server["status"] == "ready", server
 
         # a wrong header: the start fails with the reason, the call ends with it
-        r = await owner.put("/api/mcp/servers/remote", json={"headers": {"Authorization": "Bearer wrong"}})
+        # (only "crash" asks first again: a direct ask has no one to ask, so a marked tool is refused there)
+        r = await owner.put("/api/mcp/servers/remote", json={"headers": {"Authorization": "Bearer wrong"},
+                                                             "approval": ["crash"]})
         assert r.status_code == 200
         server = await refreshed(owner, "remote")
         assert server["status"] == "unhealthy" and server["lastError"]

@@ -76,8 +76,15 @@ export async function mcpPane() {
   const listEl = h("div", { class: "provider-list", id: "mcp-servers" });
   const reload = async () => {
     const r = await get("/api/mcp/servers");
+    // a redraw keeps the tool lists a person opened
+    const open = new Set([...listEl.querySelectorAll(".mcp-server")].filter((el) => el.querySelector(".mcp-tools")?.open)
+      .map((el) => el.dataset.id));
     clear(listEl);
-    for (const s of r.servers || []) listEl.appendChild(serverCard(s, reload));
+    for (const s of r.servers || []) {
+      const card = serverCard(s, reload);
+      if (open.has(s.id)) card.querySelector(".mcp-tools").open = true;
+      listEl.appendChild(card);
+    }
     if (!(r.servers || []).length) listEl.appendChild(h("p", { class: "muted", id: "no-mcp-servers", text: t("mcp.none") }));
     return r.servers || [];
   };
