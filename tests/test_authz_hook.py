@@ -137,6 +137,8 @@ CHANNEL_ROUTES = [
     ("POST", "/api/messages/{message}/resend", {"content": "x"}, "channel.write"),
     ("POST", "/api/messages/{message}/retry", None, "channel.write"),
     ("POST", "/api/turns", {"channelId": "{channel}", "content": "hi"}, "channel.write"),
+    ("GET", "/api/channels/{channel}/workflows", None, "channel.read"),
+    ("POST", "/api/channels/{channel}/workflows", {"name": "w", "steps": [{"agentId": "novelist"}]}, "channel.manage"),
 ]
 
 
