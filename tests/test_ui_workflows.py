@@ -48,7 +48,7 @@ async def test_create_a_workflow_start_it_and_approve_a_step(browser, site, view
     await page.click("#wf-save")
     card = page.locator(".workflow")
     await expect(card).to_have_count(1)
-    await expect(card.locator(".wf-steps")).to_contain_text("编辑 ✋")
+    await expect(card.locator(".wf-steps")).to_contain_text("编辑 (asks first)")
     await expect(card.locator(".wf-token code")).to_contain_text("/api/triggers/wf_")
 
     await card.locator(".wf-input").fill("the sea")

@@ -46,7 +46,7 @@ function mayDecide(run) {
 }
 
 function stepsLine(w) {
-  return w.steps.map((s) => `${agentName(s.agentId)}${s.approval ? " ✋" : ""}`).join(" → ");
+  return w.steps.map((s) => `${agentName(s.agentId)}${s.approval ? ` (${t("wf.asksFirst")})` : ""}`).join(" → ");
 }
 
 function workflowCard(w) {
