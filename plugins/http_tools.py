@@ -30,7 +30,7 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 BODY_METHODS = ("POST", "PUT", "PATCH")
 MAX_RESULT_CHARS = 20_000
 MAX_RESPONSE_BYTES = 2_000_000
-FIELDS = {"name", "description", "method", "url", "headers", "secretHeaders", "parameters", "timeout"}
+FIELDS = {"name", "description", "method", "url", "headers", "secretHeaders", "parameters", "timeout", "approval"}
 
 
 @hookimpl
@@ -107,8 +107,11 @@ def check(definition: Any) -> dict:
     timeout = definition.get("timeout", 15)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 120:
         raise BadRequest("timeout: seconds, more than 0 and at most 120", "invalid_timeout")
+    approval = definition.get("approval", False)
+    if not isinstance(approval, bool):
+        raise BadRequest("approval must be true or false (each call waits for a person's approval)", "invalid_approval")
     return {"name": name, "description": description.strip(), "method": method, "url": url, "headers": headers,
-            "secretHeaders": list(secret), "parameters": params, "timeout": float(timeout)}
+            "secretHeaders": list(secret), "parameters": params, "timeout": float(timeout), "approval": approval}
 
 
 def stored(app: Any, name: str) -> tuple[dict[str, dict], dict]:
@@ -133,7 +136,7 @@ def make_tool(definition: dict) -> Tool:
 
     return Tool(name=definition["name"], description=definition["description"], parameters=definition["parameters"],
                 fn=run, read_only=definition["method"] == "GET", mutating=definition["method"] != "GET",
-                min_role="member", timeout=definition["timeout"] + 5)
+                min_role="member", timeout=definition["timeout"] + 5, approval=bool(definition.get("approval")))
 
 
 async def call(app: Any, d: dict, args: dict) -> dict:

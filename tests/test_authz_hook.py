@@ -69,7 +69,8 @@ async def test_every_websocket_frame_asks_the_hook(tmp_path):
         async with httpx.AsyncClient(base_url=base) as http:
             token = (await http.post("/api/login", json={"password": OWNER_PASSWORD})).cookies["session"]
         types = sorted(app.xj.ws_handlers)
-        assert {"auth", "ping", "subscribe", "unsubscribe", "typing", "stop", "chain_decision"} <= set(types)
+        assert {"auth", "ping", "subscribe", "unsubscribe", "typing", "stop", "chain_decision",
+                "approval_decision"} <= set(types)
         async with connect(base.replace("http", "ws") + "/ws") as ws:
             await send(ws, {"type": "auth", "token": token})
             await recv_until(ws, "auth_ok")
@@ -103,8 +104,19 @@ async def world(tmp_path, fake_llm):
                 break
             await asyncio.sleep(0.01)
         mid = (await (await owner.get(f"/api/messages?channelId={cid}")).get_json())["messages"][0]["id"]
-        app.plugin, app.owner, app.ids = plugin, owner, {"channel": cid, "chain": run["chainId"], "message": mid}
+        approval = await pending_approval(app, cid, mid)
+        app.plugin, app.owner, app.ids = plugin, owner, {"channel": cid, "chain": run["chainId"], "message": mid,
+                                                         "approval": approval}
         yield app
+
+
+async def pending_approval(app, channel_id: str, message_id: str) -> str:
+    """A tool call of a turn the owner started, waiting for approval in the channel."""
+    owner = await app.xj.db.fetchval("SELECT id FROM users WHERE role = 'owner'")
+    row = await app.xj.engine.approvals.create(
+        channel_id=channel_id, message_id=None, reply_to=message_id, call_id="call_1", agent_id="novelist",
+        tool_name="manage_schedule", arguments={"action": "list"}, requested_by=owner)
+    return row["id"]
 
 
 # (method, path, body, the action whose refusal stops it)
@@ -137,6 +149,9 @@ CHANNEL_ROUTES = [
     ("POST", "/api/messages/{message}/resend", {"content": "x"}, "channel.write"),
     ("POST", "/api/messages/{message}/retry", None, "channel.write"),
     ("POST", "/api/turns", {"channelId": "{channel}", "content": "hi"}, "channel.write"),
+    ("GET", "/api/approvals?channelId={channel}", None, "channel.read"),
+    ("GET", "/api/approvals/{approval}", None, "channel.read"),
+    ("POST", "/api/approvals/{approval}", {"decision": "approve"}, "tool.approve"),
     ("GET", "/api/channels/{channel}/workflows", None, "channel.read"),
     ("POST", "/api/channels/{channel}/workflows", {"name": "w", "steps": [{"agentId": "novelist"}]}, "channel.manage"),
 ]
@@ -161,6 +176,7 @@ async def test_a_refused_channel_action_stops_the_route(world, method, path, bod
     assert world.plugin.actions(action), "the hook was not asked"
     assert await world.xj.db.fetchval("SELECT count(*) FROM messages") == before  # nothing was stored
     assert (await world.xj.engine.chains.get(world.ids["chain"])).status == "paused"  # nothing was decided
+    assert (await world.xj.engine.approvals.get(world.ids["approval"]))["status"] == "pending"
 
 
 async def test_a_refused_search_hides_the_channel_from_lists(world):
@@ -175,8 +191,9 @@ async def test_every_channel_route_is_in_the_table(world):
     named = set()
     for rule in world.url_map.iter_rules():
         if {"channel_id", "chain_id", "message_id"} & set(rule.arguments) or rule.endpoint.split(".")[0] in (
-                "turns", "chains"):
+                "turns", "chains", "approvals"):
             path = rule.rule.replace("<channel_id>", "{channel}").replace("<chain_id>", "{chain}") \
+                .replace("<approval_id>", "{approval}") \
                 .replace("<message_id>", "{message}").replace("<member_id>", "editor")
             named |= {(m, path) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert named - covered == set()
@@ -187,6 +204,7 @@ async def test_every_channel_route_is_in_the_table(world):
     ({"type": "typing", "data": {"channelId": "{channel}"}}, "channel.write"),
     ({"type": "stop", "data": {"channelId": "{channel}"}}, "channel.write"),
     ({"type": "chain_decision", "data": {"chainId": "{chain}", "action": "approve"}}, "chain.decide"),
+    ({"type": "approval_decision", "data": {"approvalId": "{approval}", "decision": "approve"}}, "tool.approve"),
 ])
 async def test_a_refused_channel_action_stops_the_frame(tmp_path, fake_llm, frame, action):
     plugin = Recorder(deny=lambda a, resource: False)
@@ -201,14 +219,16 @@ async def test_a_refused_channel_action_stops_the_frame(tmp_path, fake_llm, fram
             while (await app.xj.engine.chains.get(chain)).status != "paused":
                 await asyncio.sleep(0.01)
             token = http.cookies["session"]
+            approval = await pending_approval(app, cid, (await app.xj.db.fetchval(
+                "SELECT id FROM messages WHERE channel_id = ? AND user_id IS NOT NULL", (cid,))))
         plugin.deny = lambda a, resource: a == action
         async with connect(base.replace("http", "ws") + "/ws") as ws:
             await send(ws, {"type": "auth", "token": token})
             await recv_until(ws, "auth_ok")
-            await send(ws, _fill(frame, {"channel": cid, "chain": chain}))
+            await send(ws, _fill(frame, {"channel": cid, "chain": chain, "approval": approval}))
             err, _ = await recv_until(ws, "error")
         assert err["data"]["code"] in ("forbidden", "channel_not_found", "chain_not_found", "read_only",
-                                       "not_your_chain")
+                                       "not_your_chain", "not_your_approval")
         assert plugin.actions(action)
         assert (await app.xj.engine.chains.get(chain)).status == "paused"
 

@@ -79,6 +79,10 @@ MATRIX = [
     ("GET", "/api/chains/{run}", None, (401, 200, 200, 404, 200, 200)),
     # a run the owner started: who started it and admins decide it, other people in the room do not
     ("POST", "/api/chains/{run}/decision", {"action": "stop"}, (401, 403, 403, 404, 200, 200)),
+    # tool approvals ({approval}: a call of the owner's turn waiting in {channel}): he and admins decide it
+    ("GET", "/api/approvals?channelId={channel}", None, (401, 200, 200, 404, 200, 200)),
+    ("GET", "/api/approvals/{approval}", None, (401, 200, 200, 404, 200, 200)),
+    ("POST", "/api/approvals/{approval}", {"decision": "reject"}, (401, 403, 403, 404, 200, 200)),
     ("GET", "/api/keys/{key}/webhook-secret", None, (401, 200, 200, 200, 200, 200)),
     # workflows ({workflow}: in a fresh group of the owner; {wfrun}: a run of it the owner started, waiting for
     # approval): readers see them, who manages the group changes them, who posts starts them, who started a run
@@ -129,7 +133,7 @@ OPENAI_SHAPED = ("/v1/models", "/v1/chat/")  # errors in OpenAI's shape: {"error
 # /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
 WS_COVERED = {("GET", "/ws")}
 OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "backups",  # the chat core's blueprints
-        "openai", "machine", "turns", "chains", "mcp", "triggers", "workflows"}
+        "openai", "machine", "turns", "chains", "mcp", "approvals", "triggers", "workflows"}
 _names = itertools.count()
 
 
@@ -166,6 +170,8 @@ class World:
             if "{run}" in text:
                 run = await self.start_run(ch["id"])
                 text = text.replace("{run}", run.id)
+        if "{approval}" in text:
+            text = text.replace("{approval}", await self.approval())
         if "{workflow}" in text or "{wfrun}" in text:
             text = await self.workflow(text)
         if "{channel}" in text or "{message}" in text:
@@ -201,6 +207,17 @@ class World:
                 "file": FileStorage(io.BytesIO(PNG), filename="a.png")})
             text = text.replace("{upload}", (await resp.get_json())["url"].removeprefix("/uploads/"))
         return text
+
+    async def approval(self) -> str:
+        """A tool call of a turn the owner started, waiting for approval in a group with guest and member."""
+        app, owner = self.app, self.users["owner"]["id"]
+        ch = await chat.create_channel(app.xj.db, name="c", type="group", creator_id=owner, agent_ids=["agent_poet"],
+                                       user_ids=[self.users["guest"]["id"], self.users["member"]["id"]])
+        msg = await chat.create_message(app.xj, channel_id=ch["id"], content="go", user_id=owner)
+        row = await app.xj.engine.approvals.create(
+            channel_id=ch["id"], message_id=None, reply_to=msg["id"], call_id="call_1", agent_id="agent_poet",
+            tool_name="shout", arguments={"text": "hi"}, requested_by=owner)
+        return row["id"]
 
     async def workflow(self, text: str) -> str:
         """A workflow in a fresh group of the owner (guest and member in it) whose first step asks first."""
@@ -290,7 +307,7 @@ async def test_every_chat_route_is_in_the_matrix(app):
             ours.add((method, path))
     normalise = {(m, p.replace("{channel}", "{x}").replace("{message}", "{x}").replace("{user}", "{x}")
                   .replace("{key}", "{x}").replace("{invite}", "{x}").replace("{backup}", "{x}").replace("agent_poet", "{x}")
-                  .replace("{run}", "{x}").replace("{workflow}", "{x}").replace("{wfrun}", "{x}")
+                  .replace("{run}", "{x}").replace("{approval}", "{x}").replace("{workflow}", "{x}").replace("{wfrun}", "{x}")
                   .replace("{task}", "{x}")
                   .replace("/uploads/{upload}", "/uploads/{x}/{x}")) for m, p in covered}
     assert ours - normalise == set()

@@ -156,7 +156,7 @@ async def test_user_message_reaches_on_message_and_the_engine(tmp_path):
     async with running_app(make_settings(tmp_path), plugins=[rec]) as app:
         turns = []
 
-        async def handle_user_message(message, channel, actor):
+        async def handle_user_message(message, channel, actor, routing=None):
             turns.append((message["id"], channel["id"], actor.id))
 
         app.xj.engine.handle_user_message = handle_user_message

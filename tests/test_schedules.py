@@ -181,6 +181,16 @@ async def test_the_manage_schedule_tool_creates_lists_and_deletes(app, owner, fa
                                                                 "cron": "0 8 * * 1", "timezone": "UTC"})]),
                     Reply(text="Scheduled.", chunks=1))
     await owner.post("/api/messages", json={"channelId": cid, "content": "remind me every Monday"})
+    waiting: list = []
+    for _ in range(500):  # a schedule change waits for a person's approval
+        waiting = (await (await owner.get("/api/approvals", query_string={"channelId": cid})).get_json())["approvals"]
+        if waiting:
+            break
+        await asyncio.sleep(0.01)
+    assert [a["toolName"] for a in waiting] == ["manage_schedule"]
+    assert (await (await owner.get("/api/schedules")).get_json())["schedules"] == []  # nothing before approval
+    r = await owner.post(f"/api/approvals/{waiting[0]['id']}", json={"decision": "approve"})
+    assert r.status_code == 200, await r.get_data(as_text=True)
     for _ in range(500):
         listed = (await (await owner.get("/api/schedules")).get_json())["schedules"]
         if listed:

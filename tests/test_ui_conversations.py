@@ -13,7 +13,8 @@ from playwright.async_api import expect
 from conftest import live_server, llm_settings
 from fake_llm import FakeLLM, Reply
 from test_parsers import pdf_with_text
-from test_ui_browser import browser, log_in, new_page, no_attack_ran, open_dm, say  # noqa: F401  (fixture)
+from test_ui_browser import (  # noqa: F401  (fixture)
+    SHOTS_DIR, VIEWPORTS, browser, log_in, new_page, no_attack_ran, open_dm, owner_page, say)
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -233,6 +234,16 @@ async def test_an_image_and_a_pdf_reach_the_model_with_the_question(browser, sit
     await expect(own.locator(".file-name")).to_have_text("report.pdf")
     await expect(page.locator(".msg.agent:not(.streaming) .md")).to_have_text("A chart and a report.")
     await expect(page.locator("#attachments .attachment")).to_have_count(0)
+    # the image opens in the viewer; Esc closes the viewer first, then the side panel
+    await page.click("#btn-knowledge")
+    await expect(page.locator("#panel")).to_be_visible()
+    await own.locator(".msg-image").click()
+    await expect(page.locator("#lightbox")).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#lightbox")).to_be_hidden()
+    await expect(page.locator("#panel")).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#panel")).to_be_hidden()
     last = fake.last.messages[-1]
     assert last["content"][1] == {"type": "image_url",
                                   "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG).decode()}}
@@ -297,3 +308,59 @@ async def test_a_provider_is_edited_with_the_models_its_endpoint_lists(browser, 
         await page.screenshot(path=str(tmp_path / "providers.png"))
         assert page.errors == []
         await page.context.close()
+
+
+async def test_a_topic_is_renamed_and_deleted_and_another_screen_follows(browser, site, tmp_path):
+    """The owner on a desktop and on a phone: a topic made on one appears on the other; renamed on the
+    desktop, the phone's header and list show the new name; deleted, the phone goes back to the chat."""
+    app, base = site
+    desk = await owner_page(browser, base, VIEWPORTS[0])
+    name = agent_name(app, "editor")
+    await open_dm(desk, name)
+    await say(desk, "a first question")
+    await expect(desk.locator(".msg.agent:not(.streaming)")).to_have_count(1)
+    dm_url = desk.url
+    await desk.click("#btn-topic")
+    await desk.fill("#topic-name", "Holidays")
+    await desk.click("#topic-save")
+    await expect(desk.locator("#chat-name")).to_have_text("Holidays")
+    # a DM itself cannot be renamed or deleted from here; the topic can
+    await expect(desk.locator("#btn-rename-topic")).to_be_visible()
+    await expect(desk.locator("#btn-delete-topic")).to_be_visible()
+    phone = await owner_page(browser, base, VIEWPORTS[1])
+    await phone.goto(desk.url)
+    await phone.wait_for_selector("body[data-ready=app]")
+    await expect(phone.locator("#chat-name")).to_have_text("Holidays")
+
+    await desk.click("#btn-rename-topic")
+    await expect(desk.locator("#topic-rename-name")).to_have_value("Holidays")
+    await desk.fill("#topic-rename-name", "假期 plans")
+    await desk.click("#topic-rename-save")
+    await expect(desk.locator("#chat-name")).to_have_text("假期 plans")
+    await expect(desk.locator(".chat-item.child", has_text="假期 plans")).to_have_count(1)
+    await expect(phone.locator("#chat-name")).to_have_text("假期 plans")  # live, no reload
+    await desk.screenshot(path=str(tmp_path / "topic-renamed.png"))
+    await phone.screenshot(path=str(tmp_path / "topic-renamed-390.png"))
+    if SHOTS_DIR:
+        await desk.screenshot(path=str(SHOTS_DIR / "topic-renamed.png"))
+        await phone.screenshot(path=str(SHOTS_DIR / "topic-renamed-390.png"))
+    await desk.reload()
+    await desk.wait_for_selector("body[data-ready=app]")
+    await expect(desk.locator("#chat-name")).to_have_text("假期 plans")  # stored, not only on screen
+
+    desk.on("dialog", lambda d: d.accept())
+    await desk.click("#btn-delete-topic")
+    # both screens are back in the agent's chat with its message; the topic is gone from the lists
+    await expect(desk.locator("#chat-name")).to_have_text(name)
+    await expect(desk.locator(".msg.agent .md")).to_have_text("Echo: a first question")
+    await expect(desk.locator(".chat-item.child")).to_have_count(0)
+    await expect(phone.locator("#chat-name")).to_have_text(name)
+    assert desk.url == dm_url
+    r = await desk.request.get(base + "/api/channels")
+    assert "假期 plans" not in [c.get("name") for c in (await r.json())["channels"]]
+    await phone.reload()
+    await phone.wait_for_selector("body[data-ready=app]")
+    await expect(phone.locator("#chat-name")).to_have_text(name)
+    assert [e for e in desk.errors if not e.startswith("dialog")] == [] and phone.errors == []
+    await desk.context.close()
+    await phone.context.close()

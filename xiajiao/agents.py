@@ -47,6 +47,8 @@ def agent_json(row: dict, soul: str | None = None) -> dict:
     out = {"id": row["id"], "name": row["name"], "avatar": row["avatar"], "description": row["description"],
            "model": row["model"], "tools": list(row["tools"]), "status": row["status"],
            "knowledge": bool(row.get("knowledge"))}
+    if (row.get("config") or {}).get("requireApproval"):  # shown when set: every tool call waits for approval
+        out["requireApproval"] = True
     if soul is not None:
         out["soul"] = soul
     return out

@@ -554,8 +554,10 @@ async def accept_invite(db, token: str, *, username: str, password: str, display
 #   channel.manage  owner/admin, or the member who created the channel (rename, members, chain)
 #   chain.decide    approve, edit or stop a chain run (or stop one of its steps): an admin/owner,
 #                   or who started it while he may still write in the channel
+#   tool.approve    approve, edit or reject a tool call waiting for approval: an admin/owner, who
+#                   manages the channel, or whose message started the turn while he may still write
 
-CHANNEL_ACTIONS = ("channel.read", "channel.write", "channel.manage", "chain.decide")
+CHANNEL_ACTIONS = ("channel.read", "channel.write", "channel.manage", "chain.decide", "tool.approve")
 
 
 def has_role(actor: Actor | None, role: str) -> bool:
@@ -587,6 +589,10 @@ def builtin_allows(actor: Actor, action: str, channel: dict) -> bool:
         chain = channel.get("_chain") or {}
         return actor.kind == "user" and (actor.at_least("admin") or (
             chain.get("startedBy") == actor.id and member and bool(channel.get("_can_write"))))
+    if action == "tool.approve":
+        approval = channel.get("_approval") or {}
+        return actor.kind == "user" and (builtin_allows(actor, "channel.manage", channel) or (
+            approval.get("requestedBy") == actor.id and member and bool(channel.get("_can_write"))))
     raise ValueError(f"unknown action {action!r}")
 
 
@@ -603,24 +609,29 @@ async def allowed(core, actor: Actor, action: str, channel: dict) -> bool:
 
 
 async def authorized_channel(core, actor: Actor, channel_id: str, action: str = "channel.read", *,
-                             chain: dict | None = None) -> dict:
+                             chain: dict | None = None, approval: dict | None = None) -> dict:
     """The channel if ``actor`` may do ``action`` on it.
 
     404 when the channel does not exist or the caller may not see it (its existence is
     not revealed); 403 when it is visible but the action is not allowed. For
-    ``chain.decide`` the resource also carries ``_chain`` (``id``, ``startedBy``).
+    ``chain.decide`` the resource also carries ``_chain`` (``id``, ``startedBy``), for
+    ``tool.approve`` ``_approval`` (``id``, ``requestedBy``).
     """
     channel = await channel_for(core.db, actor, channel_id) if isinstance(channel_id, str) else None
     if channel is None or not await allowed(core, actor, "channel.read", channel):
         raise NotFound("Channel not found", "channel_not_found")
     if action == "channel.read":
         return channel
-    resource = {**channel, "_chain": chain} if action == "chain.decide" else channel
+    resource = {**channel, "_chain": chain} if action == "chain.decide" else \
+        {**channel, "_approval": approval} if action == "tool.approve" else channel
     if not await allowed(core, actor, action, resource):
         if action == "channel.write":
             raise Forbidden("You may read this channel but not post in it", "read_only")
         if action == "chain.decide":
             raise Forbidden("Only who started this chain, or an admin, may decide it", "not_your_chain")
+        if action == "tool.approve":
+            raise Forbidden("Only whose message started this turn, who manages the channel, or an admin may "
+                            "decide this tool call", "not_your_approval")
         raise Forbidden("You may not change this channel", "forbidden")
     if action == "channel.write" and channel["type"] == "dm" and channel["_members"] < 2:
         raise Conflict("This conversation is archived: the other side is gone", "channel_archived")

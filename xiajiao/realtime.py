@@ -17,6 +17,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import Unauthorized
 from .models import Actor
 
 log = logging.getLogger("xiajiao.realtime")
@@ -50,6 +51,13 @@ class Connection:
         self.strikes = 0  # frames refused before auth
         self.app: Any = None  # the core, for frame handlers
         self.address = ""  # the client's address (rate limits before login)
+
+    @property
+    def caller(self) -> Actor:
+        """The authenticated caller (frames other than auth and ping are only handled after auth)."""
+        if self.actor is None:
+            raise Unauthorized("Send a session token or API key", "invalid_token")
+        return self.actor
 
     def start(self) -> None:
         self.sender = asyncio.get_running_loop().create_task(self._drain())

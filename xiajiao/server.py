@@ -88,7 +88,7 @@ def watch_loop(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         text = repr(handle)[:300]
         task = getattr(getattr(handle, "_callback", None), "__self__", None)
         if isinstance(task, asyncio.Task):
-            coro = task.get_coro()
+            coro: Any = task.get_coro()
             frames: list[str] = []
             while coro is not None and len(frames) < 14:
                 frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)

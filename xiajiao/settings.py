@@ -126,6 +126,7 @@ SETTINGS: list[Setting] = [
     Setting("max_retry_after", 30.0, "Longest Retry-After of a provider that is waited for; a longer one fails the call at once.", float),
     Setting("tool_max_rounds", 8, "Most model-tool rounds in one agent turn.", int),
     Setting("tool_timeout", 30.0, "Seconds one tool call may run.", float),
+    Setting("tool_approval_timeout", 300.0, "Seconds a tool call that needs approval waits for a decision; then it counts as rejected (expired). The wait does not count toward max_reply_seconds.", float),
     Setting("hop_limit", 3, "Most agent-to-agent mention hops triggered by one user message.", int),
     Setting("stream_coalesce_ms", 15.0, "Text deltas of a streamed reply closer than this share one stream_chunk frame (0: one frame per delta).", float),
     # machine API: OpenAI-compatible endpoint, background tasks, webhooks

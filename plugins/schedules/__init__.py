@@ -206,4 +206,5 @@ def register_tools(register):
             "timezone": {"type": "string", "description": "IANA time zone, e.g. Asia/Shanghai (default UTC)"},
             "scheduleId": {"type": "string", "description": "The schedule to delete (delete)"},
         }, "required": ["action"]},
-        fn=manage_schedule, read_only=False, mutating=True, min_role="member"))
+        fn=manage_schedule, read_only=False, mutating=True, min_role="member",
+        approval=True))  # a schedule acts later, unattended: a person approves each change

@@ -21,6 +21,14 @@ class AgentUpdate(BaseModel):
     soul: str | None = None
     status: str | None = None
     knowledge: bool | None = None
+    requireApproval: bool | None = None  # every tool call of the agent waits for a person's approval
+
+
+def _fields(data: AgentUpdate) -> dict:
+    fields = data.model_dump(exclude_none=True)
+    if "requireApproval" in fields:  # kept in the agent's config (and so in its agent.json)
+        fields["config"] = {"requireApproval": fields.pop("requireApproval")}
+    return fields
 
 
 class AgentCreate(AgentUpdate):
@@ -48,7 +56,7 @@ async def get_agent(agent_id: str):
 @auth.requires("admin")
 @validate_request(AgentCreate)
 async def create_agent(data: AgentCreate):
-    agent = await _agents().create(data.model_dump(exclude_none=True))
+    agent = await _agents().create(_fields(data))
     return jsonify(agent_json(agent, soul=_agents().soul(agent["id"]))), 201
 
 
@@ -69,7 +77,7 @@ async def register_agent(data: AgentRegister):
 @auth.requires("admin")
 @validate_request(AgentUpdate)
 async def update_agent(agent_id: str, data: AgentUpdate):
-    agent = await _agents().update(agent_id, data.model_dump(exclude_none=True))
+    agent = await _agents().update(agent_id, _fields(data))
     return jsonify(agent_json(agent, soul=_agents().soul(agent_id)))
 
 
@@ -87,6 +95,7 @@ async def list_tools():
     core = current_app.xj
     tools = [{"name": reg.name, "description": reg.item.description, "parameters": reg.item.parameters,
               "readOnly": reg.item.read_only, "mutating": reg.item.mutating, "minRole": reg.item.min_role,
+              "approval": reg.item.approval,
               "plugin": reg.plugin}
              for reg in sorted(core.tools.entries.values(), key=lambda r: r.name)]
     return jsonify({"tools": tools})

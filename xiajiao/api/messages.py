@@ -95,17 +95,20 @@ def check_metadata(metadata: dict, settings) -> None:
 @validate_request(NewMessage)
 async def post_message(data: NewMessage):
     core = current_app.xj
-    msg, channel = await store_user_message(data.channelId, data.content, data.type, data.metadata)
+    msg, channel, agent_ids = await store_user_message(data.channelId, data.content, data.type, data.metadata)
     out = {"id": msg["id"], "ok": True}
     if core.engine is not None:
-        out.update(await core.engine.who_answers(msg, channel))
-        core.spawn(core.engine.handle_user_message(msg, channel, g.actor), name=f"turn:{msg['id']}")
+        routing = await core.engine.route(msg, channel, agent_ids)  # once, for the answer and the turns
+        out.update(await core.engine.who_answers(msg, channel, routing))
+        core.spawn(core.engine.handle_user_message(msg, channel, g.actor, routing), name=f"turn:{msg['id']}")
     return jsonify(out)
 
 
 async def store_user_message(channel_id: str, content: str, type: str = "text",
-                             metadata: dict | None = None) -> tuple[dict, dict]:
-    """Check and store a message of the caller (with its attachments), then tell the plugins."""
+                             metadata: dict | None = None) -> tuple[dict, dict, list[str] | None]:
+    """Check and store a message of the caller (with its attachments), then tell the plugins.
+
+    Returns the message, its channel and the channel's agent ids (None without an engine)."""
     core = current_app.xj
     metadata = dict(metadata or {})
     check_metadata(metadata, core.settings)
@@ -114,14 +117,15 @@ async def store_user_message(channel_id: str, content: str, type: str = "text",
     channel = await auth.authorized_channel(core, g.actor, channel_id, "channel.write")
     if channel.get("archived_at"):
         raise Conflict("This conversation is archived; unarchive it to write in it", "channel_archived")
-    if core.engine is not None and await chat.channel_agent_ids(core.db, channel["id"]):
+    agent_ids = await chat.channel_agent_ids(core.db, channel["id"]) if core.engine is not None else None
+    if agent_ids:
         charge("turns")  # agents will answer: the expensive kind of request
     if attachments:
         metadata["attachments"] = attachments
     msg = await chat.create_message(core, channel_id=channel["id"], content=content, type=type,
                                     user_id=g.actor.id, metadata=metadata)
     await core.hook("on_message", message=msg, channel=channel, actor=g.actor)
-    return msg, channel
+    return msg, channel, agent_ids
 
 
 MAX_ATTACHMENTS = 10

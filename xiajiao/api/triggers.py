@@ -17,6 +17,6 @@ async def fire(trigger_id: str):
     goes to what starts (added to a schedule's prompt, a workflow's input)."""
     token = request.headers.get("X-Trigger-Token") or request.args.get("token") or ""
     body = await request.get_json(silent=True)
-    text = body.get("text") if isinstance(body, dict) and isinstance(body.get("text"), str) else ""
+    text = body["text"] if isinstance(body, dict) and isinstance(body.get("text"), str) else ""
     started = await triggers(current_app.xj).fire(trigger_id, token, text)
     return jsonify({"ok": True, **started}), 202

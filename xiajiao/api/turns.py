@@ -62,7 +62,7 @@ async def run_turn(data: TurnBody):
     from .messages import store_user_message
 
     core = current_app.xj
-    msg, channel = await store_user_message(data.channelId, data.content, "text", data.metadata)
+    msg, channel, _ids = await store_user_message(data.channelId, data.content, "text", data.metadata)
     replies = await core.engine.reply_to(msg, channel, g.actor)
     out = {"message": msg, "replies": replies}
     if not replies:

@@ -88,7 +88,7 @@ async def on_auth(conn: Connection, data: dict) -> None:
         conn.credential = auth.token_hash(token)
     elif conn.actor is None:
         raise Unauthorized("Send a session token or API key", "invalid_token")
-    conn.send_frame("auth_ok", {"userId": conn.actor.id}, userId=conn.actor.id)
+    conn.send_frame("auth_ok", {"userId": conn.caller.id}, userId=conn.caller.id)
 
 
 async def on_ping(conn: Connection, data: dict) -> None:
@@ -109,7 +109,7 @@ async def on_subscribe(conn: Connection, data: dict) -> None:
         raise BadRequest("since must be a sequence number (0 or more)", "invalid_frame")
     if epoch is not None and not isinstance(epoch, str):
         raise BadRequest("epoch must be a string", "invalid_frame")
-    await auth.authorized_channel(conn.app, conn.actor, cid)
+    await auth.authorized_channel(conn.app, conn.caller, cid)
     conn.app.hub.subscribe(conn, cid, since=since, epoch=epoch)
 
 
@@ -121,8 +121,8 @@ async def on_unsubscribe(conn: Connection, data: dict) -> None:
 
 async def on_typing(conn: Connection, data: dict) -> None:
     cid = _channel_id(data)
-    await auth.authorized_channel(conn.app, conn.actor, cid, "channel.write")
-    conn.app.hub.publish(cid, "typing", {"channelId": cid, "userId": conn.actor.id, "name": conn.actor.name})
+    await auth.authorized_channel(conn.app, conn.caller, cid, "channel.write")
+    conn.app.hub.publish(cid, "typing", {"channelId": cid, "userId": conn.caller.id, "name": conn.caller.name})
 
 
 BUILTIN = {"auth": on_auth, "ping": on_ping, "subscribe": on_subscribe, "unsubscribe": on_unsubscribe,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -18,6 +19,7 @@ from ..agents import Agents
 from ..errors import BadRequest, ProviderError, XiajiaoError
 from ..gateway import Gateway
 from ..models import Actor, ChatMessage, ChatRequest, Usage
+from .approvals import Approvals
 from .chains import Chains
 from .mentions import find_mentions
 from .turn import Turn, TurnRunner, build_system
@@ -34,6 +36,15 @@ class Origin:
     message_id: str
     limit: int
     limited: bool = False
+
+
+@dataclass
+class Routing:
+    """Who answers a user message: the channel's agents, the chain that runs instead (or None), the targets."""
+
+    agents: list[dict]
+    chain: list[str] | None
+    targets: list[str]
 
 
 @dataclass
@@ -115,6 +126,7 @@ class Engine:
         self.agents = Agents(app)
         self.runner = TurnRunner(self)
         self.chains = Chains(self)
+        self.approvals = Approvals(self)
         self.running: dict[str, Turn] = {}  # reply message id -> turn
         self._lanes: dict[tuple[str, str], Lane] = {}
 
@@ -127,9 +139,12 @@ class Engine:
             handlers = self.app.ws_handlers = {}
         handlers["stop"] = self._ws_stop
         handlers["chain_decision"] = self.chains.ws_decision
+        handlers["approval_decision"] = self.approvals.ws_decision
+        await self.approvals.restore()
         await self.chains.restore()
 
     async def stop(self) -> None:
+        await self.approvals.expire_all("shutdown")  # nobody is left to decide them
         for turn in list(self.running.values()):
             if turn.task is not None:
                 turn.task.cancel()
@@ -140,45 +155,55 @@ class Engine:
 
     # ------------------------------------------------------------------ routing
 
-    async def channel_agents(self, channel_id: str) -> list[dict]:
-        ids = await chat.channel_agent_ids(self.app.db, channel_id)
+    async def channel_agents(self, channel_id: str, ids: list[str] | None = None) -> list[dict]:
+        """The channel's agents (``ids``: its agent ids when the caller has just read them)."""
+        if ids is None:
+            ids = await chat.channel_agent_ids(self.app.db, channel_id)
         if any(self.agents.get(i) is None for i in ids):
             await self.agents.load()  # an agent written to the database by other code
         return [a for a in (self.agents.get(i) for i in ids) if a is not None]
 
-    async def who_answers(self, message: dict, channel: dict) -> dict:
+    async def route(self, message: dict, channel: dict, agent_ids: list[str] | None = None) -> Routing:
+        """Who answers a user message: the channel's chain, or the agents the ``route_message`` hook picks."""
+        channel = channel_row(channel)
+        agents = await self.channel_agents(channel["id"], agent_ids)
+        if not agents:
+            return Routing(agents, None, [])
+        chain = channel_chain(channel)
+        if channel["type"] == "group" and chain and not self._mentions_anyone(message, agents):
+            return Routing(agents, list(chain), list(chain))
+        targets = await self.app.hook("route_message", message=message, channel=channel, agents=agents) or []
+        return Routing(agents, None, list(targets))
+
+    async def who_answers(self, message: dict, channel: dict, routing: Routing | None = None) -> dict:
         """Who will answer a user message: ``{"answeredBy": [agent ids]}``, and when nobody will,
         ``reason`` (``no_agents``, ``no_default_agent``) so the composer can say why."""
-        channel = channel_row(channel)
-        agents = await self.channel_agents(channel["id"])
-        if not agents:
+        if routing is None:
+            routing = await self.route(message, channel)
+        if not routing.agents:
             return {"answeredBy": [], "reason": "no_agents"}
-        chain = channel_chain(channel)
-        if channel["type"] == "group" and chain and not self._mentions_anyone(message, agents):
-            return {"answeredBy": list(chain), "chain": True}
-        targets = await self.app.hook("route_message", message=message, channel=channel, agents=agents) or []
-        out: dict = {"answeredBy": list(targets)}
-        if not targets:
-            out["reason"] = "no_default_agent" if channel["type"] == "group" else "no_agents"
+        if routing.chain is not None:
+            return {"answeredBy": list(routing.chain), "chain": True}
+        out: dict = {"answeredBy": list(routing.targets)}
+        if not routing.targets:
+            out["reason"] = "no_default_agent" if channel_row(channel)["type"] == "group" else "no_agents"
         return out
 
-    async def handle_user_message(self, message: dict, channel: dict, actor: Actor) -> list[str]:
+    async def handle_user_message(self, message: dict, channel: dict, actor: Actor,
+                                  routing: Routing | None = None) -> list[str]:
         """Route a stored user message and start the chosen agents' turns; returns their ids."""
         channel = channel_row(channel)
-        agents = await self.channel_agents(channel["id"])
-        if not agents:
-            return []
-        chain = channel_chain(channel)
-        if channel["type"] == "group" and chain and not self._mentions_anyone(message, agents):
-            await self.chains.start(channel, chain, message, actor)
-            return list(chain)
-        targets = await self.app.hook("route_message", message=message, channel=channel, agents=agents) or []
+        if routing is None:
+            routing = await self.route(message, channel)
+        if routing.chain is not None:
+            await self.chains.start(channel, routing.chain, message, actor)
+            return list(routing.chain)
         origin = Origin(message["id"], max(0, self.app.settings.hop_limit))
-        for agent_id in targets:
+        for agent_id in routing.targets:
             agent = self.agents.get(agent_id)
             if agent is not None:
                 self.enqueue(agent, channel, message, actor, origin=origin, hop=0)
-        return list(targets)
+        return list(routing.targets)
 
     @staticmethod
     def _mentions_anyone(message: dict, agents: list[dict]) -> bool:
@@ -229,7 +254,9 @@ class Engine:
                                f"(hop limit {origin.limit}) for one user message"})
             return
         for target in targets:
-            self.enqueue(self.agents.get(target), channel, reply, actor, origin=origin, hop=hop + 1)
+            found = self.agents.get(target)
+            if found is not None:
+                self.enqueue(found, channel, reply, actor, origin=origin, hop=hop + 1)
 
     # ------------------------------------------------------------------ one turn
 
@@ -252,6 +279,28 @@ class Engine:
 
     async def app_message(self, channel_id: str, agent_id: str, **kw) -> dict:
         return await chat.create_message(self.app, channel_id=channel_id, content="", agent_id=agent_id, **kw)
+
+    @staticmethod
+    async def _wait_turn(turn: Turn, loop: asyncio.Future, limit: float) -> bool:
+        """Wait for the model-tool loop; True when it ran longer than ``limit`` seconds, not counting
+        the time it waited for people to approve tool calls."""
+        if limit <= 0:
+            await asyncio.wait([loop])
+            return False
+        started = time.monotonic()
+        while not loop.done():
+            if turn.clock.waiting:
+                resumed = asyncio.ensure_future(turn.clock.resumed.wait())
+                try:
+                    await asyncio.wait([loop, resumed], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    resumed.cancel()
+                continue
+            remaining = limit - (time.monotonic() - started - turn.clock.paused)
+            if remaining <= 0:
+                return True
+            await asyncio.wait([loop], timeout=remaining)
+        return False
 
     async def run_turn(self, agent: dict, channel: dict, message: dict, actor: Actor, *,
                        handoff: str | None = None, metadata: dict | None = None, version_group: str | None = None,
@@ -298,8 +347,7 @@ class Engine:
         try:
             try:
                 limit = app.settings.max_reply_seconds
-                await asyncio.wait([loop], timeout=limit if limit > 0 else None)
-                timed_out = not loop.done()
+                timed_out = await self._wait_turn(turn, loop, limit)
                 if timed_out:
                     loop.cancel()
                     await asyncio.wait([loop])
@@ -402,7 +450,8 @@ class Engine:
         channel = channel_row(channel)
         agents = await self.channel_agents(channel["id"])
         targets = await self.app.hook("route_message", message=message, channel=channel, agents=agents) or []
-        runs = [self.lane_turn(self.agents.get(t), channel, message, actor) for t in targets if self.agents.get(t)]
+        found = [a for a in (self.agents.get(t) for t in targets) if a is not None]
+        runs = [self.lane_turn(agent, channel, message, actor) for agent in found]
         return [r for r in await asyncio.gather(*runs) if r is not None]
 
     # ------------------------------------------------------------------ stopping
@@ -410,7 +459,7 @@ class Engine:
     def stop_turn(self, message_id: str) -> bool:
         """Stop a running reply; its partial text is kept (status ``stopped``)."""
         turn = self.running.get(message_id)
-        if turn is None or getattr(turn, "loop", None) is None:
+        if turn is None or turn.loop is None:
             return False
         turn.stopped = True
         turn.loop.cancel()
@@ -450,7 +499,7 @@ class Engine:
 
         chain = self.chains.runs.get(turn.chain_id) if turn.chain_id else None
         if chain is None:
-            await auth.authorized_channel(self.app, actor, turn.channel["id"], "channel.write")
+            await auth.authorized_channel(self.app, actor, turn.channel_id, "channel.write")
         else:
             await self.chains.authorize(actor, chain, "chain.decide")
 

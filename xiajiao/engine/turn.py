@@ -21,6 +21,7 @@ from ..ids import new_id, now_iso
 from ..models import (Actor, ChatMessage, ChatRequest, Prompt, TextDelta, Tool, ToolCall, ToolCallsDone, ToolContext,
                       Usage)
 from ..text import estimate_tokens
+from .approvals import PauseClock, approval_json, needs_approval
 from .attachments import with_attachments
 
 log = logging.getLogger("xiajiao.engine")
@@ -67,6 +68,9 @@ class Turn:
     on_event: Callable[[str, dict], None] | None = None
     usage: Usage = field(default_factory=Usage)  # summed over every model call of the turn
     rounds: int = 0  # model calls made
+    clock: PauseClock = field(default_factory=PauseClock)  # time spent waiting for tool approvals
+    # the decided approvals of this round's calls (API shape), by the call object (model call ids may repeat)
+    approvals: dict[int, dict] = field(default_factory=dict)
 
     def event(self, kind: str, data: dict) -> None:
         if self.on_event is not None:
@@ -75,6 +79,20 @@ class Turn:
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    @property
+    def channel_id(self) -> str:
+        """The channel's id: a turn that publishes or stores has one (only a bare ask has none)."""
+        if self.channel is None:
+            raise RuntimeError("this turn has no channel")
+        return self.channel["id"]
+
+    @property
+    def reply_key(self) -> str:
+        """The stored reply's id, once the turn has one."""
+        if self.reply_id is None:
+            raise RuntimeError("this turn has no stored reply")
+        return self.reply_id
 
     @property
     def published(self) -> str:
@@ -240,10 +258,10 @@ class TurnRunner:
         else:
             turn.last_flush = now
             turn.sent += len(text)
-            self.app.hub.publish(turn.channel["id"], "stream_chunk", {"messageId": turn.reply_id, "content": text})
+            self.app.hub.publish(turn.channel_id, "stream_chunk", {"messageId": turn.reply_id, "content": text})
         if now - turn.last_save >= PARTIAL_SAVE_SECONDS:
             turn.last_save = now
-            self.app.spawn(chat.save_partial(self.app, turn.reply_id, turn.text), name="save-partial")
+            self.app.spawn(chat.save_partial(self.app, turn.reply_key, turn.text), name="save-partial")
 
     def flush(self, turn: Turn) -> None:
         """Publish the coalesced text now (before any other frame of the turn, and at its end)."""
@@ -255,12 +273,12 @@ class TurnRunner:
             turn.pending.clear()
             turn.last_flush = time.monotonic()
             turn.sent += len(text)
-            self.app.hub.publish(turn.channel["id"], "stream_chunk", {"messageId": turn.reply_id, "content": text})
+            self.app.hub.publish(turn.channel_id, "stream_chunk", {"messageId": turn.reply_id, "content": text})
 
     def _frame(self, turn: Turn, type_: str, data: dict) -> None:
         if turn.publish:
             self.flush(turn)
-            self.app.hub.publish(turn.channel["id"], type_, data)
+            self.app.hub.publish(turn.channel_id, type_, data)
 
     # ------------------------------------------------------------------ the model-tool loop
 
@@ -323,6 +341,7 @@ class TurnRunner:
                 else:
                     seen.add(key)
             plans.append((call, args, problem))
+        turn.approvals.clear()
         outcomes = await asyncio.gather(*(self._one_tool(turn, c, a, p, tools) for c, a, p in plans))
         if turn.publish:
             await self._store_tool_messages(turn, plans, outcomes)
@@ -332,18 +351,33 @@ class TurnRunner:
                         tools: dict[str, Tool]) -> tuple[str, bool]:
         shown_args = args if problem is None or isinstance(args, dict) else call.arguments
         base = {"messageId": turn.reply_id, "toolName": call.name, "callId": call.id}
-        self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "calling"})
-        turn.event("tool", {"name": call.name, "arguments": shown_args, "callId": call.id})
         tool = tools.get(call.name)
         error = problem
         result: Any = None
         if error is None and tool is None:
             error = f"tool {call.name!r} is not available to this agent"
-        if error is None:
+        if error is None and tool is not None:
             missing = _missing_required(tool, args)
             if missing:
                 error = f"missing required argument(s): {', '.join(missing)}"
-        if error is None:
+        declined = None
+        if error is None and tool is not None and needs_approval(tool, turn.agent):
+            if not turn.publish or turn.channel is None:
+                error = f"tool {call.name!r} needs a person's approval, which cannot be asked here"
+            else:
+                args, declined = await self._approval(turn, call, args, base)
+                shown_args = args
+        turn.event("tool", {"name": call.name, "arguments": shown_args, "callId": call.id})
+        if declined is not None:  # rejected or expired: the model reads why it did not run
+            self._frame(turn, "tool_call", {**base, "arguments": shown_args,
+                                            "status": turn.approvals[id(call)]["status"],
+                                            **self._approval_ref(turn, call)})
+            self._frame(turn, "tool_result", {**base, "result": declined, "declined": True})
+            turn.event("tool_end", {"name": call.name, "callId": call.id, "result": declined, "error": False})
+            return declined, False
+        self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "calling",
+                                        **self._approval_ref(turn, call)})
+        if error is None and tool is not None:
             timeout = tool.timeout or self.app.settings.tool_timeout
             ctx = ToolContext(app=self.app, agent=turn.agent, channel=turn.channel, message=turn.message,
                               actor=turn.actor, depth=turn.depth)
@@ -360,21 +394,68 @@ class TurnRunner:
                 log.warning("tool %s failed", call.name, exc_info=True)
                 error = f"{type(exc).__name__}: {exc}"
         text = f"Error: {error}" if error else _result_text(result)
-        self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "error" if error else "completed"})
+        self._frame(turn, "tool_call", {**base, "arguments": shown_args, "status": "error" if error else "completed",
+                                        **self._approval_ref(turn, call)})
         self._frame(turn, "tool_result", {**base, "result": text, **({"error": True} if error else {})})
         turn.event("tool_end", {"name": call.name, "callId": call.id, "result": text, "error": bool(error)})
         return text, bool(error)
 
+    @staticmethod
+    def _approval_ref(turn: Turn, call: ToolCall) -> dict:
+        approval = turn.approvals.get(id(call))
+        return {"approvalId": approval["id"]} if approval else {}
+
+    async def _approval(self, turn: Turn, call: ToolCall, args: dict, base: dict) -> tuple[dict, str | None]:
+        """Ask for approval and wait: the arguments to run with, and the tool result to give the model
+        instead of running it (None: it runs)."""
+        approvals = self.engine.approvals
+        row = await approvals.create(
+            channel_id=turn.channel_id, message_id=turn.reply_key, reply_to=(turn.message or {}).get("id"),
+            call_id=call.id, agent_id=turn.agent["id"], tool_name=call.name, arguments=args,
+            requested_by=turn.actor.id if turn.actor.kind == "user" else None)
+        self._frame(turn, "tool_call", {**base, "arguments": args, "status": "awaiting_approval",
+                                        "approvalId": row["id"]})
+        approvals.announce(row)
+        turn.clock.pause()
+        try:
+            row = await approvals.wait(row["id"])
+        finally:
+            turn.clock.resume()
+        decided = approval_json(row)
+        turn.approvals[id(call)] = decided
+        if decided["status"] == "edited":
+            return decided["editedArguments"], None
+        if decided["status"] == "approved":
+            return args, None
+        who = decided["decidedByName"] or "the person asked"
+        if decided["status"] == "rejected":
+            return args, (f"Declined: {who} did not approve this call of {call.name!r}, so it was not run. "
+                          "Do not call it again for this request; answer without it.")
+        return args, (f"Not run: nobody approved this call of {call.name!r} in time "
+                      f"({self.app.settings.tool_approval_timeout:g} s), so it counts as declined. "
+                      "Do not call it again for this request; answer without it.")
+
     async def _store_tool_messages(self, turn: Turn, plans: list, outcomes: list) -> None:
-        cid, aid = turn.channel["id"], turn.agent["id"]
+        cid, aid = turn.channel_id, turn.agent["id"]
         rows = []
         for (call, args, _problem), (text, is_error) in zip(plans, outcomes):
             shown = args if isinstance(args, dict) else call.arguments
+            approval = turn.approvals.get(id(call))
+            status = "error" if is_error else "completed"
+            if approval is not None:
+                if approval["status"] == "edited":
+                    shown = approval["editedArguments"]
+                if approval["status"] in ("rejected", "expired"):
+                    status = approval["status"]
             meta_call = {"replyTo": turn.reply_id, "toolName": call.name, "callId": call.id, "arguments": shown,
-                         "status": "error" if is_error else "completed"}
+                         "status": status}
+            if approval is not None:
+                meta_call["approval"] = {k: approval[k] for k in ("id", "status", "reason", "decidedBy",
+                                                                  "decidedByName", "decidedAt", "arguments")}
             rows.append(("tool_call", f"{call.name}({json.dumps(shown, ensure_ascii=False)})", meta_call))
             rows.append(("tool_result", text, {"replyTo": turn.reply_id, "toolName": call.name, "callId": call.id,
-                                              "isError": is_error}))
+                                              "isError": is_error, **({"declined": True} if status in (
+                                                  "rejected", "expired") else {})}))
 
         def work(conn):
             for type_, content, meta in rows:
@@ -384,7 +465,7 @@ class TurnRunner:
                     "created_at": now_iso()}, index=False)
             # the reply goes on after its tools: it moves behind them in the channel's order (it is not
             # indexed for search before it ends, so nothing else refers to its old place)
-            chat.move_to_end(conn, turn.reply_id)
+            chat.move_to_end(conn, turn.reply_key)
 
         await self.app.db.run_write(work)
 
@@ -397,6 +478,8 @@ class TurnRunner:
             return [ChatMessage("system", system), *given]
         window = self.gateway.context_window(turn.model)
         budget = window - self.app.settings.reply_tokens - tokens(system) - (tokens(handoff) if handoff else 0)
+        if turn.channel is None:
+            raise RuntimeError("a turn without a channel must be given its conversation")
         past = await history(self.app, self.agents, turn.agent, turn.channel, max(MIN_HISTORY_TOKENS, budget),
                              upto_seq=upto_seq, vision=self.gateway.sees_images(turn.model))
         messages = [ChatMessage("system", system), *past]

@@ -71,6 +71,7 @@ export async function editAgent(id) {
       h("span", { text: tool.name })));
   }
   const knowledge = h("input", { type: "checkbox", id: "agent-knowledge", checked: Boolean(a.knowledge) });
+  const approval = h("input", { type: "checkbox", id: "agent-require-approval", checked: Boolean(a.requireApproval) });
   const soul = h("textarea", { id: "agent-soul", rows: "14", class: "mono", value: a.soul || "" });
   const preview = h("div", { class: "md soul-preview", id: "agent-soul-preview", hidden: true });
   const tabEdit = h("button", { type: "button", class: "tab active", text: t("agents.soulEdit") });
@@ -90,6 +91,7 @@ export async function editAgent(id) {
     field(t("agents.model"), h("div", {}, model, dl)),
     field(t("agents.tools"), toolBox),
     h("label", { class: "check" }, knowledge, h("span", { text: t("agents.knowledge") })),
+    h("label", { class: "check" }, approval, h("span", { text: t("agents.requireApproval") })),
     field("SOUL.md", h("div", {}, h("div", { class: "tabs" }, tabEdit, tabPrev), soul, preview)),
     h("div", { class: "row" }, save,
       id ? h("button", { type: "button", class: "danger", text: t("agents.delete"), onclick: async () => {
@@ -103,7 +105,8 @@ export async function editAgent(id) {
       } }) : null));
   form.addEventListener("submit", busy(save, async () => {
     const body = { name: name.value.trim(), avatar: avatar.value.trim(), description: desc.value.trim(),
-      model: model.value.trim(), tools: [...chosen], soul: soul.value, knowledge: knowledge.checked };
+      model: model.value.trim(), tools: [...chosen], soul: soul.value, knowledge: knowledge.checked,
+      requireApproval: approval.checked };
     if (id) await put(`/api/agents/${encodeURIComponent(id)}`, body);
     else await post("/api/agents", body);
     await loadAgents();

@@ -2,7 +2,7 @@
 // location hash to a view, and starts the socket. The views live in their own modules
 // (sidebar, chat, composer, collab, groups, memory, knowledge, agents, settings, account,
 // search); they share state.js and talk through its event bus, never by importing app.js.
-import { get, post } from "./api.js";
+import { del, get, post, put } from "./api.js";
 import { $, $$, h, roleAtLeast } from "./dom.js";
 import { loadLang, setLang, t, translate } from "./i18n.js";
 import { Socket } from "./ws.js";
@@ -96,6 +96,8 @@ function wire() {
   $("#btn-workflows").addEventListener("click", () => openWorkflows());
   $("#btn-topic").addEventListener("click", newTopic);
   $("#btn-archive").addEventListener("click", toggleArchive);
+  $("#btn-rename-topic").addEventListener("click", renameTopic);
+  $("#btn-delete-topic").addEventListener("click", deleteTopic);
   document.addEventListener("keydown", (ev) => {
     if (ev.key !== "Escape" || ev.defaultPrevented || $("#modal").open) return;
     // Esc: the image viewer, then an edit in progress, then the side panel (the modal closes itself)
@@ -132,26 +134,56 @@ function wire() {
 
 // ------------------------------------------------------------------ topics and branches
 
-function newTopic() {
-  const c = S.channels.get(S.active);
-  if (!c) return;
-  const input = h("input", { id: "topic-name", maxlength: "100", required: true });
+// a one-field dialog naming a topic: `save(name)` stores it and opens what should be shown next
+function topicDialog(id, label, title, value, save) {
+  const input = h("input", { id: `${id}-name`, maxlength: "100", required: true, value });
   const form = h("form", { class: "topic-form" },
-    h("label", { class: "field" }, h("span", { class: "field-label", text: t("topic.name") }), input),
-    h("div", { class: "row" }, h("button", { type: "submit", id: "topic-save", class: "primary", text: t("topic.new") })));
-  const close = modal(t("topic.new"), form, { id: "topic" });
+    h("label", { class: "field" }, h("span", { class: "field-label", text: label }), input),
+    h("div", { class: "row" }, h("button", { type: "submit", id: `${id}-save`, class: "primary", text: title })));
+  const close = modal(title, form, { id });
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
-      const r = await post(`/api/channels/${encodeURIComponent(c.id)}/topics`, { name: input.value.trim() });
+      await save(input.value.trim());
       close();
-      await loadChannels();
-      location.hash = `#/c/${encodeURIComponent(r.id)}`;
     } catch (e) {
       report(e);
     }
   });
-  input.focus();
+  input.select();
+}
+
+function newTopic() {
+  const c = S.channels.get(S.active);
+  if (!c) return;
+  topicDialog("topic", t("topic.name"), t("topic.new"), "", async (name) => {
+    const r = await post(`/api/channels/${encodeURIComponent(c.id)}/topics`, { name });
+    await loadChannels();
+    location.hash = `#/c/${encodeURIComponent(r.id)}`;
+  });
+}
+
+function renameTopic() {
+  const c = S.channels.get(S.active);
+  if (!c) return;
+  topicDialog("topic-rename", t("topic.rename"), t("topic.rename"), c.name || "", async (name) => {
+    await put(`/api/channels/${encodeURIComponent(c.id)}`, { name });
+    await loadChannels();
+    await openChannel(c.id);
+  });
+}
+
+// deleting a topic deletes its messages and its own branches; the parent conversation opens
+async function deleteTopic() {
+  const c = S.channels.get(S.active);
+  if (!c || !window.confirm(t("topic.confirmDelete", { name: c.name || "" }))) return;
+  try {
+    await del(`/api/channels/${encodeURIComponent(c.id)}`);
+    await loadChannels();
+    location.hash = c.parentId && S.channels.has(c.parentId) ? `#/c/${encodeURIComponent(c.parentId)}` : "#/home";
+  } catch (e) {
+    report(e);
+  }
 }
 
 async function toggleArchive() {

@@ -7,7 +7,8 @@ import { renderInto } from "./render.js";
 import { S, emit, isOwn, report, saveState, userName } from "./state.js";
 import { channelAgents, channelAvatar, channelLabel, dmPerson, fetchPreviews, isArchived, loadChannels,
   renderChatList } from "./sidebar.js";
-import { list, mergeStoredResult, messageEl, replaceMessage, setToolResult, toolCard } from "./messages.js";
+import { approvalBox, list, mergeStoredResult, messageEl, replaceMessage, setToolResult, setToolStatus,
+  toolCard } from "./messages.js";
 
 const PAGE = 50;
 
@@ -51,6 +52,9 @@ export async function openChannel(id, jumpTo) {
   $("#btn-topic").hidden = !!c.archived || archived || !canWrite(c);
   $("#btn-archive").hidden = archived || !canManage(c);
   $("#btn-archive").textContent = t(c.archived ? "topic.unarchive" : "topic.archive");
+  // a topic or a branch (a conversation under another) can be renamed and deleted by who may manage it
+  $("#btn-rename-topic").hidden = !c.parentId || archived || !canManage(c);
+  $("#btn-delete-topic").hidden = !c.parentId || !canManage(c);
   $("#composer").hidden = archived || !canWrite(c);
   $("#composer").classList.toggle("archived", !!c.archived);
   $("#archived-line").hidden = !archived;
@@ -164,6 +168,7 @@ async function loadPage() {
     S.lastMsg[channelId] = msgs[msgs.length - 1];
   }
   renderHistoryTop();
+  if (!params.before) loadApprovals(channelId);  // calls waiting for a decision show their card again
   if (!params.before && [...S.streams.values()].some((st) => st.channelId === channelId && st.fromPage)) {
     // replies stream now: the frames after the page's seq carry the rest of their text
     S.socket.resume(channelId, r.seq, r.epoch);
@@ -423,7 +428,15 @@ export function onFrame(frame) {
         card.dataset.key = key;
         card.dataset.live = "1";
         box.appendChild(card);
+      } else if (d.status === "calling" || d.status === "completed") {
+        setToolStatus(card, d.status);
+        const args = card.querySelector(".tool-args");
+        if (args && d.arguments !== undefined) args.textContent = typeof d.arguments === "string" ? d.arguments
+          : JSON.stringify(d.arguments ?? {}, null, 2);
+      } else if (d.status) {
+        setToolStatus(card, d.status);
       }
+      if (d.approvalId) card.dataset.approvalId = d.approvalId;
       if (d.status === "error") {
         setToolResult(card, d.error || d.result || t("tool.error"), "error");
         card.dataset.done = "1";
@@ -447,6 +460,9 @@ export function onFrame(frame) {
       card.dataset.done = "1";
       break;
     }
+    case "tool_approval":
+      if (channelId === S.active) showApproval(d);
+      break;
     case "collab_status":
       emit("collab_status", { ...d, channelId });
       break;
@@ -464,6 +480,23 @@ export function onFrame(frame) {
     case "channel_added":
       loadChannels().catch(() => {});
       break;
+    case "channel_updated":  // renamed, agents or default changed (by this person in another tab or by others)
+      loadChannels().then(() => {
+        const c = S.channels.get(channelId);
+        if (c && S.active === channelId) $("#chat-name").textContent = channelLabel(c);
+      }).catch(() => {});
+      break;
+    case "channel_deleted": {
+      const gone = S.channels.get(channelId);
+      S.channels.delete(channelId);
+      if (S.active === channelId) {
+        S.active = null;
+        location.hash = gone && gone.parentId && S.channels.has(gone.parentId)
+          ? `#/c/${encodeURIComponent(gone.parentId)}` : "#/home";
+      }
+      renderChatList();
+      break;
+    }
     case "unsubscribed":
       if (d.reason !== "removed") break;
       S.channels.delete(d.channelId);
@@ -484,6 +517,51 @@ export function onFrame(frame) {
       break;
     default:
       break;
+  }
+}
+
+// ------------------------------------------------------------------ tool approvals
+
+// The server's built-in rule (auth.builtin_allows, tool.approve): whose message started the turn while
+// he may post, who manages the channel, or an admin/owner.
+export function mayDecideApproval(a, c) {
+  if (!c || !S.me) return false;
+  return canManage(c) || (a.requestedBy === S.me.id && canWrite(c));
+}
+
+// An approval request (a tool_approval frame, or a pending one read with the page) on its call's card.
+export function showApproval(a) {
+  const c = S.channels.get(a.channelId);
+  const el = streamEl({ messageId: a.messageId, channelId: a.channelId, agentId: a.agentId });
+  if (!el) return;
+  const box = liveTools(el);
+  let card = box.querySelector(`.tool-card[data-key="${CSS.escape(a.callId)}"]`)
+    || box.querySelector(`.tool-card[data-approval-id="${CSS.escape(a.id)}"]`);
+  if (!card) {
+    card = toolCard(a.toolName, a.arguments, a.status === "pending" ? "awaiting_approval" : "calling");
+    card.dataset.key = a.callId;
+    card.dataset.live = "1";
+    box.appendChild(card);
+  }
+  approvalBox(card, a, {
+    mayDecide: mayDecideApproval(a, c),
+    requester: userName,
+    decide: (decision, args) => post(`/api/approvals/${encodeURIComponent(a.id)}`,
+      args === undefined ? { decision } : { decision, arguments: args }),
+  });
+  if (a.status === "pending") {
+    setThinking(false);  // the turn waits for a person now, not for the model
+    if (nearBottom()) scrollBottom();
+  }
+}
+
+async function loadApprovals(channelId) {
+  try {
+    const r = await get(`/api/approvals?${qs({ channelId })}`);
+    if (channelId !== S.active) return;
+    for (const a of (r.approvals || []).reverse()) showApproval(a);
+  } catch (e) {
+    report(e);
   }
 }
 

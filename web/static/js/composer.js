@@ -26,7 +26,8 @@ async function send(content) {
     renderChatList();
     showHint(r.reason);
     const names = channelAgents(c);
-    if (r.answeredBy && !r.answeredBy.length) setThinking(false);
+    const started = [...S.streams.values()].some((st) => st.channelId === c.id);  // the reply began already
+    if (started || (r.answeredBy && !r.answeredBy.length)) setThinking(false);
     else if (c.type === "dm" && names[0]) setThinking(true, names[0].name);
     else if ((r.answeredBy || []).length) setThinking(true);
   } catch (e) {

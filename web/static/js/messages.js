@@ -33,7 +33,89 @@ export function toolCard(name, args, status) {
   return card;
 }
 
+export function setToolStatus(card, status) {
+  card.dataset.status = status;
+  card.querySelector(".tool-status").textContent = t(`tool.${status}`);
+}
+
+const pretty = (v) => (typeof v === "string" ? v : JSON.stringify(v ?? {}, null, 2));
+
+// A tool call waiting for a person: its arguments (editable JSON) and approve / edit / reject for who
+// may decide (others see the buttons disabled and whom it waits for); once decided, who decided.
+// ``decide(decision, args)`` sends the decision (it throws on a refusal).
+export function approvalBox(card, a, { mayDecide, requester, decide }) {
+  let box = card.querySelector(".approval");
+  if (!box) {
+    box = h("div", { class: "tool-section approval" });
+    card.querySelector(".tool-result-wrap").before(box);
+  }
+  if (box.dataset.status === a.status && box.dataset.mayDecide === String(mayDecide)) return box;
+  box.dataset.approvalId = a.id;
+  box.dataset.status = a.status;
+  box.dataset.mayDecide = String(mayDecide);
+  while (box.firstChild) box.removeChild(box.firstChild);
+  card.dataset.approvalId = a.id;
+  const argsPre = card.querySelector(".tool-args");
+  if (a.status !== "pending") {
+    if (a.status === "edited" && argsPre) argsPre.textContent = pretty(a.editedArguments);
+    if (argsPre) argsPre.closest(".tool-section").hidden = false;
+    const who = a.decidedByName || (a.decidedBy ? requester(a.decidedBy) : t("approval.someone"));
+    const key = a.status === "expired" ? (a.reason === "timeout" ? "approval.expired" : "approval.expiredStopped")
+      : `approval.${a.status}`;
+    box.appendChild(h("div", { class: "approval-state", dataset: { status: a.status }, text: t(key, { name: who }) }));
+    if (a.status === "rejected" || a.status === "expired") setToolStatus(card, a.status);
+    return box;
+  }
+  card.open = true;
+  setToolStatus(card, "awaiting_approval");
+  if (argsPre) argsPre.closest(".tool-section").hidden = true;  // the editable copy below replaces it
+  const original = pretty(a.arguments);
+  const area = h("textarea", { class: "mono approval-args", rows: String(Math.min(12, original.split("\n").length + 1)),
+    value: original, disabled: !mayDecide, "aria-label": t("tool.arguments"), spellcheck: "false" });
+  const approve = h("button", { type: "button", class: "primary act-approve", text: t("approval.approve"), disabled: !mayDecide });
+  const edit = h("button", { type: "button", class: "act-approve-edit", text: t("approval.edit"), disabled: true });
+  const reject = h("button", { type: "button", class: "danger act-reject", text: t("approval.reject"), disabled: !mayDecide });
+  const problem = h("div", { class: "error small approval-error", hidden: true });
+  const changed = () => area.value.trim() !== original.trim();
+  area.addEventListener("input", () => {
+    approve.disabled = !mayDecide || changed();
+    edit.disabled = !mayDecide || !changed();
+    problem.hidden = true;
+  });
+  const send = (decision) => async () => {
+    let args;
+    if (decision === "edit") {
+      try { args = JSON.parse(area.value); } catch (e) { args = null; }
+      if (!args || typeof args !== "object" || Array.isArray(args)) {
+        problem.textContent = t("approval.badJson");
+        problem.hidden = false;
+        return;
+      }
+    }
+    for (const b of [approve, edit, reject]) b.disabled = true;
+    try {
+      await decide(decision, args);
+    } catch (e) {
+      problem.textContent = e.message || String(e);
+      problem.hidden = false;
+      approve.disabled = !mayDecide || changed();
+      edit.disabled = !mayDecide || !changed();
+      reject.disabled = !mayDecide;
+    }
+  };
+  approve.addEventListener("click", send("approve"));
+  edit.addEventListener("click", send("edit"));
+  reject.addEventListener("click", send("reject"));
+  box.append(...[h("div", { class: "approval-title", text: t("approval.title") }),
+    mayDecide ? h("div", { class: "muted small", text: t("approval.argumentsHint") }) : null,
+    area, problem, h("div", { class: "row approval-actions" }, approve, edit, reject),
+    mayDecide ? null : h("div", { class: "muted small approval-waiting",
+      text: t("approval.waitingFor", { name: requester(a.requestedBy) }) })].filter(Boolean));
+  return box;
+}
+
 export function setToolResult(card, result, status) {
+  if (card.dataset.status === "rejected" || card.dataset.status === "expired") status = card.dataset.status;  // declined: not run
   card.dataset.status = status;
   card.querySelector(".tool-status").textContent = t(`tool.${status}`);
   const wrap = card.querySelector(".tool-result-wrap");
@@ -65,6 +147,10 @@ function bodyFor(m, body) {
     const card = toolCard(meta.toolName || meta.name || "tool", meta.arguments ?? m.content, "calling");
     card.dataset.messageId = meta.replyTo || meta.messageId || "";
     if (meta.callId) card.dataset.callId = meta.callId;
+    if (meta.approval) {  // a call that waited for approval: who decided stays on the card
+      approvalBox(card, { ...meta.approval, editedArguments: meta.arguments },
+        { mayDecide: false, requester: userName, decide: async () => {} });
+    }
     body.appendChild(card);
     return;
   }
