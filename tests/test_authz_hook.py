@@ -152,6 +152,8 @@ CHANNEL_ROUTES = [
     ("GET", "/api/approvals?channelId={channel}", None, "channel.read"),
     ("GET", "/api/approvals/{approval}", None, "channel.read"),
     ("POST", "/api/approvals/{approval}", {"decision": "approve"}, "tool.approve"),
+    ("GET", "/api/channels/{channel}/workflows", None, "channel.read"),
+    ("POST", "/api/channels/{channel}/workflows", {"name": "w", "steps": [{"agentId": "novelist"}]}, "channel.manage"),
 ]
 
 

@@ -84,6 +84,26 @@ MATRIX = [
     ("GET", "/api/approvals/{approval}", None, (401, 200, 200, 404, 200, 200)),
     ("POST", "/api/approvals/{approval}", {"decision": "reject"}, (401, 403, 403, 404, 200, 200)),
     ("GET", "/api/keys/{key}/webhook-secret", None, (401, 200, 200, 200, 200, 200)),
+    # workflows ({workflow}: in a fresh group of the owner; {wfrun}: a run of it the owner started, waiting for
+    # approval): readers see them, who manages the group changes them, who posts starts them, who started a run
+    # and admins decide it
+    ("GET", "/api/channels/{channel}/workflows", None, (401, 200, 200, 404, 200, 200)),
+    ("POST", "/api/channels/{channel}/workflows", {"name": "w", "steps": [{"agentId": "agent_poet"}]},
+     (401, 403, 403, 404, 201, 201)),
+    ("GET", "/api/workflows/{workflow}", None, (401, 200, 200, 404, 200, 200)),
+    ("PUT", "/api/workflows/{workflow}", {"name": "n"}, (401, 403, 403, 404, 200, 200)),
+    ("DELETE", "/api/workflows/{workflow}", None, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/workflows/{workflow}/token", None, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/workflows/{workflow}/runs", {"input": "hi"}, (401, 201, 201, 404, 403, 201)),
+    ("GET", "/api/workflows/{workflow}/runs", None, (401, 200, 200, 404, 200, 200)),
+    ("GET", "/api/workflow-runs/{wfrun}", None, (401, 200, 200, 404, 200, 200)),
+    ("POST", "/api/workflow-runs/{wfrun}/approve", None, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/workflow-runs/{wfrun}/reject", None, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/workflow-runs/{wfrun}/suspend", None, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/workflow-runs/{wfrun}/cancel", None, (401, 403, 403, 404, 200, 200)),
+    ("POST", "/api/workflow-runs/{wfrun}/resume", None, (401, 403, 403, 404, 409, 409)),
+    # an incoming webhook: anyone may knock, the token decides (none given here)
+    ("POST", "/api/triggers/{workflow}", None, (401, 401, 401, 401, 401, 401)),
     # the machine API (/v1): members and above; a task ({task}: the member's, finished) only to its owner and admins
     ("GET", "/v1/models", None, (401, 403, 200, 200, 200, 200)),
     ("POST", "/v1/chat/completions", {"model": "agent/agent_poet", "messages": [{"role": "user", "content": "hi"}]},
@@ -121,7 +141,7 @@ OPENAI_SHAPED = ("/v1/models", "/v1/chat/")  # errors in OpenAI's shape: {"error
 # /ws accepts anyone and authorizes each frame; its matrix is in tests/test_ws.py.
 WS_COVERED = {("GET", "/ws")}
 OURS = {"auth", "users", "keys", "invites", "channels", "messages", "uploads", "ws", "backups",  # the chat core's blueprints
-        "openai", "machine", "turns", "chains", "mcp", "approvals", "mcp_client"}
+        "openai", "machine", "turns", "chains", "mcp", "approvals", "mcp_client", "triggers", "workflows"}
 _names = itertools.count()
 
 
@@ -160,6 +180,8 @@ class World:
                 text = text.replace("{run}", run.id)
         if "{approval}" in text:
             text = text.replace("{approval}", await self.approval())
+        if "{workflow}" in text or "{wfrun}" in text:
+            text = await self.workflow(text)
         if "{channel}" in text or "{message}" in text:
             ch = await chat.create_channel(db, name="c", type="group", creator_id=self.users["owner"]["id"],
                                            agent_ids=["agent_poet"],
@@ -212,6 +234,29 @@ class World:
             channel_id=ch["id"], message_id=None, reply_to=msg["id"], call_id="call_1", agent_id="agent_poet",
             tool_name="shout", arguments={"text": "hi"}, requested_by=owner)
         return row["id"]
+
+    async def workflow(self, text: str) -> str:
+        """A workflow in a fresh group of the owner (guest and member in it) whose first step asks first."""
+        from plugins.workflows import runner
+        from plugins.workflows import store as wstore
+
+        app = self.app
+        ch = await chat.create_channel(app.xj.db, name="w", type="group", creator_id=self.users["owner"]["id"],
+                                       agent_ids=["agent_poet"],
+                                       user_ids=[self.users["guest"]["id"], self.users["member"]["id"]])
+        row, _ = await wstore.create(app.xj, channel_id=ch["id"], name="w", creator=self.users["owner"]["id"],
+                                     steps=[{"agentId": "agent_poet", "instruction": "{{input}}", "approval": True,
+                                             "onError": "stop", "retries": 0}], stop_when=None)
+        text = text.replace("{workflow}", row["id"])
+        if "{wfrun}" in text:
+            owner = auth.Actor(self.users["owner"]["id"], "owner", "owner")
+            run = await runner(app.xj).start(row, actor=owner, text="go", reason="api")
+            for _ in range(1000):
+                if (await wstore.run_row(app.xj, run["id"]))["status"] == "paused":
+                    break
+                await asyncio.sleep(0.01)
+            text = text.replace("{wfrun}", run["id"])
+        return text
 
     async def start_run(self, channel_id: str):
         """A chain run the owner started, paused for approval after its first step."""
@@ -278,7 +323,7 @@ async def test_every_chat_route_is_in_the_matrix(app):
             ours.add((method, path))
     normalise = {(m, p.replace("{channel}", "{x}").replace("{message}", "{x}").replace("{user}", "{x}")
                   .replace("{key}", "{x}").replace("{invite}", "{x}").replace("{backup}", "{x}").replace("{mcp}", "{x}").replace("agent_poet", "{x}")
-                  .replace("{run}", "{x}").replace("{approval}", "{x}")
+                  .replace("{run}", "{x}").replace("{approval}", "{x}").replace("{workflow}", "{x}").replace("{wfrun}", "{x}")
                   .replace("{task}", "{x}")
                   .replace("/uploads/{upload}", "/uploads/{x}/{x}")) for m, p in covered}
     assert ours - normalise == set()

@@ -157,6 +157,10 @@ async def test_a_trigger_runs_the_schedule_with_the_callers_text(app, owner, fak
     sid, token = made["schedule"]["id"], made["triggerToken"]
     anon = app.test_client()
     r = await anon.post(f"/api/triggers/{sid}", headers={"X-Trigger-Token": "xjt_wrong"})
+    assert (r.status_code, (await r.get_json())["code"]) == (403, "trigger_token_invalid")
+    r = await anon.post(f"/api/triggers/{sid}")
+    assert (r.status_code, (await r.get_json())["code"]) == (401, "trigger_token_missing")
+    r = await anon.post("/api/triggers/sch_0000000000000000", headers={"X-Trigger-Token": token})
     assert (r.status_code, (await r.get_json())["code"]) == (404, "trigger_not_found")
     fake_llm.script(text="Build is green.", chunks=1)
     r = await anon.post(f"/api/triggers/{sid}", headers={"X-Trigger-Token": token}, json={"text": "build 42 passed"})

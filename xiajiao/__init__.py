@@ -10,7 +10,7 @@ from .errors import (BadRequest, Conflict, Forbidden, NotFound, ProviderError, R
                      TooLarge, Unauthorized, UnsupportedMediaType, XiajiaoError)
 from .models import (Actor, ChatMessage, ChatRequest, Embedder, Image, Pack, Parser, Persona, Prompt,  # noqa: E402
                      Provider, ProviderConfig, ProviderKind, SearchBackend, TextDelta, Timeouts, Tool, ToolCall,
-                     ToolCallsDone, ToolContext, Usage)
+                     ToolCallsDone, ToolContext, Trigger, Usage)
 from .plugins import hookimpl  # noqa: E402
 from .settings import Setting  # noqa: E402
 from .engine.mentions import find_mentions  # noqa: E402
@@ -27,11 +27,12 @@ from .ratelimit import charge as charge_limit  # noqa: E402
 from .db import migrations_from_dir  # noqa: E402
 from .db.driver import errors as db_errors  # noqa: E402
 from .ids import new_id, now_iso  # noqa: E402
+from .triggers import new_trigger_token  # noqa: E402
 from .text import fts_any, fts_any_parts, fts_query, index_text, query_terms, snippet, within_budget  # noqa: E402
 from .vectors import VectorIndex, active_embedder, embed  # noqa: E402
 from .services import (ask_agent, channel_has_agent, channel_people, complete, find_agent, get_agent,  # noqa: E402
-                       get_channel, get_person, list_agents, notify_user, read_plugin_data, run_turn, transcript,
-                       write_plugin_data)
+                       get_channel, get_person, list_agents, notify_user, plugin_db, publish_frame,
+                       read_plugin_data, run_turn, transcript, write_plugin_data)
 
 __all__ = [
     "__version__", "hookimpl", "Setting", "find_mentions", "pooled_client", "env_provider_settings",
@@ -49,4 +50,5 @@ __all__ = [
     "embed",
     "get_agent", "find_agent", "list_agents", "get_channel", "channel_people", "channel_has_agent", "get_person",
     "transcript", "complete", "ask_agent", "run_turn", "notify_user", "read_plugin_data", "write_plugin_data",
+    "publish_frame", "plugin_db", "Trigger", "new_trigger_token",
 ]

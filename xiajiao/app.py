@@ -20,7 +20,7 @@ from .openapi import XiajiaoOpenAPI
 from .db import Database, WorkspaceDatabases, migrations_from_dir
 from .errors import StartupError, XiajiaoError
 from .errors import HTTP_CODES
-from .models import Pack, Parser, ProviderKind, SearchBackend, Tool
+from .models import Pack, Parser, ProviderKind, SearchBackend, Tool, Trigger
 from . import proxies
 from .plugins import (Plugins, Registry, load_bundled, load_directory, load_entrypoints, new_manager)
 from .quart_app import XiajiaoApp
@@ -131,6 +131,7 @@ def new_registries() -> dict[str, Registry]:
         "parsers": Registry("parser", lambda p: p.name, _typed(Parser, "Parser")),
         "packs": Registry("pack", lambda p: p.name, _typed(Pack, "Pack")),
         "search_backends": Registry("search backend", lambda b: b.name, _typed(SearchBackend, "SearchBackend")),
+        "triggers": Registry("trigger", lambda t: t.prefix, _typed(Trigger, "Trigger")),
         "routes": Registry("blueprint", lambda b: b.name),
         "commands": Registry("command", lambda c: c.name, build=Command),
     }
@@ -163,6 +164,8 @@ class Xiajiao:
         self.stopping = False  # set when the stop begins: late socket clean-ups skip the database
         self._background: set[asyncio.Task] = set()
         self.state: dict[str, Any] = {}  # room for plugins' own state, keyed by plugin name
+        self._plugin_dbs: dict[str, Database] = {}  # plugin_db(name): data/plugins/<name>.db
+        self._plugin_db_lock = asyncio.Lock()
         self.metrics: dict[tuple[str, str], int] = {}  # (name, label) -> count, shown at /metrics
         self.limiter: Any = None  # per-user request limiter and per-address login limiter (xiajiao.api.auth)
         self.login_limiter: Any = None
@@ -227,6 +230,23 @@ class Xiajiao:
     async def workspace_db(self, agent_id: str, filename: str, migrations=()) -> Database:
         """An agent's own database file (opened on first use, closed when idle)."""
         return await self.workspaces.get(agent_id, filename, migrations)
+
+    async def plugin_db(self, name: str, migrations=()) -> Database:
+        """A plugin's own database file, ``data/plugins/<name>.db``, shared by all agents and channels
+        (opened on first use with its migrations, closed when the app stops)."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"plugin database name {name!r}: letters, digits and _ only")
+        async with self._plugin_db_lock:
+            db = self._plugin_dbs.get(name)
+            if db is None:
+                folder = self.data_dir / "plugins"
+                folder.mkdir(parents=True, exist_ok=True)
+                db = Database(folder / f"{name}.db", label=f"plugins/{name}.db", migrations=list(migrations),
+                              readers=self.settings.db_readers, skip_migrations=self.settings.skip_migrations,
+                              on_connect=self._prepare_connection)
+                await db.open()
+                self._plugin_dbs[name] = db
+            return db
 
     def spawn(self, coro, *, name: str = "") -> asyncio.Task:
         """Run work in the background; it is awaited (or cancelled) on shutdown."""
@@ -305,6 +325,9 @@ class Xiajiao:
             await asyncio.wait(list(self._background), timeout=self.settings.shutdown_timeout)
         await self.hook("shutdown")
         await self.workspaces.close()
+        for pdb in self._plugin_dbs.values():
+            await pdb.close()
+        self._plugin_dbs.clear()
         await self.db.close()
         self.started = False
 

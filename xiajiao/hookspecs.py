@@ -53,6 +53,11 @@ def register_search_backends(register):
 
 
 @hookspec
+def register_triggers(register):
+    """Register what incoming webhooks (POST /api/triggers/<id>) can start with register(Trigger(...))."""
+
+
+@hookspec
 def register_routes(register):
     """Register HTTP routes with register(blueprint) (a Quart Blueprint)."""
 

@@ -206,6 +206,18 @@ class SearchBackend:
     search: Callable[[Any, str, int], Awaitable[list[dict]]]
 
 
+@dataclass
+class Trigger:
+    """Something an incoming webhook can start: ids beginning with ``prefix`` are looked up with
+    ``find(app, id)`` (``{"hash": sha256 of its token, "enabled": bool}`` or None) and started with
+    ``fire(app, id, text)`` (returns the JSON of what started), at ``POST /api/triggers/<id>``."""
+
+    name: str
+    prefix: str
+    find: Callable[[Any, str], Awaitable[dict | None]]
+    fire: Callable[[Any, str, str], Awaitable[dict]]
+
+
 # ------------------------------------------------------------------ domain packs
 
 

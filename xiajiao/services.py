@@ -84,12 +84,15 @@ async def ask_agent(app: Any, agent: dict, text: str, *, actor: Actor, channel: 
     return await app.engine.ask(agent, text, actor=actor, channel=channel, depth=depth)
 
 
-async def run_turn(app: Any, agent: dict, channel: dict, message: dict, actor: Actor) -> dict | None:
+async def run_turn(app: Any, agent: dict, channel: dict, message: dict, actor: Actor, *,
+                   instruction: str | None = None, metadata: dict | None = None) -> dict | None:
     """The agent answers a stored ``message`` in ``channel`` as in the chat (after the turns already
-    queued for it there, streamed, stored); returns the stored reply, or None when the turn did not start."""
+    queued for it there, streamed, stored); returns the stored reply, or None when the turn did not start.
+    ``instruction``: a text the agent answers after the channel's history (a step's task, not posted);
+    ``metadata``: added to the reply's metadata."""
     if get_agent(app, agent.get("id", "")) is None:
         raise NotFound("Agent not found", "agent_not_found")
-    return await app.engine.lane_turn(agent, channel, message, actor)
+    return await app.engine.lane_turn(agent, channel, message, actor, handoff=instruction, metadata=metadata)
 
 
 def read_plugin_data(app: Any, name: str, default: Any = None) -> Any:
@@ -107,3 +110,15 @@ def write_plugin_data(app: Any, name: str, value: Any) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(value, ensure_ascii=False, indent=1), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def publish_frame(app: Any, channel_id: str, type_: str, data: dict) -> None:
+    """Push a frame of ``type_`` to everyone subscribed to a channel (progress of work done there;
+    not stored, replayed to sockets that resume)."""
+    app.hub.publish(channel_id, type_, data)
+
+
+async def plugin_db(app: Any, name: str, migrations: Any = ()) -> Any:
+    """The plugin's own database, ``data/plugins/<name>.db`` (for what belongs to no one agent:
+    channels' workflows, …), migrated with ``migrations`` (``migrations_from_dir(folder)``)."""
+    return await app.plugin_db(name, migrations)

@@ -17,7 +17,8 @@ import datetime as dt
 import logging
 from typing import Any, Callable
 
-from xiajiao import BadRequest, NotFound, Tool, get_agent, get_channel, get_person, hookimpl, list_agents, post_message, run_turn
+from xiajiao import (BadRequest, NotFound, Tool, Trigger, get_agent, get_channel, get_person, hookimpl, list_agents,
+                     post_message, run_turn)
 
 from . import store
 
@@ -160,6 +161,13 @@ def register_routes(register):
     from .api import bp
 
     register(bp)
+
+
+@hookimpl
+def register_triggers(register):
+    from .api import find_trigger, fire_trigger
+
+    register(Trigger("schedule", "sch_", find_trigger, fire_trigger))
 
 
 # ------------------------------------------------------------------ the manage_schedule tool

@@ -1,20 +1,15 @@
-"""``/api/schedules``: list, create, change, delete, run now, the run log; ``/api/triggers/<id>``."""
+"""``/api/schedules``: list, create, change, delete, run now, the run log (webhooks: ``find_trigger``, ``fire_trigger``)."""
 from __future__ import annotations
 
-import hmac
-import time
 from typing import Any
 
 from quart import Blueprint, current_app, g, jsonify, request
 
-from xiajiao import (Actor, BadRequest, Forbidden, NotFound, RateLimited, authorized_channel, channel_has_agent, get_agent,
-                     list_agents, requires)
+from xiajiao import Actor, BadRequest, NotFound, authorized_channel, channel_has_agent, get_agent, list_agents, requires
 
 from . import scheduler, store
 
 bp = Blueprint("schedules", __name__)
-TRIGGER_INTERVAL = 10.0  # seconds between two runs started by one schedule's webhook
-_last_trigger: dict[str, float] = {}
 
 
 def _locate(app: Any, schedule_id: str) -> str:
@@ -162,25 +157,17 @@ async def run_now_route(schedule_id: str):
     return jsonify({"ok": True, "started": schedule_id}), 202
 
 
-@bp.post("/api/triggers/<schedule_id>")
-@requires(None)
-async def trigger_route(schedule_id: str):
-    """An incoming webhook: runs the schedule now. The token comes as ``X-Trigger-Token`` or ``?token=``;
-    an optional JSON ``{"text": "..."}`` is added to the prompt."""
-    app = current_app.xj
-    token = request.headers.get("X-Trigger-Token") or request.args.get("token") or ""
+async def find_trigger(app: Any, schedule_id: str) -> dict | None:
     agent_id = scheduler(app).where.get(schedule_id)
     row = await store.get(app, agent_id, schedule_id) if agent_id else None
-    if row is None or not hmac.compare_digest(store.token_hash(token), row["trigger_hash"]):
-        raise NotFound("No such trigger (or a wrong token)", "trigger_not_found")
-    if not row["enabled"]:
-        raise Forbidden("This schedule is paused", "schedule_paused")
-    now = time.monotonic()
-    wait = TRIGGER_INTERVAL - (now - _last_trigger.get(schedule_id, -TRIGGER_INTERVAL))
-    if wait > 0:
-        raise RateLimited("This trigger ran moments ago", retry_after=wait)
-    _last_trigger[schedule_id] = now
-    body = await request.get_json(silent=True)
-    extra = body.get("text") if isinstance(body, dict) and isinstance(body.get("text"), str) else ""
-    scheduler(app).spawn(agent_id, row, "trigger", extra[:store.MAX_PROMPT])
-    return jsonify({"ok": True, "started": schedule_id}), 202
+    return {"hash": row["trigger_hash"], "enabled": bool(row["enabled"])} if row else None
+
+
+async def fire_trigger(app: Any, schedule_id: str, text: str) -> dict:
+    """An incoming webhook runs the schedule now; the caller's text is added to the prompt."""
+    agent_id = _locate(app, schedule_id)
+    row = await store.get(app, agent_id, schedule_id)
+    if row is None:
+        raise NotFound("No such trigger", "trigger_not_found")
+    scheduler(app).spawn(agent_id, row, "trigger", text[:store.MAX_PROMPT])
+    return {"started": schedule_id}

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import secrets
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from xiajiao import BadRequest, migrations_from_dir, new_id, now_iso
+from xiajiao import BadRequest, migrations_from_dir, new_id, new_trigger_token, now_iso
 
 MIGRATIONS = migrations_from_dir(Path(__file__).parent / "migrations")
 UTC = dt.UTC
@@ -64,10 +62,6 @@ def parse_iso(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 async def open_db(app: Any, agent_id: str):
     return await app.workspace_db(agent_id, "schedules.db", MIGRATIONS)
 
@@ -94,10 +88,10 @@ async def create(app: Any, agent_id: str, *, channel_id: str, prompt: str, cron:
             raise BadRequest("'at' is in the past", "invalid_time")
         run_at = when.isoformat()
     first = next_run(cron, run_at, zone.key, now)
-    token = "xjt_" + secrets.token_urlsafe(24)
+    token, token_hashed = new_trigger_token()
     row = {"id": new_id("sch"), "channel_id": channel_id, "prompt": prompt, "cron": cron, "run_at": run_at,
            "timezone": zone.key, "catch_up": int(bool(catch_up)), "enabled": 1, "next_run_at": iso(first),
-           "trigger_hash": token_hash(token), "created_by": creator.id, "created_role": creator.role,
+           "trigger_hash": token_hashed, "created_by": creator.id, "created_role": creator.role,
            "created_at": now_iso(), "updated_at": now_iso()}
     db = await open_db(app, agent_id)
     cols = ", ".join(row)

@@ -14,6 +14,7 @@ import { focusComposer, loadOlder, markRead, onFrame, openChannel, scroller, sho
 import { wireComposer } from "./composer.js";
 import { search } from "./search.js";
 import { showRuns } from "./collab.js";
+import { openWorkflows } from "./workflows.js";
 import { editGroup, newDm, openMembers } from "./groups.js";
 import "./home.js";
 import { openMemory } from "./memory.js";
@@ -92,6 +93,7 @@ function wire() {
   $("#btn-memory").addEventListener("click", () => openMemory(channelAgents(S.channels.get(S.active))[0]));
   $("#btn-knowledge").addEventListener("click", () => openKnowledge(channelAgents(S.channels.get(S.active))[0]));
   $("#btn-collab").addEventListener("click", () => showRuns());
+  $("#btn-workflows").addEventListener("click", () => openWorkflows());
   $("#btn-topic").addEventListener("click", newTopic);
   $("#btn-archive").addEventListener("click", toggleArchive);
   $("#btn-rename-topic").addEventListener("click", renameTopic);

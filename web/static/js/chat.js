@@ -48,6 +48,7 @@ export async function openChannel(id, jumpTo) {
   $("#btn-channel-settings").hidden = c.type !== "group" || !canManage(c);
   $("#btn-members").hidden = c.type !== "group";
   $("#btn-collab").hidden = c.type !== "group";
+  $("#btn-workflows").hidden = c.type !== "group";
   $("#btn-topic").hidden = !!c.archived || archived || !canWrite(c);
   $("#btn-archive").hidden = archived || !canManage(c);
   $("#btn-archive").textContent = t(c.archived ? "topic.unarchive" : "topic.archive");
@@ -464,6 +465,9 @@ export function onFrame(frame) {
       break;
     case "collab_status":
       emit("collab_status", { ...d, channelId });
+      break;
+    case "workflow_run":
+      emit("workflow_run", d);
       break;
     case "typing":
       break;

@@ -6,6 +6,7 @@ import { S, agentName, person, personAvatar, report, userName } from "./state.js
 import { busy, field, modal, openPanel } from "./ui.js";
 import { loadChannels } from "./sidebar.js";
 import { openChannel } from "./chat.js";
+import { openWorkflows } from "./workflows.js";
 
 // Open the DM with an agent ({agentId}) or a person ({userId}), creating it on first use.
 export async function openDm({ agentId, userId }) {
@@ -123,6 +124,8 @@ export function editGroup(c) {
     field(t("group.default"), defaultSel, t("group.defaultHint")),
     field(t("group.chain"), h("div", {}, chainList, chainAdd), t("group.chainHint")),
     h("label", { class: "check" }, approval, h("span", { text: t("group.approval") })),
+    isNew ? null : field(t("wf.title"), h("button", { type: "button", id: "group-workflows", text: t("wf.manage"),
+      onclick: () => { close(); openWorkflows(); } }), t("wf.none")),
     h("div", { class: "row" }, save,
       !isNew && roleAtLeast(S.me.role, "admin") ? h("button", { type: "button", class: "danger", text: t("group.delete"),
         onclick: async () => {

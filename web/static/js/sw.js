@@ -18,6 +18,7 @@ const SHELL = [
   "/static/js/composer.js",
   "/static/js/search.js",
   "/static/js/collab.js",
+  "/static/js/workflows.js",
   "/static/js/groups.js",
   "/static/js/memory.js",
   "/static/js/knowledge.js",
