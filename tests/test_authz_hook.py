@@ -137,6 +137,8 @@ CHANNEL_ROUTES = [
     ("POST", "/api/messages/{message}/resend", {"content": "x"}, "channel.write"),
     ("POST", "/api/messages/{message}/retry", None, "channel.write"),
     ("POST", "/api/turns", {"channelId": "{channel}", "content": "hi"}, "channel.write"),
+    ("GET", "/api/rag/citations/{message}", None, "channel.read"),
+    ("GET", "/api/rag/citations/{message}/document?n=1", None, "channel.read"),
 ]
 
 

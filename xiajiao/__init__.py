@@ -30,7 +30,7 @@ from .ids import new_id, now_iso  # noqa: E402
 from .text import fts_any, fts_any_parts, fts_query, index_text, query_terms, snippet, within_budget  # noqa: E402
 from .vectors import VectorIndex, active_embedder, embed  # noqa: E402
 from .services import (ask_agent, channel_has_agent, channel_people, complete, find_agent, get_agent,  # noqa: E402
-                       get_channel, get_person, list_agents, notify_user, run_turn, transcript)
+                       get_channel, get_message, get_person, list_agents, notify_user, run_turn, transcript)
 
 __all__ = [
     "__version__", "hookimpl", "Setting", "find_mentions", "pooled_client", "env_provider_settings",
@@ -47,5 +47,6 @@ __all__ = [
     "fts_any", "fts_any_parts", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
     "embed",
     "get_agent", "find_agent", "list_agents", "get_channel", "channel_people", "channel_has_agent", "get_person",
+    "get_message",
     "transcript", "complete", "ask_agent", "run_turn", "notify_user",
 ]
