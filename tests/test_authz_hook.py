@@ -154,6 +154,8 @@ CHANNEL_ROUTES = [
     ("POST", "/api/approvals/{approval}", {"decision": "approve"}, "tool.approve"),
     ("GET", "/api/channels/{channel}/workflows", None, "channel.read"),
     ("POST", "/api/channels/{channel}/workflows", {"name": "w", "steps": [{"agentId": "novelist"}]}, "channel.manage"),
+    ("GET", "/api/rag/citations/{message}", None, "channel.read"),
+    ("GET", "/api/rag/citations/{message}/document?n=1", None, "channel.read"),
 ]
 
 

@@ -28,6 +28,9 @@ MATRIX = [
     ("POST", "/api/me/password", {"currentPassword": "not-mine-1", "newPassword": "another-pass-1"},
      (401, 400, 400, 400, 400, 400)),
     ("GET", "/api/team", None, (401, 200, 200, 200, 200, 200)),
+    # the passages a reply cites: whoever may read its channel ("second" is not in it)
+    ("GET", "/api/rag/citations/{message}", None, (401, 200, 200, 404, 200, 200)),
+    ("GET", "/api/rag/citations/{message}/document?n=1", None, (401, 404, 404, 404, 404, 404)),
     ("POST", "/api/login", {"password": "wrong-password"}, (401, 401, 401, 401, 401, 401)),
     ("POST", "/api/logout", None, (200, 200, 200, 200, 200, 200)),
     ("GET", "/api/users", None, (401, 403, 403, 403, 200, 200)),

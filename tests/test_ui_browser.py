@@ -682,3 +682,49 @@ async def test_links_that_only_look_local_do_not_lead_to_another_host(browser, s
     assert "evil.example" not in " ".join(hosts), resolved
     assert base + "/uploads/2026-12/a.txt" in resolved and "https://example.org/" in resolved
     await page.context.close()
+
+
+CITED_GUIDE = ("# Harbor guide\n\n" + "\n\n".join(
+    f"## Crane {i}\n\nThe harbor crane number {i} lifts containers of grade {i} along quay {i}." for i in range(40))
+    + "\n\n## Refunds\n\nA subscription cancelled within 14 days is refunded in full. Nothing is refunded for "
+    "partial months.\n\n" + "\n\n".join(f"## Berth {i}\n\nBerth {i} takes ships up to {i * 10} metres." for i in range(40)))
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+async def test_a_citation_in_a_reply_opens_its_document_at_the_cited_passage(browser, tmp_path, fake, viewport):
+    from test_memory import add_agent
+    from test_rag import ingest
+
+    settings = llm_settings(tmp_path, fake, embedder="hash", parent_chunk_size=200, chunk_size=100)
+    async with live_server(settings) as (app, base):
+        await add_agent(app, "agent_kb", "Librarian", knowledge=1)
+        api = app.test_client()
+        await api.post("/api/login", json={"password": OWNER_PASSWORD})
+        assert (await ingest(api, "agent_kb", "harbor.md", CITED_GUIDE.encode()))["status"] == "ready"
+        page = await owner_page(browser, base, viewport)
+        await open_dm(page, "Librarian")
+        fake.script(Reply(text="Yes: cancelled within 14 days, it is refunded in full [1]. See `[2]` in code.",
+                          chunks=3))
+        await say(page, "Is a subscription cancelled within 14 days refunded in full?")
+        reply = page.locator(".msg.agent:not(.streaming) .md").last
+        link = reply.locator("a.cite")
+        await expect(link).to_have_count(1)  # the marker in code stays text
+        await expect(link).to_have_text("[1]")
+        await link.click()
+        panel = page.locator("#panel")
+        await expect(panel).to_be_visible()
+        await expect(page.locator("#panel-title")).to_have_text("Source [1]")
+        await expect(panel.locator(".citation-doc")).to_have_text("harbor.md")
+        cited = panel.locator(".citation-passage.cited")
+        await expect(cited).to_have_count(1)
+        await expect(cited).to_contain_text("A subscription cancelled within 14 days is refunded in full.")
+        await expect(cited.locator(".citation-heading")).to_have_text("Harbor guide › Refunds")
+        assert await panel.locator(".citation-passage").count() > 40  # the document around it, not the passage alone
+        await expect(cited).to_be_in_viewport()  # scrolled to it
+        await page.screenshot(path=str(SHOTS_DIR / f"citation-{viewport['width']}.png") if SHOTS_DIR
+                              else str(tmp_path / "citation.png"))
+        assert await page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+        await page.click("#panel-close")
+        await expect(panel).to_be_hidden()
+        assert page.errors == []
+        await page.context.close()

@@ -31,7 +31,7 @@ from .triggers import new_trigger_token  # noqa: E402
 from .text import fts_any, fts_any_parts, fts_query, index_text, query_terms, snippet, within_budget  # noqa: E402
 from .vectors import VectorIndex, active_embedder, embed  # noqa: E402
 from .services import (ask_agent, channel_has_agent, channel_people, complete, find_agent, get_agent,  # noqa: E402
-                       get_channel, get_person, list_agents, notify_user, plugin_db, publish_frame,
+                       get_channel, get_message, get_person, list_agents, notify_user, plugin_db, publish_frame,
                        read_plugin_data, run_turn, transcript, write_plugin_data)
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "fts_any", "fts_any_parts", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
     "embed",
     "get_agent", "find_agent", "list_agents", "get_channel", "channel_people", "channel_has_agent", "get_person",
+    "get_message",
     "transcript", "complete", "ask_agent", "run_turn", "notify_user", "read_plugin_data", "write_plugin_data",
     "publish_frame", "plugin_db", "Trigger", "new_trigger_token",
 ]

@@ -44,6 +44,14 @@ async def channel_has_agent(app: Any, channel_id: str, agent_id: str) -> bool:
     return agent_id in await chat.channel_agent_ids(app.db, channel_id)
 
 
+async def get_message(app: Any, message_id: str) -> dict | None:
+    """A stored message in the API's shape (``id``, ``channelId``, ``agentId``, ``userId``, ``content``,
+    ``type``, ``metadata`` …), or None. Check the caller may read its channel (``authorized_channel``)
+    before showing anything of it."""
+    row = await chat.get_message(app.db, message_id) if isinstance(message_id, str) and message_id else None
+    return chat.message_json(row) if row is not None else None
+
+
 async def get_person(app: Any, user_id: str) -> Actor | None:
     """The person with this id as an ``Actor`` (role and display name), or None when there is none or
     the account is disabled."""

@@ -148,8 +148,10 @@ async def evaluate(server, *, hints: bool = True, limit: int = 0) -> dict:
     from ..chatclient import create_agent
 
     async with server.client() as client:
-        agent_id = await create_agent(client, "Memory eval", model=None)
+        # only the conversation's memories: the load profile's seeded ones would compete too
+        agent_id = await create_agent(client, "Memory eval", model=None, seed=False)
         current, outdated, statuses = await write_all(client, agent_id, hints=hints)
+        held = (await client.get(f"/api/agents/{agent_id}/memories", params={"limit": 1})).json()["total"]
         rows = []
         for q in questions()[:limit or None]:
             r = await client.get(f"/api/agents/{agent_id}/memories", params={"q": q["query"], "limit": 5})
@@ -158,7 +160,7 @@ async def evaluate(server, *, hints: bool = True, limit: int = 0) -> dict:
             rank = ids.index(current[q["key"]]) + 1 if current[q["key"]] in ids else 0
             old = [ids.index(o) + 1 for o in outdated.get(q["key"], ()) if o in ids]
             rows.append({**q, "rank": rank, "superseded_first": bool(old) and (not rank or min(old) < rank)})
-    out: dict = {"writes": len(CONVERSATION), "statuses": statuses, "questions": len(rows)}
+    out: dict = {"writes": len(CONVERSATION), "memories": held, "statuses": statuses, "questions": len(rows)}
     for split in ("dev", "held-out"):
         part = [r for r in rows if r["split"] == split]
         out[split] = {f"current_r{k}": round(sum(0 < r["rank"] <= k for r in part) / max(1, len(part)), 3)

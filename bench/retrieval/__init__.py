@@ -111,14 +111,21 @@ def pick(limit: int) -> list[dict]:
 
 
 async def evaluate(server, *, limit: int = 0) -> dict:
-    """Upload the documents to a fresh agent of a running ``Server`` and score every question."""
+    """Upload the documents to a fresh agent of a running ``Server`` and score every question.
+
+    The agent holds the evaluation's documents and nothing else: the load profile's seeded
+    knowledge base (``seed``) would be one more document competing for every question.
+    ``knowledge_base`` lists what the agent held when it was asked.
+    """
     from ..chatclient import create_agent
 
     async with server.client() as client:
-        agent_id = await create_agent(client, "Retrieval eval", model=None)
+        agent_id = await create_agent(client, "Retrieval eval", model=None, seed=False)
         names = await upload_all(client, agent_id)
+        held = (await client.get("/api/rag/documents", params={"agentId": agent_id})).json()["documents"]
         rows = await ask_all(client, agent_id, names, limit)
-    return {"questions": len(rows), "documents": len(names), **summarize(rows), "misses": misses(rows)}
+    return {"questions": len(rows), "documents": len(names), "knowledge_base": sorted(d["name"] for d in held),
+            **summarize(rows), "misses": misses(rows)}
 
 
 def misses(rows: list[dict]) -> list[str]:

@@ -5,7 +5,9 @@
   restart, list, status, delete, query;
 - the ``rag_query`` tool;
 - with the agent's knowledge switched on (agents.knowledge = 1), the best passages go
-  into its system prompt with citation numbers (``prepare_prompt``, budget rag_prompt_chars).
+  into its system prompt with citation numbers (``prepare_prompt``, budget rag_prompt_chars),
+  remembered per answered message so the reply's [n] markers open their passages
+  (``/api/rag/citations/…``).
 """
 from __future__ import annotations
 
@@ -94,6 +96,10 @@ async def prepare_prompt(app, prompt, agent, message):
     if text:
         prompt.add("Knowledge", "Passages from your knowledge base; cite them as [n] when you use them.\n\n" + text,
                    priority=55)
+        message_id = (message or {}).get("id")
+        if isinstance(message_id, str) and message_id:  # the reply's [n] markers open these passages
+            given = [r for n, r in enumerate(results, 1) if text.startswith(f"[{n}] ") or f"\n\n[{n}] " in text]
+            app.spawn(store.record_citations(app, agent["id"], message_id, given), name=f"citations:{agent['id']}")
     else:
         prompt.add("Knowledge", NOTHING_FOUND, priority=55)
 

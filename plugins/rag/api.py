@@ -1,4 +1,4 @@
-"""``/api/rag/*``: upload (background ingestion), query, list, status, delete."""
+"""``/api/rag/*``: upload (background ingestion), query, list, status, delete, the passages a reply cites."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from quart import Blueprint, current_app, g, jsonify, request
 from quart_schema import validate_querystring, validate_request
 
-from xiajiao import MULTIPART_OVERHEAD, BadRequest, TooLarge, charge_limit, file_size, limit_body, requires
+from xiajiao import (MULTIPART_OVERHEAD, BadRequest, NotFound, TooLarge, authorized_channel, charge_limit, file_size,
+                     get_message, limit_body, requires)
 
 from . import store
 
@@ -92,3 +93,39 @@ async def delete(document_id: str, query_args: AgentQuery):
     await store.agent_row(app, query_args.agentId)
     await store.delete_document(app, query_args.agentId, document_id)
     return jsonify({"ok": True, "deleted": document_id})
+
+
+async def _cited_reply(message_id: str) -> tuple[str, str]:
+    """The agent and the asked message of a reply the caller may read (404 otherwise)."""
+    app = current_app.xj
+    message = await get_message(app, message_id)
+    if message is None or message.get("deleted"):
+        raise NotFound("Message not found", "message_not_found")
+    await authorized_channel(app, g.actor, message["channelId"], "channel.read")
+    return message["agentId"] or "", (message["metadata"] or {}).get("replyTo") or ""
+
+
+@bp.get("/api/rag/citations/<message_id>")
+@requires("guest")
+async def citations(message_id: str):
+    """The passages a reply's [n] markers cite (whoever may read the reply's channel)."""
+    agent_id, asked = await _cited_reply(message_id)
+    found = await store.citations(current_app.xj, agent_id, asked) if agent_id else []
+    return jsonify({"messageId": message_id, "agentId": agent_id or None, "citations": found})
+
+
+@dataclass
+class CitationQuery:
+    n: int
+
+
+@bp.get("/api/rag/citations/<message_id>/document")
+@requires("guest")
+@validate_querystring(CitationQuery)
+async def cited_document(message_id: str, query_args: CitationQuery):
+    """Citation n of a reply with its document's passages around it, to open the document there."""
+    agent_id, asked = await _cited_reply(message_id)
+    if not agent_id:
+        raise NotFound("This reply has no such citation", "citation_not_found")
+    found = await store.cited_document(current_app.xj, agent_id, asked, query_args.n)
+    return jsonify({"messageId": message_id, **found})

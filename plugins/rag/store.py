@@ -689,3 +689,64 @@ def prompt_text(results: list[dict], budget: int) -> str:
             f" (passage {r['passage'] + 1})\n{r['text']}"
 
     return within_budget((cite(n, r) for n, r in enumerate(results, 1)), budget, "\n\n", min_cut=40)
+
+
+# ------------------------------------------------------------------ citations
+
+CITED_WINDOW = 40  # passages shown on either side of a cited one (a large document is not sent whole)
+
+
+async def record_citations(app: Any, agent_id: str, message_id: str, results: list[dict]) -> None:
+    """Remember which passage each [n] of the prompt was, for the message being answered (the
+    latest answer to a message replaces what an earlier one recorded)."""
+    db = await open_db(app, agent_id)
+    now = now_iso()
+
+    def work(conn):
+        conn.execute("DELETE FROM citations WHERE message_id = ?", (message_id,))
+        for n, r in enumerate(results, 1):
+            row = conn.execute("SELECT p.id FROM parents p JOIN documents d ON d.id = p.document_id "
+                               "WHERE d.uid = ? AND p.position = ?", (r["documentId"], r["passage"])).fetchone()
+            if row is not None:
+                conn.execute("INSERT INTO citations (message_id, n, parent_id, chunk_position, created_at) "
+                             "VALUES (?,?,?,?,?)", (message_id, n, row["id"], r["position"], now))
+
+    await db.run_write(work)
+
+
+_CITED = ("SELECT c.n, c.chunk_position, p.id AS parent_id, p.document_id, p.position, p.heading, p.text, "
+          "d.uid AS document_uid, d.name AS document_name FROM citations c JOIN parents p ON p.id = c.parent_id "
+          "JOIN documents d ON d.id = p.document_id WHERE c.message_id = ? AND d.status = 'ready'")
+
+
+def citation_json(row: dict) -> dict:
+    return {"n": row["n"], "documentId": row["document_uid"], "documentName": row["document_name"],
+            "heading": row["heading"], "passage": row["position"], "position": row["chunk_position"],
+            "text": row["text"]}
+
+
+async def citations(app: Any, agent_id: str, message_id: str) -> list[dict]:
+    """The passages cited as [1] … [n] in the answers to ``message_id`` (documents deleted since left out)."""
+    if not has_knowledge_base(app, agent_id) or not message_id:
+        return []
+    db = await open_db(app, agent_id)
+    return [citation_json(r) for r in await db.fetchall(_CITED + " ORDER BY c.n", (message_id,))]
+
+
+async def cited_document(app: Any, agent_id: str, message_id: str, n: int) -> dict:
+    """Citation ``n`` of the answers to ``message_id`` with its document's passages around it
+    (``CITED_WINDOW`` on either side): ``{"citation", "document", "passages"}``."""
+    row = None
+    if has_knowledge_base(app, agent_id) and message_id:
+        db = await open_db(app, agent_id)
+        row = await db.fetchone(_CITED + " AND c.n = ?", (message_id, n))
+    if row is None:
+        raise NotFound("This reply has no such citation", "citation_not_found")
+    around = await db.fetchall(
+        "SELECT position, heading, text FROM parents WHERE document_id = ? AND position BETWEEN ? AND ? "
+        "ORDER BY position", (row["document_id"], row["position"] - CITED_WINDOW, row["position"] + CITED_WINDOW))
+    total = await db.fetchval("SELECT COUNT(*) FROM parents WHERE document_id = ?", (row["document_id"],))
+    return {"citation": citation_json(row),
+            "document": {"id": row["document_uid"], "name": row["document_name"], "passages": total},
+            "passages": [{"passage": p["position"], "heading": p["heading"], "text": p["text"],
+                          "cited": p["position"] == row["position"]} for p in around]}

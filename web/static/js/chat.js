@@ -272,6 +272,7 @@ function renderStream(st) {
   st.pending = true;
   requestAnimationFrame(() => {
     st.pending = false;
+    if (S.streams.get(st.messageId) !== st) return;  // ended meanwhile: the finished message is on screen
     const el = list().querySelector(`[data-id="${CSS.escape(st.messageId)}"]`);
     if (!el) return;
     let md = el.querySelector(".msg-body > .md");

@@ -2,6 +2,7 @@
 import { del, post } from "./api.js";
 import { $, avatarEl, fmtBytes, fmtTime, h } from "./dom.js";
 import { t } from "./i18n.js";
+import { linkCitations } from "./citations.js";
 import { copyText, localUrl, renderInto } from "./render.js";
 import { S, agentName, fileName, isOwn, person, personAvatar, report, userName } from "./state.js";
 import { loadChannels } from "./sidebar.js";
@@ -166,6 +167,7 @@ function bodyFor(m, body) {
   if (attached.length) body.appendChild(attachmentsEl(attached));
   const text = h("div", { class: "md" });
   renderInto(text, m.content || "", t);
+  if (m.agentId) linkCitations(text, m);
   body.appendChild(text);
   if (m.status === "interrupted") body.appendChild(h("div", { class: "msg-flag", text: t("message.interrupted") }));
   if (m.status === "stopped") body.appendChild(h("div", { class: "msg-flag", text: t("message.stopped") }));

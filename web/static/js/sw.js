@@ -14,6 +14,7 @@ const SHELL = [
   "/static/js/ui.js",
   "/static/js/sidebar.js",
   "/static/js/messages.js",
+  "/static/js/citations.js",
   "/static/js/chat.js",
   "/static/js/composer.js",
   "/static/js/search.js",
