@@ -390,3 +390,27 @@ def test_exposed_names_fit_every_provider():
     for tool in ("read_file", "web", "x" * 80):  # taken, or too long: a hash of the tool ends the name
         assert re.fullmatch(r".+_[0-9a-f]{8}", by_tool[tool]) and len(by_tool[tool]) <= 64
     assert by_tool["web"].startswith("mcp_srv_web_") and len(by_tool["x" * 80]) == 64
+
+
+async def test_a_tool_marked_for_approval_waits_in_the_chat_until_a_person_approves(tmp_path, fake_llm, stdio_script):
+    from conftest import Frames, make_channel
+
+    async with running_app(llm_settings(tmp_path, fake_llm)) as app:
+        owner = app.test_client()
+        await login(owner)
+        server = await add_server(owner, stdio(stdio_script, approval=["pid"]))
+        assert {t["name"]: t["approval"] for t in server["tools"]}["pid"] is True
+        await owner.put("/api/agents/butler", json={"tools": ["mcp_local_pid", "mcp_local_add"]})
+        room = await make_channel(app, ["butler"], default_agent_id="butler")
+        frames = Frames(app, room["id"])
+        fake_llm.script(Reply(tool_calls=[Call("mcp_local_pid", {}, id="c1")]), Reply(text="done"))
+        r = await owner.post("/api/messages", json={"channelId": room["id"], "content": "which process?"})
+        assert r.status_code == 200
+        approval = await frames.wait_for("tool_approval", lambda d: d["status"] == "pending")
+        assert (approval["toolName"], approval["arguments"]) == ("mcp_local_pid", {})
+        assert len(fake_llm.chat_requests()) == 1  # the call waits; nothing was sent back yet
+        r = await owner.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})
+        assert r.status_code == 200
+        assert (await frames.wait_for("stream_end"))["status"] == "done"
+        tool_msgs = [m["content"] for m in fake_llm.chat_requests()[-1].json["messages"] if m["role"] == "tool"]
+        assert len(tool_msgs) == 1 and tool_msgs[0].isdigit() and int(tool_msgs[0]) != os.getpid()
