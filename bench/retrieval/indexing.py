@@ -4,8 +4,8 @@ all are ``ready``.
 
     python -m bench.retrieval.indexing [FOLDER] [--embedder e5-small]
 
-FOLDER defaults to XIAJIAO_BENCH_CORPUS, else ../shared/corpus/xiajiao-docs (54 bilingual pages,
-about 530 KB).
+FOLDER defaults to XIAJIAO_BENCH_CORPUS, else the test suite's bilingual pages; the figures in
+docs/benchmarks.md name the 54-page product corpus (about 530 KB) through that variable.
 """
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ from pathlib import Path
 
 import psutil
 
+from ..corpus import corpus_dir
 from ..harness import Server
 
-# the bench's larger corpus when named, else the shared corpus beside the repository
-DEFAULT = Path(os.environ.get("XIAJIAO_BENCH_CORPUS")
-               or Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "xiajiao-docs")
+DEFAULT = corpus_dir()
 
 
 async def measure(folder: Path, embedder: str, tmp: Path) -> dict:
