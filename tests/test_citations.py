@@ -104,3 +104,42 @@ async def test_deleting_the_document_takes_its_citations_along(site, fake_llm):
     assert r.status_code == 200
     r = await site.owner.get(f"/api/rag/citations/{reply['id']}")
     assert (await r.get_json())["citations"] == []
+
+
+async def test_passages_a_knowledge_search_found_during_the_answer_are_cited_after_the_prompts(site, fake_llm):
+    from fake_llm import Call, Reply
+
+    agent = await add_agent(site, "agent_kb", "Librarian", knowledge=1)
+    await site.owner.put("/api/agents/agent_kb", json={"tools": ["rag_query"]})
+    assert (await ingest(site.owner, agent["id"], "guide.md", GUIDE))["status"] == "ready"
+    r = await site.owner.post("/api/channels", json={"name": "Ask", "type": "dm", "agentIds": [agent["id"]]})
+    channel_id = (await r.get_json())["id"]
+    fake_llm.script(Reply(tool_calls=[Call("rag_query", {"query": "When are invoices issued?", "topK": 2})]),
+                    Reply(text="Monthly [3], and refunds within 14 days [1]."))
+    r = await site.owner.post("/api/turns", json={"channelId": channel_id, "content": "Refunded in full?"})
+    assert r.status_code == 200, await r.get_data(as_text=True)
+    reply = [m for m in (await r.get_json())["replies"] if m["type"] == "text"][-1]
+    system = fake_llm.chat_requests()[0].json["messages"][0]["content"]
+    in_prompt = sum(1 for n in range(1, 6) if f"[{n}] guide.md" in system)
+    assert in_prompt >= 1
+    [tool_msg] = [m["content"] for m in fake_llm.chat_requests()[1].json["messages"] if m["role"] == "tool"]
+    found = __import__("json").loads(tool_msg)["results"]
+    assert [x["cite"] for x in found] == [in_prompt + 1, in_prompt + 2]  # numbered after the prompt's
+
+    cited = await citations_of(site.owner, reply["id"])
+    assert [c["n"] for c in cited] == list(range(1, in_prompt + 3))
+    assert [(c["documentId"], c["passage"]) for c in cited[in_prompt:]] == [(x["documentId"], x["passage"])
+                                                                           for x in found]
+    r = await site.owner.get(f"/api/rag/citations/{reply['id']}/document?n={in_prompt + 1}")
+    assert r.status_code == 200 and (await r.get_json())["citation"]["text"] == found[0]["text"]
+
+    # answering the message again numbers from the prompt again: the search's rows do not pile up
+    fake_llm.script(Reply(text="Yes [1]."))
+    r = await site.owner.post(f"/api/messages/{reply['id']}/regenerate")
+    assert r.status_code in (200, 202), await r.get_data(as_text=True)
+    for _ in range(300):  # the new version's prompt replaces the rows of the earlier answer
+        now = [c["n"] for c in (await (await site.owner.get(f"/api/rag/citations/{reply['id']}")).get_json())["citations"]]
+        if now == list(range(1, in_prompt + 1)):
+            break
+        await asyncio.sleep(0.02)
+    assert now == list(range(1, in_prompt + 1))

@@ -55,7 +55,12 @@ async def rag_query(args: dict, ctx) -> dict:
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 20:
         top_k = 5
     results = await store.query(ctx.app, ctx.agent, args.get("query"), top_k)
-    return {"results": [{"cite": n, **r} for n, r in enumerate(results, 1)]}
+    first = 1
+    message_id = (ctx.message or {}).get("id")
+    if results and isinstance(message_id, str) and message_id:
+        # numbered after the prompt's passages, and remembered: the reply's [n] opens these too
+        first = await store.record_citations(ctx.app, ctx.agent["id"], message_id, results, append=True)
+    return {"results": [{"cite": n, **r} for n, r in enumerate(results, first)]}
 
 
 @hookimpl
@@ -102,6 +107,9 @@ async def prepare_prompt(app, prompt, agent, message):
             app.spawn(store.record_citations(app, agent["id"], message_id, given), name=f"citations:{agent['id']}")
     else:
         prompt.add("Knowledge", NOTHING_FOUND, priority=55)
+        message_id = (message or {}).get("id")
+        if isinstance(message_id, str) and message_id:  # an earlier answer's numbers no longer hold
+            app.spawn(store.record_citations(app, agent["id"], message_id, []), name=f"citations:{agent['id']}")
 
 
 NOTHING_FOUND = ("Your knowledge base has nothing relevant to this message. If it asks about your documents, say "

@@ -696,15 +696,24 @@ def prompt_text(results: list[dict], budget: int) -> str:
 CITED_WINDOW = 40  # passages shown on either side of a cited one (a large document is not sent whole)
 
 
-async def record_citations(app: Any, agent_id: str, message_id: str, results: list[dict]) -> None:
+async def record_citations(app: Any, agent_id: str, message_id: str, results: list[dict], *,
+                           append: bool = False) -> int:
     """Remember which passage each [n] of the prompt was, for the message being answered (the
-    latest answer to a message replaces what an earlier one recorded)."""
+    latest answer to a message replaces what an earlier one recorded). ``append``: the passages a
+    ``rag_query`` call found during the answer, numbered after those already recorded. Returns the
+    number the first of ``results`` got."""
     db = await open_db(app, agent_id)
     now = now_iso()
+    first = 1
 
     def work(conn):
-        conn.execute("DELETE FROM citations WHERE message_id = ?", (message_id,))
-        for n, r in enumerate(results, 1):
+        nonlocal first
+        if append:
+            first = conn.execute("SELECT COALESCE(MAX(n), 0) + 1 AS next FROM citations WHERE message_id = ?",
+                                 (message_id,)).fetchone()["next"]
+        else:
+            conn.execute("DELETE FROM citations WHERE message_id = ?", (message_id,))
+        for n, r in enumerate(results, first):
             row = conn.execute("SELECT p.id FROM parents p JOIN documents d ON d.id = p.document_id "
                                "WHERE d.uid = ? AND p.position = ?", (r["documentId"], r["passage"])).fetchone()
             if row is not None:
@@ -712,6 +721,7 @@ async def record_citations(app: Any, agent_id: str, message_id: str, results: li
                              "VALUES (?,?,?,?,?)", (message_id, n, row["id"], r["position"], now))
 
     await db.run_write(work)
+    return first
 
 
 _CITED = ("SELECT c.n, c.chunk_position, p.id AS parent_id, p.document_id, p.position, p.heading, p.text, "
