@@ -120,7 +120,9 @@ async def test_start_a_workflow_from_the_composer(browser, site, viewport, tmp_p
     await shot(page, tmp_path, f"workflow-command-typed-{viewport['width']}.png")
     await box.press("Enter")
     await expect(box).to_have_value("")
-    await expect(page.locator("#messages .msg", has_text="the sea").first).to_be_attached()
+    started = page.locator("#messages .msg", has_text="the sea").first
+    await expect(started.locator(".msg-workflow")).to_have_text("▶ started the workflow “Poem pipeline”")
+    await expect(page.locator("#messages .msg.agent .msg-workflow").first).to_have_text("▶ workflow step 1")
     run = page.locator(".wf-run").first  # as a run started in the panel: its card asks at the approval step
     await expect(run).to_have_attribute("data-status", "paused", timeout=15000)
     await expect(hint).to_be_hidden()

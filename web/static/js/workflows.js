@@ -4,6 +4,7 @@ import { del, get, post, put } from "./api.js";
 import { $, clear, fmtTime, h, roleAtLeast } from "./dom.js";
 import { t } from "./i18n.js";
 import { S, agentName, on, report, userName } from "./state.js";
+import { workflowTag } from "./messages.js";
 import { busy, closePanel, currentPanel, field, modal, openPanel } from "./ui.js";
 
 const runs = new Map(); // run id -> the run as the server last told it
@@ -222,9 +223,18 @@ export function editWorkflow(w) {
   }
 }
 
+// A step's reply streamed in without its metadata: once the run names it, it says which step it is.
+function tagReplies(run) {
+  for (const s of run.steps) {
+    const el = s.replyId && document.querySelector(`#message-list .msg[data-id="${CSS.escape(s.replyId)}"] .msg-head`);
+    if (el && !el.querySelector(".msg-workflow")) el.appendChild(workflowTag({ metadata: { workflow: { step: s.index + 1 } } }));
+  }
+}
+
 on("workflow_run", (run) => {
   remember(run);
   if (run.channelId !== S.active) return;
+  tagReplies(run);
   if (currentPanel() === "workflows" || run.status === "paused") render();
 });
 on("channel:opened", async (c) => {
