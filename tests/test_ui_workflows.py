@@ -136,6 +136,25 @@ async def test_start_a_workflow_from_the_composer(browser, site, viewport, tmp_p
     await run.locator(".wf-approve").click()
     await expect(page.locator(".wf-run").first).to_have_attribute("data-status", "completed", timeout=15000)
 
+    # a workflow made after the group was opened, its command pasted in one go
+    owner = await auth.owner(app.xj.db)
+    steps = store.check_steps(app.xj, [{"agentId": "novelist", "instruction": "{{input}}"}], {"novelist"})
+    await store.create(app.xj, channel_id=ch["id"], name="Second one", steps=steps, stop_when=None,
+                       creator=owner["id"])
+    await box.fill("/Second-One the hills")
+    await box.press("Enter")
+    hills = page.locator("#messages .msg", has_text="the hills").first
+    await expect(hills.locator(".msg-workflow")).to_have_text("▶ started the workflow “Second one”")
+    await expect(box).to_have_value("")
+
+    await box.press_sequentially("/")  # both now, the arrows move, Escape closes the list
+    await expect(item).to_have_count(2)
+    await box.press("ArrowDown")
+    await expect(popup.locator(".command-item.active")).to_contain_text("/second-one")
+    await box.press("Escape")
+    await expect(popup).to_be_hidden()
+    await expect(box).to_have_value("/")
+
     # a path or a name no workflow has is an ordinary message
     await box.fill("/etc/hosts is where")
     await expect(popup).to_be_hidden()

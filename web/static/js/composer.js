@@ -287,7 +287,13 @@ export function wireComposer() {
     ev.preventDefault();
     const content = ta.value;
     if (!content.trim() && !draft.some((f) => f.url)) return;
-    const cmd = parseCommand(S.channels.get(S.active), content);
+    const c = S.channels.get(S.active);
+    let cmd = parseCommand(c, content);
+    if (!cmd && c && c.type === "group" && /^\/[^\s/]+(\s|$)/.test(content.trim())) {
+      // pasted or typed fast: the group's workflows may not be read yet (or one is new)
+      try { await refreshWorkflows(c.id); } catch (e) { /* unreadable now: the text goes as a message */ }
+      cmd = parseCommand(c, content);
+    }
     if (cmd && !cmd.input) return runCommand(cmd, content);
     ta.value = "";
     autosize();
