@@ -11,6 +11,7 @@ from websockets.asyncio.client import connect
 from chat_helpers import PASSWORD, make_user, recv_until, send
 from conftest import OWNER_PASSWORD, live_server, llm_settings, login, make_settings, running_app
 from fake_llm import Reply
+from plugins.workflows import runner
 from xiajiao import hookimpl
 
 
@@ -207,6 +208,7 @@ async def test_every_channel_route_is_in_the_table(world):
     ({"type": "stop", "data": {"channelId": "{channel}"}}, "channel.write"),
     ({"type": "chain_decision", "data": {"chainId": "{chain}", "action": "approve"}}, "chain.decide"),
     ({"type": "approval_decision", "data": {"approvalId": "{approval}", "decision": "approve"}}, "tool.approve"),
+    ({"type": "workflow_decision", "data": {"runId": "{run}", "action": "approve"}}, "chain.decide"),
 ])
 async def test_a_refused_channel_action_stops_the_frame(tmp_path, fake_llm, frame, action):
     plugin = Recorder(deny=lambda a, resource: False)
@@ -223,16 +225,22 @@ async def test_a_refused_channel_action_stops_the_frame(tmp_path, fake_llm, fram
             token = http.cookies["session"]
             approval = await pending_approval(app, cid, (await app.xj.db.fetchval(
                 "SELECT id FROM messages WHERE channel_id = ? AND user_id IS NOT NULL", (cid,))))
+            wf = (await http.post(f"/api/channels/{cid}/workflows", json={
+                "name": "w", "steps": [{"agentId": "novelist", "approval": True}]})).json()["workflow"]
+            run = (await http.post(f"/api/workflows/{wf['id']}/runs", json={"input": "w"})).json()["run"]["id"]
+            while (await http.get(f"/api/workflow-runs/{run}")).json()["run"]["status"] != "paused":
+                await asyncio.sleep(0.01)
         plugin.deny = lambda a, resource: a == action
         async with connect(base.replace("http", "ws") + "/ws") as ws:
             await send(ws, {"type": "auth", "token": token})
             await recv_until(ws, "auth_ok")
-            await send(ws, _fill(frame, {"channel": cid, "chain": chain, "approval": approval}))
+            await send(ws, _fill(frame, {"channel": cid, "chain": chain, "approval": approval, "run": run}))
             err, _ = await recv_until(ws, "error")
         assert err["data"]["code"] in ("forbidden", "channel_not_found", "chain_not_found", "read_only",
                                        "not_your_chain", "not_your_approval")
         assert plugin.actions(action)
         assert (await app.xj.engine.chains.get(chain)).status == "paused"
+        assert (await runner(app.xj).snapshot(run))["status"] == "paused"
 
 
 # ------------------------------------------------------------------ who may decide a chain

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
+from websockets.asyncio.client import connect
 
-from chat_helpers import user_client
-from conftest import llm_settings, login, running_app
+from chat_helpers import PASSWORD, make_user, recv_until, send, user_client
+from conftest import OWNER_PASSWORD, live_server, llm_settings, login, running_app
 from fake_llm import Reply
 from plugins.workflows import runner
-from xiajiao import Trigger, hookimpl
+from xiajiao import BadRequest, Frame, Trigger, hookimpl, notify_user
 
 
 @pytest.fixture
@@ -312,3 +314,144 @@ async def test_a_plugin_registers_its_own_trigger_kind(tmp_path):
         r = await c.post("/api/triggers/knock_off?token=xjt_open-sesame")
         assert (r.status_code, (await r.get_json())["code"]) == (403, "knock_paused")
         assert knock.heard == [("knock_door", "hello")]
+
+
+class Echo:
+    """A plugin's own WebSocket frame: ``echo {"text"}`` answers its sender, no text is refused."""
+
+    @hookimpl
+    def register_frames(self, register):
+        async def echo(app, actor, data):
+            if not isinstance(data.get("text"), str):
+                raise BadRequest("echo what?", "nothing_to_echo", extra={"asked": data.get("text")})
+            notify_user(app, actor.id, "echoed", {"text": data["text"], "by": actor.id})
+
+        register(Frame("echo", echo))
+
+
+async def wf_frame(ws, pred=lambda run: True) -> dict:
+    """The next ``workflow_run`` frame whose run satisfies ``pred`` (other frames are skipped)."""
+    while True:
+        frame, _ = await recv_until(ws, "workflow_run", timeout=10)
+        if pred(frame["data"]):
+            return frame["data"]
+
+
+async def socket_of(base, username, password):
+    async with httpx.AsyncClient(base_url=base) as http:
+        r = await http.post("/api/login", json={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        return http.cookies["session"]
+
+
+async def test_decisions_over_the_websocket_follow_the_rest_rules(tmp_path, fake_llm):
+    settings = llm_settings(tmp_path, fake_llm)
+    async with live_server(settings, plugins=[Echo()]) as (app, base):
+        guest = await make_user(app, "visitor", "guest")
+        member = await make_user(app, "colleague")
+        await make_user(app, "stranger")
+        async with httpx.AsyncClient(base_url=base) as http:
+            await http.post("/api/login", json={"password": OWNER_PASSWORD})
+            r = await http.post("/api/channels", json={"name": "写作室", "type": "group",
+                                                       "agentIds": ["novelist", "editor", "translator"]})
+            cid = r.json()["id"]
+            await http.post(f"/api/channels/{cid}/members", json={"userIds": [guest["id"], member["id"]]})
+            wf = (await http.post(f"/api/channels/{cid}/workflows", json={"name": "诗歌流水线", "steps": THREE})).json()
+            ws_url = base.replace("http", "ws") + "/ws"
+            tokens = {"owner": http.cookies["session"]}
+            for name in ("visitor", "colleague", "stranger"):
+                tokens[name] = await socket_of(base, name, PASSWORD)
+            async with connect(ws_url) as mine, connect(ws_url) as theirs, connect(ws_url) as guests, \
+                    connect(ws_url) as outside:
+                for ws, who in ((mine, "owner"), (theirs, "colleague"), (guests, "visitor"), (outside, "stranger")):
+                    await send(ws, {"type": "auth", "token": tokens[who]})
+                    await recv_until(ws, "auth_ok")
+                for ws in (mine, theirs, guests):
+                    await send(ws, {"type": "subscribe", "channelId": cid})
+                    await recv_until(ws, "subscribed")
+
+                fake_llm.script(Reply(text="Waves fold and unfold."))
+                r = await http.post(f"/api/workflows/{wf['workflow']['id']}/runs", json={"input": "the sea"})
+                run_id = r.json()["run"]["id"]
+                for ws in (mine, theirs, guests):
+                    paused = await wf_frame(ws, lambda run: run["status"] == "paused")
+                    assert paused["id"] == run_id and [s["status"] for s in paused["steps"]] == [
+                        "done", "waiting", "pending"]
+
+                # who did not start the run may not decide it, a guest no more than a member
+                for ws in (guests, theirs):
+                    await send(ws, {"type": "workflow_decision", "data": {"runId": run_id, "action": "approve"}})
+                    err, _ = await recv_until(ws, "error")
+                    assert (err["data"]["code"], err["data"]["runId"], err["data"]["type"]) == (
+                        "not_your_chain", run_id, "workflow_decision")
+                await send(outside, {"type": "workflow_decision", "runId": run_id, "action": "approve"})
+                err, _ = await recv_until(outside, "error")
+                assert (err["data"]["code"], err["data"]["runId"]) == ("run_not_found", run_id)
+                for bad, code in (({"runId": run_id, "action": "dance"}, "invalid_action"),
+                                  ({"runId": "wfr_nope", "action": "approve"}, "run_not_found"),
+                                  ({"runId": 7, "action": "approve"}, "run_not_found")):
+                    await send(mine, {"type": "workflow_decision", "data": bad})
+                    err, _ = await recv_until(mine, "error")
+                    assert err["data"]["code"] == code, bad
+                assert (await http.get(f"/api/workflow-runs/{run_id}")).json()["run"]["status"] == "paused"
+
+                fake_llm.script(Reply(text="Waves fold, unfold."), Reply(text="海浪折叠，又展开。"))
+                await send(mine, {"type": "workflow_decision", "data": {"runId": run_id, "action": "approve"}})
+                for ws in (mine, theirs, guests):  # everyone subscribed sees the decision and the end
+                    decided = await wf_frame(ws, lambda run: run["steps"][1]["decision"] is not None)
+                    assert decided["steps"][1]["decision"]["decision"] == "approved"
+                    done = await wf_frame(ws, lambda run: run["status"] == "completed")
+                    assert [s["output"] for s in done["steps"]] == [
+                        "Waves fold and unfold.", "Waves fold, unfold.", "海浪折叠，又展开。"]
+                await send(mine, {"type": "workflow_decision", "data": {"runId": run_id, "action": "approve"}})
+                err, _ = await recv_until(mine, "error")
+                assert (err["data"]["code"], err["data"]["runId"]) == ("not_waiting", run_id)
+                await send(mine, {"type": "workflow_decision", "data": {"runId": run_id, "action": "cancel"}})
+                err, _ = await recv_until(mine, "error")
+                assert err["data"]["code"] == "run_finished"
+
+                # suspend, resume, reject and cancel, in the frame as over REST
+                fake_llm.script(Reply(text="v1"), Reply(text="v2"))
+                r = await http.post(f"/api/workflows/{wf['workflow']['id']}/runs", json={"input": "the hills"})
+                second = r.json()["run"]["id"]
+                await wf_frame(theirs, lambda run: run["id"] == second and run["status"] == "paused")
+                for action, status in (("suspend", "suspended"), ("resume", "paused"), ("reject", "rejected")):
+                    await send(mine, {"type": "workflow_decision", "data": {"runId": second, "action": action}})
+                    got = await wf_frame(theirs, lambda run, status=status: run["id"] == second
+                                         and run["status"] == status)
+                    assert got["status"] == status
+                assert got["steps"][1]["status"] == "rejected"
+                fake_llm.script(Reply(text="v1"))
+                r = await http.post(f"/api/workflows/{wf['workflow']['id']}/runs", json={"input": "the sky"})
+                third = r.json()["run"]["id"]
+                await wf_frame(guests, lambda run: run["id"] == third and run["status"] == "paused")
+                await send(mine, {"type": "workflow_decision", "data": {"runId": third, "action": "cancel"}})
+                got = await wf_frame(guests, lambda run: run["id"] == third and run["status"] == "cancelled")
+                assert got["steps"][1]["status"] == "cancelled"
+
+                # a plugin's own frame type answers its sender, and refuses with its code and fields
+                await send(guests, {"type": "echo", "text": "你好"})
+                echoed, _ = await recv_until(guests, "echoed")
+                assert echoed["data"] == {"text": "你好", "by": guest["id"]}
+                await send(guests, {"type": "echo"})
+                err, _ = await recv_until(guests, "error")
+                assert (err["data"]["code"], err["data"]["type"], err["data"]["asked"]) == (
+                    "nothing_to_echo", "echo", None)
+
+
+class Squatter:
+    @hookimpl
+    def register_frames(self, register):
+        async def handle(app, actor, data):
+            pass
+
+        register(Frame("approval_decision", handle))
+
+
+def test_a_plugin_cannot_take_a_frame_type_of_the_core(tmp_path):
+    from conftest import make_settings
+    from xiajiao.app import create_app
+    from xiajiao.plugins import PluginError
+
+    with pytest.raises(PluginError, match="'approval_decision' is a frame type of the core"):
+        create_app(make_settings(tmp_path), plugins=[Squatter()])

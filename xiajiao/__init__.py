@@ -10,7 +10,7 @@ from .errors import (BadRequest, Conflict, Forbidden, NotFound, ProviderError, R
                      TooLarge, Unauthorized, UnsupportedMediaType, XiajiaoError)
 from .models import (Actor, ChatMessage, ChatRequest, Embedder, Image, Pack, Parser, Persona, Prompt,  # noqa: E402
                      Provider, ProviderConfig, ProviderKind, SearchBackend, TextDelta, Timeouts, Tool, ToolCall,
-                     ToolCallsDone, ToolContext, Trigger, Usage)
+                     ToolCallsDone, ToolContext, Trigger, Usage, Frame)
 from .plugins import hookimpl  # noqa: E402
 from .settings import Setting  # noqa: E402
 from .engine.mentions import find_mentions  # noqa: E402
@@ -51,5 +51,5 @@ __all__ = [
     "get_agent", "find_agent", "list_agents", "get_channel", "channel_people", "channel_has_agent", "get_person",
     "get_message",
     "transcript", "complete", "ask_agent", "run_turn", "notify_user", "read_plugin_data", "write_plugin_data",
-    "publish_frame", "plugin_db", "Trigger", "new_trigger_token",
+    "publish_frame", "plugin_db", "Trigger", "new_trigger_token", "Frame",
 ]

@@ -20,7 +20,7 @@ from .openapi import XiajiaoOpenAPI
 from .db import Database, WorkspaceDatabases, migrations_from_dir
 from .errors import StartupError, XiajiaoError
 from .errors import HTTP_CODES
-from .models import Pack, Parser, ProviderKind, SearchBackend, Tool, Trigger
+from .models import Frame, Pack, Parser, ProviderKind, SearchBackend, Tool, Trigger
 from . import proxies
 from .plugins import (Plugins, Registry, load_bundled, load_directory, load_entrypoints, new_manager)
 from .quart_app import XiajiaoApp
@@ -84,6 +84,22 @@ def _typed(kind: type, label: str):
     return check
 
 
+# the frame types the core serves itself (xiajiao.api.ws and the engine); a plugin cannot take them
+CORE_FRAMES = frozenset({"auth", "ping", "subscribe", "unsubscribe", "typing", "stop", "chain_decision",
+                         "approval_decision"})
+
+
+def _validate_frame(f: Any) -> None:
+    if not isinstance(f, Frame):
+        raise TypeError("expected xiajiao.Frame")
+    if not isinstance(f.type, str) or not f.type.replace("_", "").isalnum() or not f.type.islower():
+        raise ValueError(f"frame type {f.type!r}: lower-case letters, digits and _ only")
+    if f.type in CORE_FRAMES:
+        raise ValueError(f"{f.type!r} is a frame type of the core")
+    if not callable(f.handle):
+        raise TypeError("a frame needs an async handle(app, actor, data)")
+
+
 def _validate_embedder(e: Any) -> None:
     if not getattr(e, "name", None) or not isinstance(getattr(e, "dim", None), int) or not hasattr(e, "embed"):
         raise TypeError("an embedder needs name, dim (int) and async embed(texts, kind=)")
@@ -132,6 +148,7 @@ def new_registries() -> dict[str, Registry]:
         "packs": Registry("pack", lambda p: p.name, _typed(Pack, "Pack")),
         "search_backends": Registry("search backend", lambda b: b.name, _typed(SearchBackend, "SearchBackend")),
         "triggers": Registry("trigger", lambda t: t.prefix, _typed(Trigger, "Trigger")),
+        "frames": Registry("frame type", lambda f: f.type, _validate_frame),
         "routes": Registry("blueprint", lambda b: b.name),
         "commands": Registry("command", lambda c: c.name, build=Command),
     }
@@ -297,6 +314,7 @@ class Xiajiao:
 
         self.engine = Engine(self)
         await self.engine.start()
+        self._install_frames()
         from .tasks import TaskQueue
 
         self.tasks = TaskQueue(self)
@@ -306,6 +324,14 @@ class Xiajiao:
             self.spawn(self.backups.loop(), name="backups")
         self.started_at = time.time()
         self.started = True
+
+    def _install_frames(self) -> None:
+        """Serve the plugins' frame types on the socket, each called with the caller as ``actor``."""
+        for frame in self.registries["frames"]:
+            async def handle(conn: Any, data: dict, frame: Frame = frame) -> None:
+                await frame.handle(self, conn.caller, data)
+
+            self.ws_handlers[frame.type] = handle
 
     async def quiesce(self) -> None:
         """The first step of a stop, before the server waits for open connections: every

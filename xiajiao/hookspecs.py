@@ -58,6 +58,11 @@ def register_triggers(register):
 
 
 @hookspec
+def register_frames(register):
+    """Register WebSocket frame types clients may send with register(Frame(type, handle))."""
+
+
+@hookspec
 def register_routes(register):
     """Register HTTP routes with register(blueprint) (a Quart Blueprint)."""
 

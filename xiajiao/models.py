@@ -218,6 +218,17 @@ class Trigger:
     fire: Callable[[Any, str, str], Awaitable[dict]]
 
 
+@dataclass
+class Frame:
+    """A WebSocket frame type clients may send: ``await handle(app, actor, data)`` with the frame's
+    fields as ``data``; a :class:`~xiajiao.errors.XiajiaoError` it raises answers the client with an
+    ``error`` frame carrying its code (and its ``extra`` fields). Answers to everyone go out with
+    ``publish_frame``."""
+
+    type: str
+    handle: Callable[[Any, Any, dict], Awaitable[None]]
+
+
 # ------------------------------------------------------------------ domain packs
 
 

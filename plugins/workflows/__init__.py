@@ -8,6 +8,8 @@ run one after another, each step's output the next one's ``{{previous}}``.
 - A stop of the server leaves a running step ``interrupted`` (resume runs it again); a run waiting for
   approval is still waiting after the restart. Runs can be suspended, resumed and cancelled.
 - Each workflow has an incoming-webhook URL with a secret token (``POST /api/triggers/<id>``).
+- People decide over REST or with the ``workflow_decision`` WebSocket frame, by the same rule: who
+  started the run (while he may post in the channel) or an admin.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import asyncio
 import logging
 from typing import Any
 
-from xiajiao import Conflict, NotFound, Trigger, get_agent, get_channel, get_person, hookimpl, post_message, \
-    publish_frame, run_turn
+from xiajiao import BadRequest, Conflict, Frame, NotFound, Trigger, XiajiaoError, authorized_channel, get_agent, \
+    get_channel, get_person, hookimpl, post_message, publish_frame, run_turn
 
 from . import store
 
@@ -220,6 +222,45 @@ class Runner:
         await self.announce(run_id)
 
 
+async def authorized_run(app: Any, actor: Any, run_id: str, action: str = "channel.read") -> dict:
+    """The run's row if ``actor`` may read it (``chain.decide``: decide it); a run in a channel the
+    caller cannot see is not found."""
+    row = await store.run_row(app, run_id) if isinstance(run_id, str) and run_id else None
+    if row is None:
+        raise NotFound("Workflow run not found", "run_not_found")
+    try:
+        await authorized_channel(app, actor, row["channel_id"], action,
+                                 chain={"id": run_id, "startedBy": row["started_by"]} if action == "chain.decide" else None)
+    except NotFound:
+        raise NotFound("Workflow run not found", "run_not_found") from None
+    return row
+
+
+ACTIONS = ("approve", "reject", "suspend", "resume", "cancel")
+
+
+async def act(app: Any, actor: Any, run_id: str, action: str) -> dict:
+    """A person's decision on a run (REST and WebSocket alike): the run as it is afterwards."""
+    if action not in ACTIONS:
+        raise BadRequest(f"action must be one of {', '.join(ACTIONS)}", "invalid_action")
+    await authorized_run(app, actor, run_id, "chain.decide")
+    r = runner(app)
+    if action in ("approve", "reject"):
+        return await r.decide(run_id, {"approve": "approved", "reject": "rejected"}[action], actor)
+    return await {"suspend": r.suspend, "resume": r.resume, "cancel": r.cancel}[action](run_id)
+
+
+async def ws_decision(app: Any, actor: Any, data: dict) -> None:
+    """``workflow_decision {"runId", "action"}``: everyone subscribed gets the ``workflow_run``
+    update; a refusal answers the sender alone with its code and the ``runId``."""
+    run_id = data.get("runId")
+    try:
+        await act(app, actor, run_id if isinstance(run_id, str) else "", str(data.get("action") or ""))
+    except XiajiaoError as exc:
+        exc.extra = {**exc.extra, "runId": run_id}
+        raise
+
+
 def runner(app: Any) -> Runner:
     found = app.state.get("workflows")
     if found is None:
@@ -255,6 +296,11 @@ async def fire_trigger(app: Any, workflow_id: str, text: str) -> dict:
         raise NotFound("No such trigger", "trigger_not_found")
     run = await runner(app).start(row, actor=actor, text=text.strip() or row["name"], reason="trigger")
     return {"started": workflow_id, "runId": run["id"]}
+
+
+@hookimpl
+def register_frames(register):
+    register(Frame("workflow_decision", ws_decision))
 
 
 @hookimpl

@@ -10,7 +10,7 @@ from quart import Blueprint, current_app, g, jsonify, request
 from xiajiao import (Actor, BadRequest, NotFound, authorized_channel, channel_has_agent, charge_limit, get_channel,
                      list_agents, new_trigger_token, requires)
 
-from . import runner, store
+from . import act, authorized_run, runner, store
 
 bp = Blueprint("workflows", __name__)
 FIELDS = {"name", "steps", "stopWhen"}
@@ -55,18 +55,6 @@ async def _workflow(app: Any, actor: Actor, workflow_id: str, action: str = "cha
 async def _last_run(app: Any, workflow_id: str) -> dict | None:
     rows = await store.runs_of(app, workflow_id, 1)
     return await runner(app).snapshot(rows[0]["id"]) if rows else None
-
-
-async def _run(app: Any, actor: Actor, run_id: str, action: str = "channel.read") -> dict:
-    row = await store.run_row(app, run_id)
-    if row is None:
-        raise NotFound("Workflow run not found", "run_not_found")
-    try:
-        await authorized_channel(app, actor, row["channel_id"], action,
-                                 chain={"id": run_id, "startedBy": row["started_by"]} if action == "chain.decide" else None)
-    except NotFound:
-        raise NotFound("Workflow run not found", "run_not_found") from None
-    return row
 
 
 @bp.get("/api/channels/<channel_id>/workflows")
@@ -174,33 +162,26 @@ async def runs_route(workflow_id: str):
 @requires("guest")
 async def run_route(run_id: str):
     app = current_app.xj
-    await _run(app, g.actor, run_id)
+    await authorized_run(app, g.actor, run_id)
     return jsonify({"run": await runner(app).snapshot(run_id)})
 
 
-async def _act(run_id: str, what: str):
-    app = current_app.xj
-    await _run(app, g.actor, run_id, "chain.decide")
-    r = runner(app)
-    if what in ("approved", "rejected"):
-        run = await r.decide(run_id, what, g.actor)
-    else:
-        run = await {"suspend": r.suspend, "resume": r.resume, "cancel": r.cancel}[what](run_id)
-    return jsonify({"run": run})
+async def _act(run_id: str, action: str):
+    return jsonify({"run": await act(current_app.xj, g.actor, run_id, action)})
 
 
 @bp.post("/api/workflow-runs/<run_id>/approve")
 @requires("guest")
 async def approve_route(run_id: str):
     """Approve the step the run waits for (409 when it waits for nothing: decided already)."""
-    return await _act(run_id, "approved")
+    return await _act(run_id, "approve")
 
 
 @bp.post("/api/workflow-runs/<run_id>/reject")
 @requires("guest")
 async def reject_route(run_id: str):
     """Reject the step the run waits for: the run ends ``rejected``."""
-    return await _act(run_id, "rejected")
+    return await _act(run_id, "reject")
 
 
 @bp.post("/api/workflow-runs/<run_id>/suspend")

@@ -1,8 +1,10 @@
-// The composer: sending, stopping a reply, uploads (button, paste, drop) and @mentions.
+// The composer: sending, stopping a reply, uploads (button, paste, drop), @mentions and
+// "/workflow input" to start one of the group's workflows.
 import { post, upload } from "./api.js";
-import { $, avatarEl, clear, h } from "./dom.js";
+import { $, avatarEl, clear, h, toast } from "./dom.js";
 import { t } from "./i18n.js";
-import { S, on, person, personAvatar, report } from "./state.js";
+import { S, errorText, on, person, personAvatar, report } from "./state.js";
+import { channelWorkflows, refreshWorkflows, startWorkflow, stepsLine } from "./workflows.js";
 import { channelAgents, renderChatList } from "./sidebar.js";
 import { list } from "./messages.js";
 import { appendMessage, setThinking } from "./chat.js";
@@ -38,10 +40,17 @@ async function send(content) {
 
 // Why nobody answers (a group without default agent and no mention): said in the composer.
 function showHint(reason) {
-  const hint = $("#composer-hint");
   const key = { no_default_agent: "composer.noDefaultAgent", no_agents: "composer.noAgents" }[reason];
-  hint.hidden = !key;
-  hint.textContent = key ? t(key) : "";
+  say(key ? t(key) : "", "reason");
+}
+
+// The line above the input: why nobody answered, what Enter will start, or why a start was refused.
+function say(text, kind) {
+  const hint = $("#composer-hint");
+  hint.hidden = !text;
+  hint.textContent = text || "";
+  hint.dataset.kind = text ? kind : "";
+  hint.classList.toggle("error", !!text && kind === "error");
 }
 
 async function stopRunning() {
@@ -143,6 +152,7 @@ function updateMention() {
 
 function renderMention() {
   const popup = clear($("#mention-popup"));
+  popup.dataset.kind = "mention";
   mentionState.items.forEach((a, i) => {
     popup.appendChild(h("div", {
       class: `mention-item${i === mentionState.index ? " active" : ""}`, role: "option",
@@ -167,6 +177,108 @@ function pickMention(i) {
   ta.focus();
 }
 
+// ------------------------------------------------------------------ /workflow commands
+
+// A workflow is called by its name, spaces made dashes, any case: "Poem pipeline" → /poem-pipeline.
+export function commandName(w) {
+  return String(w.name || "").trim().toLowerCase().replace(/\s+/g, "-");
+}
+
+// "/name the input" in a group: the workflow of that name and the input, else null (sent as a message).
+export function parseCommand(c, text) {
+  const m = /^\/([^\s/]+)(?:\s+([\s\S]*))?$/.exec(String(text).trim());
+  if (!c || c.type !== "group" || !m) return null;
+  const w = channelWorkflows(c.id).find((x) => commandName(x) === m[1].toLowerCase());
+  return w ? { workflow: w, input: (m[2] || "").trim() } : null;
+}
+
+let commandState = null;
+let refreshed = null; // the channel whose workflows were read again when "/" was typed
+
+function updateCommand() {
+  const ta = $("#composer-input");
+  const c = S.channels.get(S.active);
+  const m = /^\/([^\s/]*)$/.exec(ta.value.slice(0, ta.selectionStart));
+  if (!c || c.type !== "group" || !m) {
+    if (commandState) closeCommand();
+    refreshed = null;
+    showCommandHint();
+    return;
+  }
+  if (refreshed !== c.id) {  // someone may have added one since the group was opened
+    refreshed = c.id;
+    refreshWorkflows(c.id).then(() => { if (commandState && S.active === c.id) updateCommand(); }).catch(() => {});
+  }
+  const typed = m[1].toLowerCase();
+  const items = channelWorkflows(c.id)
+    .filter((w) => commandName(w).includes(typed) || String(w.name).toLowerCase().includes(typed)).slice(0, 8);
+  const index = commandState ? Math.min(commandState.index, Math.max(items.length - 1, 0)) : 0;
+  commandState = { items, index };
+  renderCommand();
+  showCommandHint();
+}
+
+function renderCommand() {
+  const popup = clear($("#mention-popup"));
+  popup.dataset.kind = "command";
+  if (!commandState.items.length) {
+    popup.appendChild(h("div", { class: "mention-item command-none muted", role: "option", "aria-disabled": "true",
+      text: t("wf.noCommand") }));
+  }
+  commandState.items.forEach((w, i) => {
+    popup.appendChild(h("div", {
+      class: `mention-item command-item${i === commandState.index ? " active" : ""}`, role: "option",
+      "aria-selected": i === commandState.index ? "true" : "false", dataset: { kind: "workflow", id: w.id },
+      onmousedown: (ev) => { ev.preventDefault(); pickCommand(i); },
+    }, avatarEl("▶", "avatar small"),
+    h("span", { class: "command-text" }, h("span", { class: "mention-name", text: `/${commandName(w)}` }),
+      h("span", { class: "muted", text: `${w.name} · ${stepsLine(w)}` }))));
+  });
+  popup.hidden = false;
+}
+
+function closeCommand() {
+  $("#mention-popup").hidden = true;
+  commandState = null;
+}
+
+function pickCommand(i) {
+  const ta = $("#composer-input");
+  const w = commandState.items[i];
+  if (!w) return;
+  const after = ta.value.slice(ta.selectionStart).replace(/^\s+/, "");
+  ta.value = `/${commandName(w)} ${after}`;
+  const pos = commandName(w).length + 2;
+  ta.setSelectionRange(pos, pos);
+  closeCommand();
+  ta.focus();
+  showCommandHint();
+}
+
+// While the text starts a workflow, the hint says so (Enter will not post a message).
+function showCommandHint() {
+  const cmd = parseCommand(S.channels.get(S.active), $("#composer-input").value);
+  const hint = $("#composer-hint");
+  if (cmd) say(t("wf.commandHint", { name: cmd.workflow.name }), "command");
+  else if (hint.dataset.kind === "command" || hint.dataset.kind === "error") say("", "");
+}
+
+async function runCommand(cmd, content) {
+  const ta = $("#composer-input");
+  if (!cmd.input) {
+    say(t("wf.commandInput", { name: cmd.workflow.name }), "error");
+    return;
+  }
+  try {
+    await startWorkflow(cmd.workflow, cmd.input);
+    say("", "");
+    toast(t("wf.startedToast", { name: cmd.workflow.name }));
+  } catch (e) {
+    ta.value = content;  // refused (read only, too many turns …): the text stays, the reason is said
+    say(t("wf.startRefused", { name: cmd.workflow.name, reason: errorText(e) }), "error");
+  }
+}
+
 // ------------------------------------------------------------------ wiring
 
 export function wireComposer() {
@@ -175,8 +287,21 @@ export function wireComposer() {
     ev.preventDefault();
     const content = ta.value;
     if (!content.trim() && !draft.some((f) => f.url)) return;
+    const c = S.channels.get(S.active);
+    let cmd = parseCommand(c, content);
+    if (!cmd && c && c.type === "group" && /^\/[^\s/]+(\s|$)/.test(content.trim())) {
+      // pasted or typed fast: the group's workflows may not be read yet (or one is new)
+      try { await refreshWorkflows(c.id); } catch (e) { /* unreadable now: the text goes as a message */ }
+      cmd = parseCommand(c, content);
+    }
+    if (cmd && !cmd.input) return runCommand(cmd, content);
     ta.value = "";
     autosize();
+    if (cmd) {
+      await runCommand(cmd, content);
+      autosize();
+      return;
+    }
     try {
       await send(content);
     } catch (e) {
@@ -187,10 +312,30 @@ export function wireComposer() {
     ta.style.height = "auto";
     ta.style.height = `${Math.min(ta.scrollHeight, 200)}px`;
   };
-  ta.addEventListener("input", () => { autosize(); updateMention(); });
-  ta.addEventListener("click", updateMention);
+  const typed = () => { updateMention(); updateCommand(); };
+  ta.addEventListener("input", () => { autosize(); typed(); });
+  ta.addEventListener("click", typed);
   ta.addEventListener("keydown", (ev) => {
     if (ev.isComposing || ev.keyCode === 229) return; // an input method is still composing: its Enter is not ours
+    if (commandState && !$("#mention-popup").hidden) {
+      const n = commandState.items.length;
+      if ((ev.key === "ArrowDown" || ev.key === "ArrowUp") && n) {
+        ev.preventDefault();
+        commandState.index = (commandState.index + (ev.key === "ArrowDown" ? 1 : n - 1)) % n;
+        renderCommand();
+        return;
+      }
+      if (((ev.key === "Enter" && !ev.shiftKey) || ev.key === "Tab") && n) {
+        ev.preventDefault();
+        pickCommand(commandState.index);
+        return;
+      }
+      if (ev.key === "Escape") {
+        ev.preventDefault();
+        closeCommand();
+        return;
+      }
+    }
     if (mentionState && !$("#mention-popup").hidden) {
       if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
         ev.preventDefault();
@@ -247,4 +392,8 @@ export function wireComposer() {
   });
 }
 
-on("channel:opened", () => showHint(null));
+on("channel:opened", () => {
+  showHint(null);
+  if (commandState) closeCommand();
+  refreshed = null;
+});

@@ -277,6 +277,14 @@ function actionsFor(el, m, own) {
   return actions.childNodes.length ? actions : null;
 }
 
+// A workflow's input says which workflow it started; each step's reply says which step it is.
+export function workflowTag(m) {
+  const wf = (m.metadata || {}).workflow;
+  if (!wf || typeof wf !== "object") return null;
+  const text = wf.name ? t("wf.tagStarted", { name: wf.name }) : wf.step ? t("wf.tagStep", { step: wf.step }) : "";
+  return text ? h("span", { class: "msg-workflow muted", text: `▶ ${text}` }) : null;
+}
+
 export function messageEl(m) {
   const own = isOwn(m);
   const who = m.agentId ? S.agents.get(m.agentId) : null;
@@ -291,7 +299,8 @@ export function messageEl(m) {
     h("div", { class: "msg-head" },
       h("span", { class: "msg-name", text: name }),
       h("time", { class: "msg-time", datetime: m.createdAt || "", text: fmtTime(m.createdAt) }),
-      m.updatedAt && !m.deleted ? h("span", { class: "msg-edited muted", text: t("message.edited") }) : null));
+      m.updatedAt && !m.deleted ? h("span", { class: "msg-edited muted", text: t("message.edited") }) : null,
+      workflowTag(m)));
   const body = h("div", { class: "msg-body" });
   bodyFor(m, body);
   main.appendChild(body);

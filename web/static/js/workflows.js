@@ -4,11 +4,13 @@ import { del, get, post, put } from "./api.js";
 import { $, clear, fmtTime, h, roleAtLeast } from "./dom.js";
 import { t } from "./i18n.js";
 import { S, agentName, on, report, userName } from "./state.js";
+import { workflowTag } from "./messages.js";
 import { busy, closePanel, currentPanel, field, modal, openPanel } from "./ui.js";
 
 const runs = new Map(); // run id -> the run as the server last told it
 const tokens = new Map(); // workflow id -> its webhook token, known only right after it was made
 let workflows = [];
+let loadedFor = null; // the channel whose workflows `workflows` holds
 const ACTIVE = ["running", "paused", "suspended", "interrupted"];
 const enc = encodeURIComponent;
 
@@ -26,8 +28,28 @@ function remember(run) {
 async function load(channelId) {
   const r = await get(`/api/channels/${enc(channelId)}/workflows`);
   workflows = r.workflows || [];
+  loadedFor = channelId;
   for (const w of workflows) if (w.lastRun) remember(w.lastRun);
   for (const run of r.activeRuns || []) remember(run);
+}
+
+// The workflows of a group as last loaded (the composer offers them after "/"), and a fresh look.
+export function channelWorkflows(channelId) {
+  return loadedFor === channelId ? workflows : [];
+}
+
+export async function refreshWorkflows(channelId) {
+  await load(channelId);
+  return channelWorkflows(channelId);
+}
+
+// Start a run with this input (from the panel or the composer): the input is posted in the group and
+// the steps answer there; the run's card follows its workflow_run frames.
+export async function startWorkflow(w, text) {
+  const r = await post(`/api/workflows/${enc(w.id)}/runs`, { input: text });
+  remember(r.run);
+  if (currentPanel() === "workflows" && r.run.channelId === S.active) render();
+  return r.run;
 }
 
 export async function openWorkflows() {
@@ -45,7 +67,7 @@ function mayDecide(run) {
   return run.startedBy === S.me.id || roleAtLeast(S.me.role, "admin");
 }
 
-function stepsLine(w) {
+export function stepsLine(w) {
   return w.steps.map((s) => `${agentName(s.agentId)}${s.approval ? ` (${t("wf.asksFirst")})` : ""}`).join(" → ");
 }
 
@@ -55,8 +77,7 @@ function workflowCard(w) {
   start.addEventListener("click", busy(start, async () => {
     const text = input.value.trim();
     if (!text) throw new Error(t("wf.inputRequired"));
-    const r = await post(`/api/workflows/${enc(w.id)}/runs`, { input: text });
-    remember(r.run);
+    await startWorkflow(w, text);
     input.value = "";
     render();
   }));
@@ -202,9 +223,18 @@ export function editWorkflow(w) {
   }
 }
 
+// A step's reply streamed in without its metadata: once the run names it, it says which step it is.
+function tagReplies(run) {
+  for (const s of run.steps) {
+    const el = s.replyId && document.querySelector(`#message-list .msg[data-id="${CSS.escape(s.replyId)}"] .msg-head`);
+    if (el && !el.querySelector(".msg-workflow")) el.appendChild(workflowTag({ metadata: { workflow: { step: s.index + 1 } } }));
+  }
+}
+
 on("workflow_run", (run) => {
   remember(run);
   if (run.channelId !== S.active) return;
+  tagReplies(run);
   if (currentPanel() === "workflows" || run.status === "paused") render();
 });
 on("channel:opened", async (c) => {
