@@ -178,3 +178,14 @@ async def test_broken_answers_raise_their_kind(answer, kind):
             await collect(client)
         assert info.value.kind == kind
         await client.aclose()
+
+
+async def test_an_answer_without_a_body_ends_at_its_head_and_keeps_the_connection():
+    ok = [SSE_HEAD, *chunked(b"data: 1\n\n")]
+    async with RawServer(([b"HTTP/1.1 204 No Content\r\n\r\n"], False), (ok, False)) as srv:
+        client = stream_client(srv.url)
+        async with client.open("GET", "/models", read_timeout=5) as r:
+            assert (r.status, await r.read()) == (204, b"")
+        assert await collect(client) == (200, ["1"])
+        await client.aclose()
+    assert srv.connections == 1

@@ -116,7 +116,10 @@ class _Conn(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
-            self.transport.abort()
+            try:
+                self.transport.abort()
+            except RuntimeError:  # its event loop is already closed (a pool outliving a loop): nothing to tell
+                pass
 
 
 _TIMED_OUT = object()
@@ -139,8 +142,10 @@ class StreamResponse:
         self.complete = False
         te = headers.get("transfer-encoding", "").lower()
         self.chunked = te.rsplit(",", 1)[-1].strip() == "chunked"
-        length = headers.get("content-length")
+        length = "0" if status in (204, 304) else headers.get("content-length")  # answers without a body
         self.remaining: int | None = None
+        if status in (204, 304):
+            self.chunked = False
         if not self.chunked and length is not None:
             try:
                 self.remaining = int(length)
