@@ -189,3 +189,11 @@ async def test_an_answer_without_a_body_ends_at_its_head_and_keeps_the_connectio
         assert await collect(client) == (200, ["1"])
         await client.aclose()
     assert srv.connections == 1
+
+
+@pytest.mark.parametrize("base_url", ["localhost:8000/v1", "ftp://example.org", "http://host:99999"])
+async def test_a_wrong_base_url_fails_each_request_as_a_connect_error(base_url):
+    client = stream_client(base_url)
+    with pytest.raises(StreamClientError) as info:
+        await collect(client)
+    assert info.value.kind == "connect"

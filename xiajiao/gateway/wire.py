@@ -349,13 +349,18 @@ class StreamClient:
     def __init__(self, base_url: str, *, headers: dict[str, str] | None = None, max_keepalive: int = 50,
                  keepalive_expiry: float = 5.0):
         url = urlsplit(base_url.rstrip("/"))
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        # a wrong base URL fails each request as a connection error (as it did through httpx), not the start
+        try:
+            port = url.port
+        except ValueError:
+            port = None
+            url = urlsplit("")
+        self.invalid = "" if url.scheme in ("http", "https") and url.hostname else f"not an http(s) URL: {base_url!r}"
         self.tls = url.scheme == "https"
-        self.host = url.hostname
-        self.port = url.port or (443 if self.tls else 80)
+        self.host = url.hostname or ""
+        self.port = port or (443 if self.tls else 80)
         shown = f"[{self.host}]" if ":" in self.host else self.host
-        authority = shown if url.port is None or url.port == (443 if self.tls else 80) else f"{shown}:{url.port}"
+        authority = shown if port is None or port == (443 if self.tls else 80) else f"{shown}:{port}"
         self.prefix = url.path
         base = {"Host": authority, "Accept": "*/*", "User-Agent": "xiajiao", **(headers or {})}
         self.base_headers = {k.lower(): (k, v) for k, v in base.items()}
@@ -378,8 +383,8 @@ class StreamClient:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     async def acquire(self, timeout: float | None) -> tuple[_Conn, bool]:
-        if self.closed:
-            raise StreamClientError("the client is closed", "connect")
+        if self.closed or self.invalid:
+            raise StreamClientError(self.invalid or "the client is closed", "connect")
         loop = asyncio.get_running_loop()
         now = loop.time()
         while self.idle:
