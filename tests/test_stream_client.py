@@ -9,6 +9,7 @@ import pytest
 
 from conftest import free_port
 from xiajiao import StreamClientError, stream_client
+from xiajiao.gateway.wire import StreamClient
 
 
 class RawServer:
@@ -197,3 +198,61 @@ async def test_a_wrong_base_url_fails_each_request_as_a_connect_error(base_url):
     with pytest.raises(StreamClientError) as info:
         await collect(client)
     assert info.value.kind == "connect"
+
+
+def _tls_files(folder):
+    """A CA and a certificate for 127.0.0.1 / localhost signed by it (PEM files in ``folder``)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return folder / "ca.pem", folder / "cert.pem"
+
+
+async def test_tls_streams_with_a_trusted_certificate_and_refuses_an_unknown_one(tmp_path):
+    import ssl
+
+    pytest.importorskip("cryptography")  # comes with mcp (pyjwt[crypto])
+    ca, cert = _tls_files(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert)
+    events = chunked(b"data: secure\n\n")
+    srv = RawServer(([SSE_HEAD, *events], False), ([SSE_HEAD, *events], False))
+    server = await asyncio.start_server(srv._serve, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        trusting = StreamClient(f"https://localhost:{port}/v1", ssl_context=ssl.create_default_context(cafile=str(ca)))
+        assert await collect(trusting) == (200, ["secure"])
+        assert await collect(trusting) == (200, ["secure"])
+        assert srv.connections == 1  # kept alive over TLS too
+        head = srv.requests[0][0]
+        assert f"Host: localhost:{port}".encode() in head
+        await trusting.aclose()
+        default = stream_client(f"https://localhost:{port}/v1")  # the shared context does not know the test CA
+        with pytest.raises(StreamClientError) as info:
+            await collect(default)
+        assert info.value.kind == "connect"
+    finally:
+        server.close()

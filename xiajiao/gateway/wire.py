@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import zlib
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
@@ -347,7 +348,7 @@ class StreamClient:
     """One base URL's connections (see the module docstring)."""
 
     def __init__(self, base_url: str, *, headers: dict[str, str] | None = None, max_keepalive: int = 50,
-                 keepalive_expiry: float = 5.0):
+                 keepalive_expiry: float = 5.0, ssl_context: ssl.SSLContext | None = None):
         url = urlsplit(base_url.rstrip("/"))
         # a wrong base URL fails each request as a connection error (as it did through httpx), not the start
         try:
@@ -368,6 +369,7 @@ class StreamClient:
         self.keepalive_expiry = keepalive_expiry
         self.idle: list[_Conn] = []
         self.closed = False
+        self.ssl_context = ssl_context  # None: the shared verifying context
 
     def request_head(self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None) -> bytes:
         fields = dict(self.base_headers)
@@ -396,7 +398,7 @@ class StreamClient:
         try:
             async with asyncio.timeout(timeout):
                 await loop.create_connection(lambda: conn, self.host, self.port,
-                                             ssl=default_ssl_context() if self.tls else None,
+                                             ssl=(self.ssl_context or default_ssl_context()) if self.tls else None,
                                              server_hostname=self.host if self.tls else None)
         except TimeoutError:
             conn.close()
