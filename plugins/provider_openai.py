@@ -1,53 +1,56 @@
 """Model provider: any OpenAI-compatible chat completions API (OpenAI, DeepSeek, Qwen, GLM,
 Kimi, MiniMax, Ollama, vLLM, OpenRouter …).
 
-It speaks the protocol with a pooled ``httpx`` client (``xiajiao.pooled_client``) and
-``httpx-sse`` for the event stream.
+It speaks the protocol with the core's lean streaming HTTP/1.1 client (``xiajiao.stream_client``:
+keep-alive connections per base URL, the event stream's ``data:`` lines).
 The vendor's ``openai`` client was measured first: it builds a pydantic model per streamed
 chunk (~0.4 ms each) and re-validates the whole history on every request, which alone
-exceeds the engine's per-reply budget; the wire format it would parse is four fields.
+exceeds the engine's per-reply budget; the wire format it would parse is four fields. The
+pooled ``httpx`` client with ``httpx-sse`` came next: ~3 ms of CPU per reply in request building,
+the pool and per-line event objects (docs/benchmarks.md).
 """
 from __future__ import annotations
 
 import json
+import zlib
 
-import httpx
-from httpx_sse import SSEError, aconnect_sse
-
-from xiajiao import (ChatRequest, ProviderConfig, ProviderError, ProviderKind, TextDelta, Timeouts, ToolCall,
-                     ToolCallsDone, Usage, env_provider_configs, env_provider_settings, hookimpl, pooled_client)
+from xiajiao import (ChatRequest, ProviderConfig, ProviderError, ProviderKind, StreamClientError, TextDelta, Timeouts,
+                     ToolCall, ToolCallsDone, Usage, env_provider_configs, env_provider_settings, hookimpl,
+                     stream_client)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store", "Content-Type": "application/json"}
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(headers: dict[str, str]) -> float | None:
+    value = headers.get("retry-after")
     try:
         return float(value) if value is not None else None
     except ValueError:
         return None
 
 
-def status_error(response: httpx.Response, model: str) -> ProviderError:
-    status = response.status_code
+def status_error(status: int, headers: dict[str, str], body: bytes, model: str) -> ProviderError:
     retryable = status == 429 or status >= 500
     detail = ""
     try:
-        body = response.json()
-        detail = (body.get("error") or {}).get("message", "") if isinstance(body, dict) else ""
-    except ValueError:
+        parsed = json.loads(body)
+        detail = (parsed.get("error") or {}).get("message", "") if isinstance(parsed, dict) else ""
+        detail = detail if isinstance(detail, str) else str(detail)
+    except (ValueError, AttributeError):
         pass
     message = f"Model {model!r}: HTTP {status} from the provider" + (f" ({detail[:200]})" if detail and status < 500
                                                                        and status not in (401, 403) else "")
     return ProviderError(message, "rate_limited" if status == 429 else "provider_http_error", retryable=retryable,
-                         retry_after=_retry_after(response) if retryable else None,
+                         retry_after=_retry_after(headers) if retryable else None,
                          extra={"httpStatus": status, "detail": detail[:300]})
 
 
 def transport_error(exc: Exception, model: str) -> ProviderError:
-    if isinstance(exc, httpx.TimeoutException):
+    kind = getattr(exc, "kind", "")
+    if kind == "timeout":
         return ProviderError(f"Model {model!r}: the provider timed out", "timeout", retryable=True)
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, StreamClientError):  # cannot connect, cut off, or not HTTP
         return ProviderError(f"Model {model!r}: cannot reach the provider", "connection_error", retryable=True)
     return ProviderError(f"Model {model!r}: unreadable reply ({type(exc).__name__})", "bad_stream", retryable=True)
 
@@ -73,7 +76,7 @@ class OpenAIProvider:
         self.config = config
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         # one client (and connection pool) per configuration; retries are the gateway's job
-        self.http = pooled_client((config.base_url or DEFAULT_BASE_URL).rstrip("/"), headers=headers)
+        self.http = stream_client((config.base_url or DEFAULT_BASE_URL).rstrip("/"), headers=headers)
 
     async def stream(self, request: ChatRequest, *, timeouts: Timeouts):
         body: dict = {"model": request.model, "messages": wire_messages(request), "stream": True}
@@ -85,22 +88,22 @@ class OpenAIProvider:
             body["max_tokens"] = request.max_tokens
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         calls: dict[int, dict] = {}
-        timeout = httpx.Timeout(timeouts.idle, connect=timeouts.connect)
         try:
-            async with aconnect_sse(self.http, "POST", "/chat/completions", json=body, timeout=timeout) as source:
-                if source.response.status_code >= 400:
-                    await source.response.aread()
-                    raise status_error(source.response, request.model)
-                kind = source.response.headers.get("content-type", "").split(";")[0].strip()
+            async with self.http.open("POST", "/chat/completions", body=payload, headers=SSE_HEADERS,
+                                      connect_timeout=timeouts.connect, read_timeout=timeouts.idle) as response:
+                if response.status >= 400:
+                    raise status_error(response.status, response.headers, await response.read(), request.model)
+                kind = response.headers.get("content-type", "").split(";")[0].strip()
                 if kind != "text/event-stream":
                     raise ProviderError(f"Model {request.model!r}: the provider answered HTTP "
-                                        f"{source.response.status_code} with {kind or 'no content type'}, not an event "
+                                        f"{response.status} with {kind or 'no content type'}, not an event "
                                         "stream (is the base URL right?)", "not_a_stream")
-                async for event in source.aiter_sse():
-                    if event.data == "[DONE]":
+                async for data in response.sse_data():
+                    if data == "[DONE]":
                         continue  # read to the end, so the connection goes back to the pool
-                    chunk = json.loads(event.data)
+                    chunk = json.loads(data)
                     if not isinstance(chunk, dict):
                         raise ValueError("a chunk is not an object")
                     if chunk.get("error"):
@@ -125,7 +128,7 @@ class OpenAIProvider:
                         slot["arguments"] += fn.get("arguments") or ""
         except ProviderError:
             raise
-        except (httpx.HTTPError, SSEError, ValueError) as exc:
+        except (StreamClientError, ValueError, zlib.error) as exc:
             raise transport_error(exc, request.model) from exc
         if calls:
             yield ToolCallsDone([ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"])
@@ -134,13 +137,15 @@ class OpenAIProvider:
     async def list_models(self) -> list[str]:
         """The model ids the provider's ``GET /models`` lists."""
         try:
-            resp = await self.http.get("/models", timeout=15.0)
-        except httpx.HTTPError as exc:
+            async with self.http.open("GET", "/models", headers={"Accept": "application/json"}, connect_timeout=15.0,
+                                      read_timeout=15.0) as response:
+                body = await response.read()
+        except (StreamClientError, zlib.error) as exc:
             raise transport_error(exc, "(model list)") from exc
-        if resp.status_code >= 400:
-            raise status_error(resp, "(model list)")
+        if response.status >= 400:
+            raise status_error(response.status, response.headers, body, "(model list)")
         try:
-            data = resp.json().get("data") or []
+            data = json.loads(body).get("data") or []
         except (ValueError, AttributeError) as exc:
             raise transport_error(exc, "(model list)") from exc
         return sorted({str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")})

@@ -238,3 +238,13 @@ async def test_a_plugin_can_register_a_provider_kind(tmp_path, fake_llm):
     async with running_app(make_settings(tmp_path, default_model="echo/e1"), plugins=[Plugin()]) as app:
         text = await app.xj.engine.complete({"id": "x", "model": ""}, [ChatMessage("user", "hi")])
     assert text == "echo:hi"
+
+
+async def test_openai_stream_left_midway_closes_its_connection_and_a_finished_one_is_kept(fake_llm, openai_provider):
+    fake_llm.script(Reply(text="abcdef", chunks=6, hang_after=2), Reply(text="ok", chunks=1))
+    events = openai_provider.stream(req(), timeouts=TIMEOUTS)
+    assert await events.__anext__() == TextDelta("a")
+    await events.aclose()  # the Stop button: the gateway closes the provider's stream
+    assert openai_provider.http.idle == []
+    assert texts(await collect(openai_provider, req())) == "ok"
+    assert len(openai_provider.http.idle) == 1  # read to its end: back in the pool for the next call

@@ -16,6 +16,7 @@ from .settings import Setting  # noqa: E402
 from .engine.mentions import find_mentions  # noqa: E402
 from .gateway import env_provider_configs, env_provider_settings  # noqa: E402
 from .gateway.http import pooled_client  # noqa: E402
+from .gateway.wire import StreamClientError, stream_client  # noqa: E402
 from .safejson import check_text  # noqa: E402
 from .auth import authorized_channel, requires  # noqa: E402
 from .addresses import check_url as check_public_url, parse_allowed as parse_allowed_hosts  # noqa: E402
@@ -35,7 +36,8 @@ from .services import (ask_agent, channel_has_agent, channel_people, complete, f
                        read_plugin_data, run_turn, transcript, write_plugin_data)
 
 __all__ = [
-    "__version__", "hookimpl", "Setting", "find_mentions", "pooled_client", "env_provider_settings",
+    "__version__", "hookimpl", "Setting", "find_mentions", "pooled_client", "stream_client", "StreamClientError",
+    "env_provider_settings",
     "env_provider_configs",
     "Actor", "ChatMessage", "ChatRequest", "Embedder", "Image", "Pack", "Parser", "Persona", "Prompt", "Provider",
     "ProviderConfig", "ProviderKind", "TextDelta", "Timeouts", "Tool", "ToolCall", "ToolCallsDone", "ToolContext",

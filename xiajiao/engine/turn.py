@@ -57,7 +57,8 @@ class Turn:
     stopped: bool = False
     task: asyncio.Task | None = None  # the task awaiting the turn
     loop: asyncio.Future | None = None  # the model-tool loop (cancelled to stop the turn)
-    last_save: float = 0.0
+    # the first partial save comes PARTIAL_SAVE_SECONDS into the turn: a reply done sooner costs no extra write
+    last_save: float = field(default_factory=time.monotonic)
     tool_rounds: int = 0
     pending: list[str] = field(default_factory=list)  # text not yet published (coalescing)
     last_flush: float = 0.0
