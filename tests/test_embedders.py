@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -119,3 +120,30 @@ async def test_openai_embedder_never_imports_the_openai_sdk(tmp_path, fake_llm):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+async def test_e5_batches_give_each_text_the_vector_it_gets_alone():
+    e = E5Small()
+    texts = ["Deploy Xiajiao with Docker Compose and keep the data folder on a volume.",
+             "使用 Docker Compose 部署虾饺，数据目录挂载为卷。",
+             "A recipe for apple pie",
+             "部署 › 备份\n每天凌晨备份 data 目录，保留七天。 Backups run nightly and are kept for seven days.",
+             ""]
+    alone = [(await e.embed([t]))[0] for t in texts]
+    together = await e.embed(texts)
+    assert [round(cosine(a, b), 4) for a, b in zip(alone, together)] == [1.0] * len(texts)
+    assert max(abs(x - y) for a, b in zip(alone, together) for x, y in zip(a, b)) < 1e-4
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_e5_threads_sleep_while_they_wait_unless_told_otherwise(given, expected):
+    # the OpenMP runtime reads OMP_WAIT_POLICY once, when the engine loads: a process of its own
+    code = ("import asyncio, os; from plugins.embedders import E5Small; e = E5Small(); "
+            "v = asyncio.run(e.embed(['部署虾饺 with Docker'])); "
+            "print(os.environ.get('OMP_WAIT_POLICY'), len(v[0]))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env=env).stdout.split()
+    assert out == [expected, "384"]

@@ -137,6 +137,29 @@ async def test_queries_are_answered_while_a_large_document_indexes_and_go_before
         assert embedder.calls[mark:] == [("passage", 4)] * 9
 
 
+async def test_a_bulk_call_is_cut_in_the_embedders_batches_and_a_question_goes_between_them():
+    from xiajiao import embed
+
+    embedder = Gated()
+    embedder.batch = 2  # a local model's own batch: an indexing batch of 6 texts is embedded in 3 parts
+    embedder.bulk_gate.clear()
+    texts = [f"paragraph {i}" for i in range(6)]
+    bulk = asyncio.ensure_future(embed(embedder, texts, kind="passage", bulk=True))
+    await until(lambda: "passage" in embedder.running, "the first part")
+    embedder.query_gate.clear()
+    asking = asyncio.ensure_future(embed(embedder, ["a question"], kind="query"))
+    await until(lambda: "query" in embedder.running, "the question to be embedding")
+    embedder.bulk_gate.set()  # the first part finishes; the second waits for the question
+    for _ in range(20):
+        await asyncio.sleep(0.005)
+    assert embedder.calls == [("passage", 2), ("query", 1)] and not bulk.done()
+    embedder.query_gate.set()
+    assert len(await asyncio.wait_for(asking, 10)) == 1
+    vectors = await asyncio.wait_for(bulk, 10)
+    assert embedder.calls == [("passage", 2), ("query", 1), ("passage", 2), ("passage", 2)]
+    assert vectors == await embedder.embed(texts)  # the parts' vectors in the texts' order
+
+
 async def _written(client, doc_id: str, chunks: int) -> dict | None:
     doc = await document_state(client, "agent_kb", doc_id)
     return doc if doc["chunks"] >= chunks else None

@@ -83,14 +83,22 @@ async def embed(embedder: Any, texts: Sequence[str], *, kind: str = "passage", b
     text's vector is cached per (kind, text), and equal texts asked at the same time share one
     call, so a turn's question is embedded once for memory and knowledge together. Bulk calls
     (``bulk=True``: indexing, rebuilding) run one at a time per embedder, and each waits until no
-    interactive call is in flight, so a large document never delays a query or a turn.
+    interactive call is in flight, so a large document never delays a query or a turn. A bulk call
+    is cut into the embedder's own ``batch`` (when it has one) and waits again before each part: a
+    local model that takes seconds per indexing batch shares the cores with a question for one
+    small part at most, never for the whole batch.
     """
     lane = _lane(embedder)
     if bulk:
+        texts = list(texts)
+        size = max(1, int(getattr(embedder, "batch", 0) or len(texts) or 1))
+        out: list = []
         async with lane.bulk:
-            while not lane.idle.is_set():
-                await lane.idle.wait()
-            return await embedder.embed(list(texts), kind=kind)
+            for i in range(0, len(texts), size):
+                while not lane.idle.is_set():
+                    await lane.idle.wait()
+                out.extend(await embedder.embed(texts[i:i + size], kind=kind))
+        return out
     key = (kind, texts[0]) if len(texts) == 1 else None
     if key is not None:
         hit = lane.cache.get(key)
