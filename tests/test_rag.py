@@ -127,6 +127,47 @@ async def test_chunks_are_small_and_parents_give_context(tmp_path):
         assert len(covered) >= 0.9 * len("".join(text.split()))
 
 
+async def test_the_vector_half_embeds_the_title_and_the_keyword_half_the_whole_heading_path(tmp_path):
+    from plugins.rag.store import INDEX, vector_text
+    from xiajiao import active_embedder, embed
+
+    async def check(app, agent_id: str) -> None:
+        db = await app.xj.workspace_db(agent_id, "rag.db")
+        rows = await db.fetchall("SELECT c.id, c.text, p.heading FROM chunks c JOIN parents p ON p.id = c.parent_id "
+                                 "WHERE p.heading LIKE '% › % › %' ORDER BY c.position")
+        assert len(rows) >= 3
+        embedder = await active_embedder(app.xj)
+        for r in rows[:3]:
+            title, _, section = r["heading"].partition(" › ")
+            body = r["text"][len(r["heading"]) + 1:]
+            assert vector_text(r["text"]) == f"{title}\n{body}"
+            short, full = await embed(embedder, [f"{title}\n{body}", r["text"]], kind="passage")
+            sims = await db.run_read(lambda conn, r=r, v=short: INDEX.similarities_sync(conn, [r["id"]], v))
+            assert sims[r["id"]] > 0.9999
+            sims = await db.run_read(lambda conn, r=r, v=full: INDEX.similarities_sync(conn, [r["id"]], v))
+            assert sims[r["id"]] < 0.9999
+            words = section.split(" › ")[-1].split()[0]
+            hits = await db.fetchall("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?", (f'"{words}"',))
+            assert r["id"] in {h["rowid"] for h in hits}  # the section's words stay in the keyword half
+
+    text = "# Guide\n\n## Install\n\n### Docker\n\nRun the image.\n\n### Source\n\nClone and build.\n\n" \
+           "## Backups\n\n### Nightly\n\nA copy every night.\n"
+    async with running_app(make_settings(tmp_path, embedder="hash")) as app:
+        agent = await add_agent(app, "agent_kb", knowledge=1)
+        owner = app.test_client()
+        await login(owner)
+        await ingest(owner, agent["id"], "guide.md", text.encode())
+        await check(app, "agent_kb")
+    async with running_app(make_settings(tmp_path, embedder="hash64"), plugins=[Hash64]) as app:
+        owner = app.test_client()
+        await login(owner)
+        await ask(owner, "agent_kb", "docker")  # the switch rebuilds the vectors the same way
+        await settle()
+        await check(app, "agent_kb")
+    assert vector_text("Guide\nno path line") == "Guide\nno path line"
+    assert vector_text("a › b") == "a › b"
+
+
 @pytest.mark.parametrize("name, content_type, data, parser", [
     ("notes.txt", "text/plain", "部署流程：先构建镜像，再推送。".encode("gb18030"), "text"),
     ("page.html", "text/html", b"<html><head><style>p{}</style><script>x()</script></head>"

@@ -142,13 +142,14 @@ async def embed(embedder: Any, texts: Sequence[str], *, kind: str = "passage", b
 
 class VectorIndex:
     """One ``vec0`` table (``table``) of a database holding a vector per row of ``rows``
-    (its rowid = the row's ``id``), embedded from the column ``text``."""
+    (its rowid = the row's ``id``), embedded from the column ``text`` (through ``passage`` when given)."""
 
-    def __init__(self, table: str, rows: str, text: str):
+    def __init__(self, table: str, rows: str, text: str, *, passage: Callable[[str], str] | None = None):
         for name in (table, rows, text):
             if not _IDENT.match(name):
                 raise ValueError(f"bad identifier {name!r}")
         self.table = table
+        self.passage = passage  # what of a row's text is embedded (None: all of it)
         self.source = f"SELECT id, {text} AS text FROM {rows} WHERE id > ? ORDER BY id LIMIT ?"
         self.count = f"SELECT COUNT(*) AS n FROM {rows}"
         # (embedder, dim) each open database's table is known to be ready for; only ``ensure``
@@ -214,7 +215,9 @@ class VectorIndex:
             rows = await db.fetchall(self.source, (last, batch))
             if not rows:
                 break
-            vectors = await embed(embedder, [r["text"] for r in rows], kind="passage", bulk=True)
+            texts = [r["text"] for r in rows]
+            vectors = await embed(embedder, [self.passage(t) for t in texts] if self.passage else texts,
+                                  kind="passage", bulk=True)
             pairs = [(r["id"], v) for r, v in zip(rows, vectors)]
             await db.run_write(lambda conn, pairs=pairs: self.write(conn, pairs))
             last = rows[-1]["id"]

@@ -3,7 +3,8 @@
     python -m bench.retrieval.embedder [FOLDER] [--sample 64] [--modes one,b8,b64]
 
 Chunks a folder of Markdown pages exactly as indexing does (default settings: contextual chunks,
-heading sections), counts the tokens the model is fed, then embeds a spread sample of the chunks
+heading sections; the text embedded, its heading path shortened to the title), counts the tokens
+the model is fed, then embeds a spread sample of the chunks
 one at a time (``one``) and in batches (``bN``; ``sN`` sorts the sample by length first) and
 reports tokens per CPU-second (the figure that does not depend on the machine's load) and per
 wall second, with the time the whole folder would need at that pace.
@@ -21,12 +22,12 @@ from .indexing import DEFAULT
 
 
 def chunks_of(folder: Path) -> list[str]:
-    from plugins.rag.store import plan, title_of
+    from plugins.rag.store import plan, title_of, vector_text
 
     out: list[str] = []
     for page in sorted(folder.rglob("*.md")):
         text = page.read_text(encoding="utf-8")
-        out += [c[2] for c in plan(text, 800, 200, title=title_of(text, page.name))[1]]
+        out += [vector_text(c[2]) for c in plan(text, 800, 200, title=title_of(text, page.name))[1]]
     return out
 
 
