@@ -11,10 +11,8 @@ its arguments; agents call it like any tool.
 from __future__ import annotations
 
 import json
-import os
 import re
 import string
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -22,7 +20,7 @@ import httpx
 from quart import Blueprint, current_app, jsonify, request
 
 from xiajiao import (BadRequest, Conflict, NotFound, Setting, Tool, check_public_url, hookimpl,
-                     parse_allowed_hosts, requires)
+                     parse_allowed_hosts, read_plugin_data, requires, write_plugin_data)
 
 bp = Blueprint("http_tools", __name__)
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
@@ -39,23 +37,15 @@ def register_settings(register):
                      "though they resolve to loopback or private addresses."))
 
 
-def _file(app: Any) -> Path:
-    return app.data_dir / "plugins" / "http_tools.json"
+FILE = "http_tools"  # data/plugins/http_tools.json
 
 
 def load(app: Any) -> dict[str, dict]:
-    path = _file(app)
-    if not path.exists():
-        return {}
-    return {d["name"]: d for d in json.loads(path.read_text(encoding="utf-8"))}
+    return {d["name"]: d for d in read_plugin_data(app, FILE, [])}
 
 
 def save(app: Any, defs: dict[str, dict]) -> None:
-    path = _file(app)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(list(defs.values()), ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_plugin_data(app, FILE, list(defs.values()))
 
 
 def placeholders(url: str) -> list[str]:

@@ -101,15 +101,13 @@ async def prepare_prompt(app, prompt, agent, message):
     if text:
         prompt.add("Knowledge", "Passages from your knowledge base; cite them as [n] when you use them.\n\n" + text,
                    priority=55)
-        message_id = (message or {}).get("id")
-        if isinstance(message_id, str) and message_id:  # the reply's [n] markers open these passages
-            given = [r for n, r in enumerate(results, 1) if text.startswith(f"[{n}] ") or f"\n\n[{n}] " in text]
-            app.spawn(store.record_citations(app, agent["id"], message_id, given), name=f"citations:{agent['id']}")
     else:
         prompt.add("Knowledge", NOTHING_FOUND, priority=55)
-        message_id = (message or {}).get("id")
-        if isinstance(message_id, str) and message_id:  # an earlier answer's numbers no longer hold
-            app.spawn(store.record_citations(app, agent["id"], message_id, []), name=f"citations:{agent['id']}")
+    message_id = (message or {}).get("id")
+    if isinstance(message_id, str) and message_id:
+        # the reply's [n] markers open these passages (none given: an earlier answer's numbers no longer hold)
+        given = [r for n, r in enumerate(results, 1) if text.startswith(f"[{n}] ") or f"\n\n[{n}] " in text]
+        app.spawn(store.record_citations(app, agent["id"], message_id, given), name=f"citations:{agent['id']}")
 
 
 NOTHING_FOUND = ("Your knowledge base has nothing relevant to this message. If it asks about your documents, say "

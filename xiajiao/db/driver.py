@@ -247,18 +247,15 @@ class _Worker:
             loop, future, fn, arg = item
             if future.cancelled():  # as an executor does: work not started when its caller gave up is skipped
                 continue
+            result, error = None, None
             try:
                 result = fn(arg)
             except BaseException as exc:  # handed to the awaiting task, which re-raises it
-                try:
-                    loop.call_soon_threadsafe(_settle, future, None, exc)
-                except RuntimeError:  # the loop is closed: nobody waits any more
-                    pass
-            else:
-                try:
-                    loop.call_soon_threadsafe(_settle, future, result, None)
-                except RuntimeError:
-                    pass
+                error = exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
 
     def submit(self, fn: Callable[[Any], T], arg: Any) -> "asyncio.Future[T]":
         loop = asyncio.get_running_loop()
