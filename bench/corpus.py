@@ -73,13 +73,15 @@ class TextMaker:
         return " ".join(self.rng.choice(self.pool) for _ in range(self.rng.randint(1, 3)))
 
     def document(self, nbytes: int) -> str:
-        """Paragraphs of sentences until the UTF-8 text has about ``nbytes`` bytes."""
-        out, size = [], 0
-        while size < nbytes:
+        """Paragraphs of sentences up to ``nbytes`` bytes of UTF-8 (never more: 10 MB must fit a 10 MB limit)."""
+        out, size = [], -2
+        while True:
             para = " ".join(self.rng.choice(self.pool) for _ in range(self.rng.randint(3, 8)))
+            grown = size + 2 + len(para.encode("utf-8"))
+            if grown > nbytes:
+                return "\n\n".join(out)
             out.append(para)
-            size += len(para.encode("utf-8")) + 2
-        return "\n\n".join(out)
+            size = grown
 
 
 def english_word_counts() -> Counter:

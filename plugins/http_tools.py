@@ -16,7 +16,6 @@ import string
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from quart import Blueprint, current_app, jsonify, request
 
 from xiajiao import (BadRequest, Conflict, NotFound, Setting, Tool, check_public_url, hookimpl,
@@ -130,6 +129,7 @@ def make_tool(definition: dict) -> Tool:
 
 
 async def call(app: Any, d: dict, args: dict) -> dict:
+    import httpx  # loaded once serving (xiajiao.server.warm_up), not at start
     from jsonschema import Draft202012Validator
 
     errors = sorted(Draft202012Validator(d["parameters"]).iter_errors(args), key=lambda e: list(e.path))

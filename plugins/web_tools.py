@@ -11,8 +11,6 @@ import asyncio
 from typing import Any
 from urllib.parse import urljoin
 
-import httpx
-
 from xiajiao import BadRequest, SearchBackend, Setting, Tool, check_public_url, hookimpl, parse_allowed_hosts
 
 TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "text/markdown", "application/json",
@@ -42,6 +40,7 @@ def _allowed(app: Any) -> set[str]:
 async def fetch(app: Any, url: str, *, method: str = "GET", data: dict | None = None,
                 accept: str = "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5") -> tuple[str, str, bytes]:
     """Download ``url`` (following checked redirects); returns (final url, content type, body)."""
+    import httpx  # loaded once serving (xiajiao.server.warm_up), not at start
     s = app.settings
     limit = s.web_fetch_max_bytes
     async with asyncio.timeout(s.web_timeout):
@@ -80,6 +79,8 @@ def readable(body: bytes, ctype: str, url: str) -> tuple[str, str]:
 
 
 async def web_fetch(args: dict, ctx) -> dict:
+    import httpx  # loaded once serving (xiajiao.server.warm_up), not at start
+
     url = str(args.get("url") or "").strip()
     if not url:
         raise BadRequest("'url' is required", "missing_url")
@@ -158,6 +159,8 @@ def pick_backend(app: Any) -> SearchBackend:
 
 
 async def web_search(args: dict, ctx) -> dict:
+    import httpx  # loaded once serving (xiajiao.server.warm_up), not at start
+
     query = str(args.get("query") or "").strip()
     if not query:
         raise BadRequest("'query' is required", "missing_query")

@@ -15,7 +15,7 @@ from .plugins import hookimpl  # noqa: E402
 from .settings import Setting  # noqa: E402
 from .engine.mentions import find_mentions  # noqa: E402
 from .gateway import env_provider_configs, env_provider_settings  # noqa: E402
-from .gateway.http import pooled_client  # noqa: E402
+from .gateway.net import pooled_client  # noqa: E402
 from .gateway.wire import StreamClientError, stream_client  # noqa: E402
 from .safejson import check_text  # noqa: E402
 from .auth import authorized_channel, requires  # noqa: E402

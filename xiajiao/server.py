@@ -117,13 +117,14 @@ def watch_loop(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
 
 def warm_up() -> None:
     """What would otherwise run inside the event loop on first use, done in a worker thread once serving:
-    the shared TLS context (CA bundle) and modules imported lazily by libraries on their first call."""
+    the shared TLS context (CA bundle), the HTTP client stack (kept out of the start: see
+    ``xiajiao.gateway.net``) and modules imported lazily by libraries on their first call."""
     import importlib
 
-    from .gateway.http import default_ssl_context
+    from .gateway.net import default_ssl_context
 
     default_ssl_context()
-    for name in ("sniffio", "anyio._backends._asyncio"):
+    for name in ("xiajiao.gateway.http", "sniffio", "anyio._backends._asyncio"):
         try:
             importlib.import_module(name)
         except ImportError:  # not installed: then nobody imports it on first use either

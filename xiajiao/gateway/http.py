@@ -8,13 +8,14 @@ asyncio stream already knows (buffered data or EOF), so this backend answers for
 from __future__ import annotations
 
 import asyncio
-import functools
 import socket
 import ssl
 from typing import Any, Iterable
 
 import httpcore
 import httpx
+
+from .net import default_ssl_context
 
 
 class _Reader(asyncio.StreamReader):
@@ -128,13 +129,6 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-
-
-@functools.lru_cache(maxsize=1)
-def default_ssl_context() -> ssl.SSLContext:
-    """The verifying TLS context every pooled client shares: loading the CA bundle takes tens of ms,
-    so it is built once (``xiajiao.server`` builds it in a worker thread once serving), not per client."""
-    return httpx.create_ssl_context()
 
 
 def pooled_client(base_url: str, *, headers: dict[str, str] | None = None, max_connections: int = 200,

@@ -25,7 +25,7 @@ import zlib
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
-from .http import default_ssl_context
+from .net import default_ssl_context
 
 _MAX_HEAD = 64 * 1024
 _PAUSE_AT = 4 * 2 ** 20  # unread bytes at which reading pauses until the consumer catches up
