@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, make_settings
 from xiajiao.gateway.http import AsyncioBackend, pooled_client
 
 PRIVATE = re.compile(r"\._(execute|conn|thread|buffer|waiters)\b")
@@ -105,3 +105,23 @@ def test_the_start_imports_no_http_client_and_the_warm_up_does(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-2:] == ["[]", "['httpcore', 'httpx']"]
+
+
+async def test_urls_built_from_lazily_compiled_routes_match_werkzeugs(tmp_path):
+    """The routes' URL builders compile on first use (xiajiao.quart_app.LazyBuildRule): same URLs."""
+    from werkzeug.routing import Map, Rule
+
+    from xiajiao.app import create_app
+    from xiajiao.quart_app import LazyBuildRule
+
+    app = create_app(make_settings(tmp_path))
+    assert all(isinstance(r, LazyBuildRule) for r in app.url_map.iter_rules())
+    plain = Map([Rule(r.rule, endpoint=r.endpoint, methods=r.methods, websocket=r.websocket) for r in app.url_map.iter_rules()])
+    ours, theirs = app.url_map.bind("example.org"), plain.bind("example.org")
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        values = {name: "7" for name in rule.arguments}  # fits every converter the routes use
+        values_plus = {**values, "q": "a b/é"}  # an unknown value goes to the query string
+        assert ours.build(rule.endpoint, values_plus) == theirs.build(rule.endpoint, values_plus)
+        checked += bool(rule.arguments)
+    assert checked > 20
