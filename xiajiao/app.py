@@ -14,7 +14,7 @@ from quart import g, jsonify, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, auth, chat, safejson
+from . import __version__, auth, chat, jsonio, safejson
 from .bodies import BoundedRequest
 from .openapi import XiajiaoOpenAPI
 from .db import Database, WorkspaceDatabases, migrations_from_dir
@@ -111,6 +111,11 @@ def _client_json(app: XiajiaoApp) -> None:
     class ClientJSON(type(app.json)):  # type: ignore[misc]  # subclass whatever provider quart-schema set
         def loads(self, s: str | bytes, **kwargs: Any) -> Any:
             return safejson.loads(s)
+
+        def dumps(self, obj: Any, **kwargs: Any) -> str:
+            if set(kwargs) <= {"separators"}:  # the compact responses (indented in debug mode: as before)
+                return jsonio.dumps(obj, default=self.default)
+            return super().dumps(obj, **kwargs)
 
     app.json = ClientJSON(app)
     app.json.ensure_ascii = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from . import jsonio
 from . import text as textmod
 from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .ids import new_id, now_iso
@@ -16,9 +17,11 @@ MESSAGE_TYPES = ("text", "image", "file", "tool_call", "tool_result")
 
 def message_json(row: dict) -> dict:
     meta = row.get("metadata") or "{}"
-    if isinstance(meta, str):
+    if meta == "{}":
+        meta = {}
+    elif isinstance(meta, str):
         try:
-            meta = json.loads(meta)
+            meta = jsonio.loads(meta)
         except ValueError:
             meta = {}
     out = {

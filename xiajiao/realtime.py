@@ -10,13 +10,13 @@ the others, and one that overflows is told to resync and dropped.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import jsonio
 from .errors import Unauthorized
 from .models import Actor
 
@@ -24,7 +24,7 @@ log = logging.getLogger("xiajiao.realtime")
 
 
 def encode(frame: dict) -> str:
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    return jsonio.dumps(frame)
 
 
 @dataclass
