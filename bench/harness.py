@@ -97,7 +97,9 @@ class Server:
         self.cold_start_ms: float | None = None
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("XIAJIAO_")},
+            # a user's machine keeps the byte-code it compiled: a sandbox that forbids writing it would
+            # make every start compile the project's sources again
+            **{k: v for k, v in os.environ.items() if not k.startswith("XIAJIAO_") and k != "PYTHONDONTWRITEBYTECODE"},
             "XIAJIAO_DATA_DIR": str(self.data_dir),
             "XIAJIAO_PORT": str(self.port),
             "XIAJIAO_OWNER_PASSWORD": PASSWORD,
