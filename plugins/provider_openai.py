@@ -12,7 +12,6 @@ the pool and per-line event objects (docs/benchmarks.md).
 from __future__ import annotations
 
 import json
-import zlib
 
 from xiajiao import (ChatRequest, ProviderConfig, ProviderError, ProviderKind, StreamClientError, TextDelta, Timeouts,
                      ToolCall, ToolCallsDone, Usage, env_provider_configs, env_provider_settings, hookimpl,
@@ -50,7 +49,7 @@ def transport_error(exc: Exception, model: str) -> ProviderError:
     kind = getattr(exc, "kind", "")
     if kind == "timeout":
         return ProviderError(f"Model {model!r}: the provider timed out", "timeout", retryable=True)
-    if isinstance(exc, StreamClientError):  # cannot connect, cut off, or not HTTP
+    if isinstance(exc, StreamClientError) and kind != "body":  # cannot connect, cut off, or not HTTP
         return ProviderError(f"Model {model!r}: cannot reach the provider", "connection_error", retryable=True)
     return ProviderError(f"Model {model!r}: unreadable reply ({type(exc).__name__})", "bad_stream", retryable=True)
 
@@ -128,7 +127,7 @@ class OpenAIProvider:
                         slot["arguments"] += fn.get("arguments") or ""
         except ProviderError:
             raise
-        except (StreamClientError, ValueError, zlib.error) as exc:
+        except (StreamClientError, ValueError) as exc:
             raise transport_error(exc, request.model) from exc
         if calls:
             yield ToolCallsDone([ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"])
@@ -140,7 +139,7 @@ class OpenAIProvider:
             async with self.http.open("GET", "/models", headers={"Accept": "application/json"}, connect_timeout=15.0,
                                       read_timeout=15.0) as response:
                 body = await response.read()
-        except (StreamClientError, zlib.error) as exc:
+        except StreamClientError as exc:
             raise transport_error(exc, "(model list)") from exc
         if response.status >= 400:
             raise status_error(response.status, response.headers, body, "(model list)")

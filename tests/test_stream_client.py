@@ -124,6 +124,36 @@ async def test_a_gzipped_body_is_inflated():
         await client.aclose()
 
 
+BAD_GZIP = [b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: 12\r\n\r\n", b"not gzip at all"[:12]]
+
+
+async def test_a_body_that_does_not_decompress_is_a_body_error_and_its_connection_is_dropped():
+    ok = [SSE_HEAD, *chunked(b"data: 1\n\n")]
+    async with RawServer((BAD_GZIP, False), (ok, False)) as srv:
+        client = stream_client(srv.url)
+        with pytest.raises(StreamClientError) as info:
+            await collect(client)
+        assert info.value.kind == "body"
+        assert await collect(client) == (200, ["1"])
+        await client.aclose()
+    assert srv.connections == 2
+
+
+async def test_the_openai_provider_reports_an_undecompressable_stream_as_bad_stream():
+    import plugins.provider_openai as oai
+    from xiajiao import ChatMessage, ChatRequest, ProviderConfig, ProviderError, Timeouts
+
+    async with RawServer((BAD_GZIP, False)) as srv:
+        provider = oai.OpenAIProvider(ProviderConfig(id="o", kind="openai", base_url=srv.url + "/v1"))
+        with pytest.raises(ProviderError) as info:
+            async for _ in provider.stream(ChatRequest(model="m", messages=[ChatMessage("user", "q")]),
+                                           timeouts=Timeouts(connect=5, first_token=5, idle=5)):
+                pass
+        await provider.aclose()
+    assert (info.value.code, info.value.retryable) == ("bad_stream", True)
+
+
 async def test_a_connection_the_server_closed_while_idle_is_not_reused():
     ok = [SSE_HEAD, *chunked(b"data: 1\n\n")]
     async with RawServer((ok, True), (ok, False)) as srv:

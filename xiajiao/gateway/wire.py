@@ -14,7 +14,7 @@ if a server compresses anyway (none is asked for), TLS with the shared verifying
 connection when a reused one turns out closed before any byte of the answer. What it does not do:
 proxies (the ``httpx`` client it replaces was built with its own transport and so ignored the
 ``*_PROXY`` variables too), HTTP/2, redirects, cookies. Errors are one type,
-:class:`StreamClientError`, whose ``kind`` says ``timeout``, ``connect`` or ``protocol``.
+:class:`StreamClientError`, whose ``kind`` says ``timeout``, ``connect``, ``protocol`` or ``body``.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ _PAUSE_AT = 4 * 2 ** 20  # unread bytes at which reading pauses until the consum
 
 
 class StreamClientError(Exception):
-    """A transport failure: ``kind`` is ``"timeout"``, ``"connect"`` (cannot reach, cut off) or
-    ``"protocol"`` (not HTTP as expected)."""
+    """A transport failure: ``kind`` is ``"timeout"``, ``"connect"`` (cannot reach, cut off),
+    ``"protocol"`` (not HTTP as expected) or ``"body"`` (a compressed body that does not decompress)."""
 
     def __init__(self, message: str, kind: str):
         super().__init__(message)
@@ -180,7 +180,14 @@ class StreamResponse:
                     piece = conn.take()
                 progressed = bool(piece) or len(conn.data) != size or self.complete
             if piece:
-                yield self.inflate.decompress(piece) if self.inflate is not None else piece
+                if self.inflate is None:
+                    yield piece
+                    continue
+                try:
+                    yield self.inflate.decompress(piece)
+                except zlib.error as exc:
+                    self.keepalive = False
+                    raise StreamClientError(f"the body does not decompress ({exc})", "body") from None
             elif self.complete:
                 break
             elif not progressed:
