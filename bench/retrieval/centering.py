@@ -196,6 +196,18 @@ def main() -> None:
                             cl = r[(split, "cross-language")]
                             print(f"{name} | {boost} | {split} | {r[(split, 'all')][0]} | {r[(split, 'all')][1]} | "
                                   f"{cl[0]}/{cl[1]} | {mem[split]}", flush=True)
+    from .reference import PAIRS, RESTATEMENTS, UPDATES
+
+    flat = [t for pair in RESTATEMENTS + UPDATES for t in pair]
+    english = [en for en, _ in PAIRS]
+    for alpha in (0.0, 0.75):
+        v = center(vectors(flat, "passage"), flat, *cent["passage"], alpha, "full")
+        e = center(vectors(english, "passage"), english, *cent["passage"], alpha, "full")
+        sims = [float(v[2 * i] @ v[2 * i + 1]) for i in range(len(flat) // 2)]
+        other = (e @ e.T)[np.triu_indices(len(english), 1)]
+        print(f"merge threshold, alpha {alpha}: restatements {min(sims[:len(RESTATEMENTS)]):.3f}-"
+              f"{max(sims[:len(RESTATEMENTS)]):.3f}, updates up to {max(sims[len(RESTATEMENTS):]):.3f}, "
+              f"unrelated sentences up to {other.max():.3f}")
     if args.write_centroids:
         pz, pe = cent["passage"]
         qz, qe = cent["query"]

@@ -56,3 +56,21 @@ PAIRS: list[tuple[str, str]] = [
     ("The painting shows a boat on a calm sea.", "这幅画画的是平静海面上的一条船。"),
     ("Leaves turn red and gold in October.", "十月里树叶变成了红色和金色。"),
 ]
+
+# The memory merge threshold (memory_dedup_threshold): one fact said twice, and a fact with its update.
+RESTATEMENTS: list[tuple[str, str]] = [
+    ("Tom's sister is a nurse in Boston.", "Tom's sister works as a nurse in Boston."),
+    ("The user prefers short answers.", "The user likes answers to be short."),
+    ("Anna's dog is a black labrador called Max.", "Anna has a black labrador named Max."),
+    ("The office Wi-Fi password changes every month.", "The Wi-Fi password of the office is changed monthly."),
+    ("Paul is vegetarian.", "Paul does not eat meat; he is a vegetarian."),
+    ("The team ships a release every two weeks.", "A new release ships every second week."),
+    ("Maria studies law in Madrid.", "Maria is a law student in Madrid."),
+    ("The printer on the third floor is broken.", "The third-floor printer does not work."),
+]
+UPDATES: list[tuple[str, str]] = [
+    ("Tom's sister lives in Boston.", "Tom's sister moved from Boston to Chicago."),
+    ("The user prefers short answers.", "The user now wants detailed answers with examples."),
+    ("The team ships a release every two weeks.", "The team now ships a release every month."),
+    ("Paul is vegetarian.", "Paul started eating fish again."),
+]
