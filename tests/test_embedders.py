@@ -147,3 +147,40 @@ def test_e5_threads_sleep_while_they_wait_unless_told_otherwise(given, expected)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env=env).stdout.split()
     assert out == [expected, "384"]
+
+
+async def test_e5_vectors_lose_the_language_so_a_question_finds_its_answer_in_the_other_language():
+    # the share of a same-language paraphrase's margin over unrelated passages that the other
+    # language's paraphrase reaches: the model's own vectors keep the language (well below 1),
+    # the centred ones much less of it
+    e = E5Small()
+    questions = ["How many days do I have to return a product?", "Where can I park my car at the office?",
+                 "How long is the warranty of the laptop?"]
+    chinese = ["购买后三十天内可以退货，运费由我们承担。", "员工可以把车停在办公楼地下二层的停车场。", "笔记本电脑享受两年保修。"]
+    english = ["Products can be returned within thirty days of purchase, and we pay the shipping.",
+               "Staff can park in the garage on the second basement level of the office building.",
+               "Laptops come with a two-year warranty."]
+    unrelated = ["The cafeteria serves lunch from noon until two.", "Meeting rooms can be booked in the calendar.",
+                 "New employees get their badge on the first day."]
+
+    def shares(q, zh, en, other):
+        out = []
+        for i, v in enumerate(q):
+            base = sum(cosine(v, o) for o in other) / len(other)
+            out.append((cosine(v, zh[i]) - base) / (cosine(v, en[i]) - base))
+        return out
+
+    centred = shares(await e.embed(questions, kind="query"), *[await e.embed(t) for t in (chinese, english, unrelated)])
+    model = e.model()
+    raw = shares(*[[list(map(float, v)) for v in rows] for rows in
+                   (model.query(questions), model.passage(chinese), model.passage(english), model.passage(unrelated))])
+    assert all(c > r for c, r in zip(centred, raw)), (centred, raw)
+    assert sum(centred) / 3 > sum(raw) / 3 + 0.1, (centred, raw)
+    assert max(raw) < 0.7  # the model alone: the other language reaches under 70 % of the margin
+
+
+def test_e5_has_a_version_so_its_older_vectors_are_rebuilt():
+    from xiajiao.vectors import identity
+
+    assert identity(E5Small()) == "e5-small@centred-1"
+    assert identity(HashEmbedder()) == "hash"

@@ -464,6 +464,41 @@ async def test_switching_embedders_reindexes_with_progress(tmp_path):
         assert frames[-1]["data"]["done"] == doc["chunks"]
 
 
+def versioned(version):
+    """A plugin registering the hash embedder as "hashv" with this ``version`` (None: none)."""
+
+    class Versioned:
+        @hookimpl
+        def register_embedders(register):
+            from plugins.embedders import HashEmbedder
+
+            e = HashEmbedder()
+            e.name = "hashv"
+            if version:
+                e.version = version
+            register(e)
+
+    return Versioned
+
+
+async def test_a_new_version_of_the_same_embedder_rebuilds_its_vectors(tmp_path):
+    async with running_app(make_settings(tmp_path, embedder="hashv"), plugins=[versioned(None)]) as app:
+        agent = await add_agent(app, "agent_kb", knowledge=1)
+        owner = app.test_client()
+        await login(owner)
+        doc = await ingest(owner, agent["id"], "docker.md", corpus("en/deployment/docker.md"))
+    async with running_app(make_settings(tmp_path, embedder="hashv"), plugins=[versioned("2")]) as app:
+        frames = await listen(app)
+        owner = app.test_client()
+        await login(owner)
+        assert (await ask(owner, "agent_kb", "docker compose volumes"))[0]["documentName"] == "docker.md"
+        await settle()
+        db = await app.xj.workspace_db("agent_kb", "rag.db")
+        assert await db.fetchall("SELECT name, embedder, dim, state FROM vector_meta") == [
+            {"name": "chunk_vec", "embedder": "hashv@2", "dim": 256, "state": "ready"}]
+        assert frames[0]["type"] == "rag_reindex" and frames[-1]["data"]["done"] == doc["chunks"]
+
+
 async def test_knowledge_lives_in_the_agent_folder(app, owner, agent):
     await ingest(owner, agent["id"], "faq.md", corpus("en/guide/faq.md"))
     tables = {r["name"] for r in await app.xj.db.fetchall("SELECT name FROM sqlite_master")}

@@ -53,6 +53,14 @@ async def active_embedder(app: Any) -> Any:
     return embedder
 
 
+def identity(embedder: Any) -> str:
+    """What a vector table records of the embedder that filled it: its name, and its ``version``
+    when it has one (``e5-small@2``). A new version (the same model, vectors computed otherwise)
+    rebuilds every table as a new embedder would."""
+    version = getattr(embedder, "version", None)
+    return f"{embedder.name}@{version}" if version else embedder.name
+
+
 class _Lane:
     """What one embedder is doing: interactive calls in flight, the bulk turn, recent query vectors."""
 
@@ -176,7 +184,7 @@ class VectorIndex:
 
     async def ensure(self, db, embedder, *, progress: Progress | None = None, batch: int = 64) -> bool:
         """Make the table match ``embedder``; rebuild it when it does not. Returns True after a rebuild."""
-        wanted = (embedder.name, embedder.dim)
+        wanted = (identity(embedder), embedder.dim)
         if self._ready.get(db) == wanted:
             return False
         info = await self.info(db)
@@ -194,7 +202,7 @@ class VectorIndex:
             return True
 
     async def _rebuild(self, db, embedder, progress: Progress | None, batch: int, previous: dict | None) -> None:
-        log.info("building vector index", extra={"db": db.label, "table": self.table, "embedder": embedder.name,
+        log.info("building vector index", extra={"db": db.label, "table": self.table, "embedder": identity(embedder),
                                                  "previous": previous["embedder"] if previous else None})
 
         def reset(conn):
@@ -205,7 +213,7 @@ class VectorIndex:
             conn.execute("INSERT INTO vector_meta (name, embedder, dim, state, updated_at) VALUES (?,?,?,?,?) "
                          "ON CONFLICT(name) DO UPDATE SET embedder = excluded.embedder, dim = excluded.dim, "
                          "state = excluded.state, updated_at = excluded.updated_at",
-                         (self.table, embedder.name, embedder.dim, "building", now_iso()))
+                         (self.table, identity(embedder), embedder.dim, "building", now_iso()))
             return conn.execute(self.count).fetchone()["n"]
 
         total = await db.run_write(reset)

@@ -20,8 +20,9 @@ log = logging.getLogger("xiajiao.memory")
 
 @hookimpl
 def register_settings(register):
-    register(Setting("memory_dedup_threshold", 0.95, "Cosine similarity above which a new memory merges into an "
-                     "existing one (measured for e5-small: restatements ≥ 0.97, distinct facts ≤ 0.91).", float))
+    register(Setting("memory_dedup_threshold", -1.0, "Cosine similarity above which a new memory merges into an "
+                     "existing one; negative: the embedder's own calibrated threshold (e5-small 0.85), else 0.95.",
+                     float))
     register(Setting("memory_prompt_chars", 1500, "Characters of memories injected into an agent's system prompt.",
                      int))
     register(Setting("consolidate_every", 20, "Turns of a conversation after which the agent writes an episodic "

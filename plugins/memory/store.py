@@ -170,7 +170,7 @@ async def write(app: Any, agent_id: str, content: str, *, klass: str = "semantic
         await get(app, agent_id, supersedes)  # 404 memory_not_found before anything is written
     embedder = await ready_index(app, db)
     vector = (await embed(embedder, [content], kind="passage"))[0]
-    threshold = app.settings.memory_dedup_threshold
+    threshold = dedup_threshold(app.settings, embedder)
     now, ts = now_iso(), time.time()
 
     def work(conn):
@@ -204,6 +204,13 @@ async def write(app: Any, agent_id: str, content: str, *, klass: str = "semantic
         return row, "created"
 
     return await db.run_write(work)
+
+
+def dedup_threshold(settings: Any, embedder: Any) -> float:
+    """memory_dedup_threshold, or when it is negative (the default) the embedder's own calibrated
+    ``dedup_threshold`` (0.95 for an embedder that has none)."""
+    value = settings.memory_dedup_threshold
+    return value if value >= 0 else float(getattr(embedder, "dedup_threshold", 0.95))
 
 
 def _supersede(conn, old_uid: str | None, new_uid: str, now: str) -> None:

@@ -39,13 +39,13 @@ def register_settings(register):
     register(Setting("rag_vector_weight", 1.0, "Weight of the vector half in the fusion of hybrid retrieval.", float))
     register(Setting("rag_keyword_weight", 0.05, "Weight of the full-text (BM25) half in the fusion of hybrid "
                      "retrieval.", float))
-    register(Setting("rag_cross_language_boost", 0.09, "Added to the cosine similarity of a chunk written in the "
+    register(Setting("rag_cross_language_boost", 0.06, "Added to the cosine similarity of a chunk written in the "
                      "other script than the question (Chinese vs. Latin), which the embedder scores lower.", float))
     register(Setting("rag_vector_pool", 300, "Nearest chunks read per question before fusion (a wide pool lets the "
                      "other language's best chunks compete).", int))
     register(Setting("rag_min_relevance", -1.0, "Relevance (cosine after the cross-language boost) the best passage "
                      "needs for the knowledge base to count as having an answer (negative: the embedder's own "
-                     "calibrated value, 0.86 for e5-small).", float))
+                     "calibrated value, 0.43 for e5-small).", float))
     register(Setting("rag_query_rewrite", False, "Also search the question rewritten in English and Chinese by the "
                      "agent's model.", bool))
 
