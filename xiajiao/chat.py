@@ -82,11 +82,22 @@ async def channel_members(db, channel_id: str) -> list[dict]:
         "WHERE channel_id = ? ORDER BY joined_at, rowid", (channel_id,))
 
 
-async def channel_agent_ids(db, channel_id: str) -> list[str]:
-    rows = await db.fetchall(
+def people_sync(conn, channel_id: str) -> list[str]:
+    """The ids of the channel's people (not agents), in the order they joined (sync, in a worker)."""
+    return [r["member_id"] for r in conn.execute(
+        "SELECT member_id FROM channel_members WHERE channel_id = ? AND member_type = 'user' ORDER BY joined_at, rowid",
+        (channel_id,))]
+
+
+def agent_ids_sync(conn, channel_id: str) -> list[str]:
+    """The channel's agent ids in the order they joined (sync, in a worker)."""
+    return [r["member_id"] for r in conn.execute(
         "SELECT member_id FROM channel_members WHERE channel_id = ? AND member_type = 'agent' ORDER BY joined_at",
-        (channel_id,))
-    return [r["member_id"] for r in rows]
+        (channel_id,))]
+
+
+async def channel_agent_ids(db, channel_id: str) -> list[str]:
+    return await db.run_read(lambda conn: agent_ids_sync(conn, channel_id))
 
 
 def _insert_message(conn, m: dict, index: bool) -> dict:
