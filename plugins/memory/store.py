@@ -72,11 +72,13 @@ class Audience:
 
 
 async def audience(app: Any, channel: dict | None, actor: Any) -> Audience:
-    """The people of ``channel`` (its human members; without any, the acting user)."""
+    """The people of ``channel`` (its human members, as a turn's prompt hooks get them in ``_people``,
+    else read; without any, the acting user)."""
     humans: set[str] = set()
     channel_id = (channel or {}).get("id")
     if channel_id:
-        humans = set(await channel_people(app, channel_id))
+        people = channel.get("_people") if channel else None
+        humans = set(people if isinstance(people, list) else await channel_people(app, channel_id))
     if not humans and actor is not None and getattr(actor, "kind", "user") == "user" and actor.id:
         humans = {actor.id}
     return Audience(channel_id, next(iter(humans)) if len(humans) == 1 else None)
