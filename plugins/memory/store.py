@@ -39,22 +39,26 @@ async def open_db(app: Any, agent_id: str):
     return await app.workspace_db(agent_id, "memory.db", MIGRATIONS)
 
 
-_REMEMBERS: "weakref.WeakSet[Any]" = weakref.WeakSet()  # open memory.db handles known to hold memories
+# agent id -> its memory.db handle, known to hold memories
+_REMEMBERS: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
 
 
 async def has_memories(app: Any, agent_id: str) -> bool:
     """Whether the agent remembers anything (without creating its memory.db).
 
-    Once seen, it is not asked again while the database stays open (a turn spares the read; after the
-    last memory is deleted, a recall merely finds nothing)."""
+    Once seen, it is not asked again (a turn spares the read, and while the database is open the
+    file check too; after the last memory is deleted, a recall merely finds nothing)."""
+    known = _REMEMBERS.get(agent_id)
+    if known is not None and known.is_open:
+        return True
     if not (app.workspace(agent_id) / "memory.db").exists():
         return False
     db = await open_db(app, agent_id)
-    if db in _REMEMBERS:
+    if known is db:
         return True
     found = bool(await db.fetchval("SELECT 1 FROM memories LIMIT 1"))
     if found:
-        _REMEMBERS.add(db)
+        _REMEMBERS[agent_id] = db
     return found
 
 

@@ -29,7 +29,8 @@ log = logging.getLogger("xiajiao.rag")
 MIGRATIONS = migrations_from_dir(Path(__file__).parent / "migrations")
 INDEX = VectorIndex("chunk_vec", rows="chunks", text="text", passage=lambda t: vector_text(t))
 RUNNING: set[tuple[str, int]] = set()  # (agent id, document id) ingested by this process right now
-_READY: "weakref.WeakSet[Any]" = weakref.WeakSet()  # rag.db handles known to hold a ready document
+# agent id -> its rag.db handle, known to hold a ready document
+_READY: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
 _checked: "weakref.WeakSet[Any]" = weakref.WeakSet()  # rag.db handles already cleaned of interrupted work
 # rag.db handles -> chunks they held at their last query: a base up to ONE_HOP_CHUNKS is searched in one
 # hand-off to a read thread; a larger one runs its vector and keyword scans on two read threads at once
@@ -479,13 +480,17 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
         raise BadRequest("topK must be a whole number from 1 to 50", "invalid_top_k")
     agent_id = agent["id"]
     empty = {"results": [], "relevant": False, "queries": [text], "minRelevance": 0.0}
-    if not has_knowledge_base(app, agent_id):
-        return empty
-    db = await open_db(app, agent_id)
-    if db not in _READY:  # once a base has a ready document, turns spare this read while it stays open
-        if not await db.fetchval("SELECT 1 FROM documents WHERE status = 'ready' LIMIT 1"):
+    known = _READY.get(agent_id)
+    if known is not None and known.is_open:
+        db = known  # open and known to hold a ready document: no file check, no read
+    else:
+        if not has_knowledge_base(app, agent_id):
             return empty
-        _READY.add(db)
+        db = await open_db(app, agent_id)
+        if known is not db:  # once a base has a ready document, turns spare this read
+            if not await db.fetchval("SELECT 1 FROM documents WHERE status = 'ready' LIMIT 1"):
+                return empty
+            _READY[agent_id] = db
     embedder = await active_embedder(app)
 
     async def reindex_progress(done: int, total: int) -> None:
@@ -597,20 +602,19 @@ def _linear(s: Any, texts: list[str], sims: list[dict], hits: list, rows: dict) 
     to each candidate, read back from its vector), so a passage in the other language, which no keyword
     matches, competes on its similarity alone.
     """
-    ids = list(rows)
-    fused: dict[int, float] = {}
     relevance: dict[int, float] = {}
+    boost, vector_weight, keyword_weight = s.rag_cross_language_boost, s.rag_vector_weight, s.rag_keyword_weight
     for q, sim in zip(texts, sims):
         qs = script(q)
-        for cid, value in sim.items():
-            relevance[cid] = max(relevance.get(cid, -1.0), _boosted(s, qs, rows[cid], value))
-    for cid in ids:
-        fused[cid] = s.rag_vector_weight * relevance.get(cid, 0.0)
+        for cid, value in sim.items():  # as _boosted, with the settings read once
+            value += boost if rows[cid]["script"] != qs else 0.0
+            relevance[cid] = max(relevance.get(cid, -1.0), value)
+    fused = {cid: vector_weight * relevance.get(cid, 0.0) for cid in rows}
     for lst in hits:
         top = max((b for _, b in lst), default=0.0) or 1.0
         for cid, b in lst:
             if cid in rows:
-                fused[cid] += s.rag_keyword_weight * max(0.0, b) / top / len(hits)
+                fused[cid] += keyword_weight * max(0.0, b) / top / len(hits)
     return fused, relevance
 
 
