@@ -555,7 +555,9 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
     best: dict[int, dict] = {}
     for cid in sorted(fused, key=lambda c: (-fused[c], c)):
         row = rows[cid]
-        passage = best.setdefault(row["parent_id"], {**row, "score": fused[cid], "relevance": -1.0})
+        passage = best.get(row["parent_id"])
+        if passage is None:  # the parent's best chunk: copied once (not for every chunk, as setdefault would)
+            passage = best[row["parent_id"]] = {**row, "score": fused[cid], "relevance": -1.0}
         passage["relevance"] = max(passage["relevance"], relevance.get(cid, -1.0))
     candidates = list(best.values())
     if s.rerank and len(candidates) > 1:
