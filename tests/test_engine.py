@@ -74,6 +74,33 @@ async def test_prepare_prompt_sections_reach_the_model(tmp_path, fake_llm):
     assert system.endswith("## Memory\nThe user likes tea.\n\n## Knowledge\n编辑 knows: the deploy takes 3 steps (部署流程?)")
 
 
+class People:
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def prepare_prompt(self, channel):
+        self.seen.append(channel.get("_people"))
+
+
+async def test_the_prompt_hooks_get_the_people_of_the_channel_at_the_start_of_the_turn(tmp_path, fake_llm):
+    people = People()
+    async with running_app(llm_settings(tmp_path, fake_llm), plugins=[people]) as app:
+        ch = await make_channel(app, ["editor"])
+        owner = await app.xj.db.fetchval("SELECT id FROM users WHERE role = 'owner'")
+        frames = Frames(app, ch["id"])
+        await user_says(app, ch, "@编辑 hello")
+        await frames.wait_for("stream_end")
+        await app.xj.db.execute("INSERT INTO users (id, username, password_hash, role, created_at) "
+                                "VALUES ('u_2', 'ann', 'x', 'member', '')")
+        await app.xj.db.execute("INSERT INTO channel_members (channel_id, member_type, member_id, joined_at) "
+                                "VALUES (?, 'user', 'u_2', '9999')", (ch["id"],))
+        await user_says(app, ch, "@编辑 again")
+        await frames.wait_for("stream_end", lambda d: len(frames.of("stream_end")) == 2)
+    assert people.seen == [[owner], [owner, "u_2"]]
+    assert "_people" not in ch  # a copy per turn: the caller's channel is left as it was
+
+
 async def test_history_is_kept_within_the_token_budget_oldest_dropped(tmp_path, fake_llm):
     from xiajiao import chat
 

@@ -96,6 +96,22 @@ async def test_upload_index_and_query_markdown_in_both_languages(app, owner, age
     assert results[0]["documentName"] == "rag-zh.md" and "分块" in results[0]["chunk"]
 
 
+@pytest.mark.parametrize("fusion", ["linear", "rrf"])
+async def test_a_large_base_searched_on_two_read_threads_finds_what_one_hand_off_finds(app, owner, agent, fusion,
+                                                                                        monkeypatch):
+    from plugins.rag import store
+
+    app.xj.settings.rag_fusion = fusion
+    await ingest(owner, agent["id"], "rag.md", corpus("en/features/rag.md"))
+    await ingest(owner, agent["id"], "rag-zh.md", corpus("zh/features/rag.md"))
+    questions = ["Reciprocal Rank Fusion", "分块", "how are documents cut", "zzzz nothing"]
+    small = [await ask(owner, agent["id"], q) for q in questions]
+    monkeypatch.setattr(store, "ONE_HOP_CHUNKS", 0)  # every base counts as large: the halves run apart
+    await ask(owner, agent["id"], questions[0])  # the first query learns the size
+    assert [await ask(owner, agent["id"], q) for q in questions] == small
+    assert small[0] and small[1]
+
+
 @pytest.mark.parametrize("query", ["块", "库", "检"])
 async def test_a_one_character_chinese_query_works(app, owner, agent, query):
     await ingest(owner, agent["id"], "rag-zh.md", corpus("zh/features/rag.md"))

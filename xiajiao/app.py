@@ -286,6 +286,12 @@ class Xiajiao:
     async def hook(self, name: str, **kwargs: Any) -> Any:
         return await self.plugins.call(name, app=self, **kwargs)
 
+    def hook_soon(self, name: str, **kwargs: Any) -> asyncio.Task | None:
+        """Call a hook in the background (``spawn``); no task at all when no plugin implements it."""
+        if not getattr(self.plugins.pm.hook, name).get_hookimpls():
+            return None
+        return self.spawn(self.hook(name, **kwargs), name=name)
+
     # -- lifecycle
 
     def _check_data_dir(self) -> None:

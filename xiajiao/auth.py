@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from . import chat
 from .errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from .ids import new_id, now_iso
 from .models import ROLES, Actor, role_rank
@@ -564,15 +565,27 @@ def has_role(actor: Actor | None, role: str) -> bool:
     return actor is not None and actor.at_least(role)
 
 
-async def channel_for(db, actor: Actor, channel_id: str) -> dict | None:
-    """The channel with the caller's membership (``_member``, ``_can_write``), or None."""
-    member_type = "agent" if actor.kind == "agent" else "user"
-    return await db.fetchone(
-        "SELECT c.*, m.member_id IS NOT NULL AS _member, coalesce(m.can_write, 0) AS _can_write, "
-        "(SELECT COUNT(*) FROM channel_members a WHERE a.channel_id = c.id) AS _members "
-        "FROM channels c LEFT JOIN channel_members m "
-        "ON m.channel_id = c.id AND m.member_type = ? AND m.member_id = ? WHERE c.id = ?",
-        (member_type, actor.id, channel_id))
+_CHANNEL_FOR = ("SELECT c.*, m.member_id IS NOT NULL AS _member, coalesce(m.can_write, 0) AS _can_write, "
+                "(SELECT COUNT(*) FROM channel_members a WHERE a.channel_id = c.id) AS _members "
+                "FROM channels c LEFT JOIN channel_members m "
+                "ON m.channel_id = c.id AND m.member_type = ? AND m.member_id = ? WHERE c.id = ?")
+
+
+async def channel_for(db, actor: Actor, channel_id: str, *, agents: bool = False) -> dict | None:
+    """The channel with the caller's membership (``_member``, ``_can_write``), or None.
+
+    ``agents``: also its agent ids (``_agent_ids``, in the order they joined), read in the same hand-off."""
+    params = ("agent" if actor.kind == "agent" else "user", actor.id, channel_id)
+    if not agents:
+        return await db.fetchone(_CHANNEL_FOR, params)
+
+    def read(conn):
+        row = conn.execute(_CHANNEL_FOR, params).fetchone()
+        if row is not None:
+            row["_agent_ids"] = chat.agent_ids_sync(conn, channel_id)
+        return row
+
+    return await db.run_read(read)
 
 
 def builtin_allows(actor: Actor, action: str, channel: dict) -> bool:
@@ -609,15 +622,16 @@ async def allowed(core, actor: Actor, action: str, channel: dict) -> bool:
 
 
 async def authorized_channel(core, actor: Actor, channel_id: str, action: str = "channel.read", *,
-                             chain: dict | None = None, approval: dict | None = None) -> dict:
+                             chain: dict | None = None, approval: dict | None = None, agents: bool = False) -> dict:
     """The channel if ``actor`` may do ``action`` on it.
 
     404 when the channel does not exist or the caller may not see it (its existence is
     not revealed); 403 when it is visible but the action is not allowed. For
     ``chain.decide`` the resource also carries ``_chain`` (``id``, ``startedBy``), for
-    ``tool.approve`` ``_approval`` (``id``, ``requestedBy``).
+    ``tool.approve`` ``_approval`` (``id``, ``requestedBy``); with ``agents`` the channel
+    carries its agent ids (``_agent_ids``).
     """
-    channel = await channel_for(core.db, actor, channel_id) if isinstance(channel_id, str) else None
+    channel = await channel_for(core.db, actor, channel_id, agents=agents) if isinstance(channel_id, str) else None
     if channel is None or not await allowed(core, actor, "channel.read", channel):
         raise NotFound("Channel not found", "channel_not_found")
     if action == "channel.read":

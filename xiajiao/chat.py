@@ -79,17 +79,30 @@ async def require_channel(db, channel_id: str) -> dict:
     return row
 
 
+_MEMBERS = ("SELECT member_type, member_id, joined_at, last_read_seq, can_write FROM channel_members "
+            "WHERE channel_id = ? ORDER BY joined_at, rowid")
+
+
 async def channel_members(db, channel_id: str) -> list[dict]:
-    return await db.fetchall(
-        "SELECT member_type, member_id, joined_at, last_read_seq, can_write FROM channel_members "
-        "WHERE channel_id = ? ORDER BY joined_at, rowid", (channel_id,))
+    return await db.fetchall(_MEMBERS, (channel_id,))
+
+
+def people_sync(conn, channel_id: str) -> list[str]:
+    """The ids of the channel's people (not agents), in the order they joined (sync, in a worker)."""
+    return [r["member_id"] for r in conn.execute(
+        "SELECT member_id FROM channel_members WHERE channel_id = ? AND member_type = 'user' ORDER BY joined_at, rowid",
+        (channel_id,))]
+
+
+def agent_ids_sync(conn, channel_id: str) -> list[str]:
+    """The channel's agent ids in the order they joined (sync, in a worker)."""
+    return [r["member_id"] for r in conn.execute(
+        "SELECT member_id FROM channel_members WHERE channel_id = ? AND member_type = 'agent' ORDER BY joined_at",
+        (channel_id,))]
 
 
 async def channel_agent_ids(db, channel_id: str) -> list[str]:
-    rows = await db.fetchall(
-        "SELECT member_id FROM channel_members WHERE channel_id = ? AND member_type = 'agent' ORDER BY joined_at",
-        (channel_id,))
-    return [r["member_id"] for r in rows]
+    return await db.run_read(lambda conn: agent_ids_sync(conn, channel_id))
 
 
 def _insert_message(conn, m: dict, index: bool) -> dict:
@@ -387,16 +400,22 @@ async def create_channel(db, *, name: str, type: str, creator_id: str, agent_ids
             "VALUES (?,?,?,?,?,?,?)", (cid, name, type, creator_id, default_agent_id, now, now))
         _add_members(conn, cid, "user", [creator_id, *user_ids])
         _add_members(conn, cid, "agent", agent_ids)
+        return view_sync(conn, cid)  # read back in the same transaction: one hand-off for the whole call
 
-    await db.run_write(work)
-    return await channel_view(db, cid)
+    return await db.run_write(work)
+
+
+def view_sync(conn, channel_id: str) -> dict:
+    """The channel in the API's shape with its members (sync, in a worker)."""
+    row = conn.execute("SELECT * FROM channels WHERE id = ?", (channel_id,)).fetchone()
+    if row is None:
+        raise NotFound("Channel not found", "channel_not_found")
+    return channel_json(row, conn.execute(_MEMBERS, (channel_id,)).fetchall())
 
 
 async def channel_view(db, channel_id: str) -> dict:
-    row = await get_channel(db, channel_id)
-    if row is None:
-        raise NotFound("Channel not found", "channel_not_found")
-    return channel_json(row, await channel_members(db, channel_id))
+    """:func:`view_sync` in one read."""
+    return await db.run_read(lambda conn: view_sync(conn, channel_id))
 
 
 UNREAD_CAP = 100  # counts stop here ("99+" in the UI); keeps the count an index range scan

@@ -39,22 +39,26 @@ async def open_db(app: Any, agent_id: str):
     return await app.workspace_db(agent_id, "memory.db", MIGRATIONS)
 
 
-_REMEMBERS: "weakref.WeakSet[Any]" = weakref.WeakSet()  # open memory.db handles known to hold memories
+# agent id -> its memory.db handle, known to hold memories
+_REMEMBERS: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
 
 
 async def has_memories(app: Any, agent_id: str) -> bool:
     """Whether the agent remembers anything (without creating its memory.db).
 
-    Once seen, it is not asked again while the database stays open (a turn spares the read; after the
-    last memory is deleted, a recall merely finds nothing)."""
+    Once seen, it is not asked again (a turn spares the read, and while the database is open the
+    file check too; after the last memory is deleted, a recall merely finds nothing)."""
+    known = _REMEMBERS.get(agent_id)
+    if known is not None and known.is_open:
+        return True
     if not (app.workspace(agent_id) / "memory.db").exists():
         return False
     db = await open_db(app, agent_id)
-    if db in _REMEMBERS:
+    if known is db:
         return True
     found = bool(await db.fetchval("SELECT 1 FROM memories LIMIT 1"))
     if found:
-        _REMEMBERS.add(db)
+        _REMEMBERS[agent_id] = db
     return found
 
 
@@ -72,11 +76,13 @@ class Audience:
 
 
 async def audience(app: Any, channel: dict | None, actor: Any) -> Audience:
-    """The people of ``channel`` (its human members; without any, the acting user)."""
+    """The people of ``channel`` (its human members, as a turn's prompt hooks get them in ``_people``,
+    else read; without any, the acting user)."""
     humans: set[str] = set()
     channel_id = (channel or {}).get("id")
     if channel_id:
-        humans = set(await channel_people(app, channel_id))
+        people = channel.get("_people") if channel else None
+        humans = set(people if isinstance(people, list) else await channel_people(app, channel_id))
     if not humans and actor is not None and getattr(actor, "kind", "user") == "user" and actor.id:
         humans = {actor.id}
     return Audience(channel_id, next(iter(humans)) if len(humans) == 1 else None)

@@ -29,8 +29,13 @@ log = logging.getLogger("xiajiao.rag")
 MIGRATIONS = migrations_from_dir(Path(__file__).parent / "migrations")
 INDEX = VectorIndex("chunk_vec", rows="chunks", text="text", passage=lambda t: vector_text(t))
 RUNNING: set[tuple[str, int]] = set()  # (agent id, document id) ingested by this process right now
-_READY: "weakref.WeakSet[Any]" = weakref.WeakSet()  # rag.db handles known to hold a ready document
+# agent id -> its rag.db handle, known to hold a ready document
+_READY: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
 _checked: "weakref.WeakSet[Any]" = weakref.WeakSet()  # rag.db handles already cleaned of interrupted work
+# rag.db handles -> chunks they held at their last query: a base up to ONE_HOP_CHUNKS is searched in one
+# hand-off to a read thread; a larger one runs its vector and keyword scans on two read threads at once
+_SIZES: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+ONE_HOP_CHUNKS = 2000
 MAX_QUERY_CHARS = 2000
 KEYWORD_BUDGET = 10_000  # chunks the keyword half may score with bm25 for one query
 INTERRUPTED = "interrupted: the server stopped during ingestion; upload the document again"
@@ -475,13 +480,17 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
         raise BadRequest("topK must be a whole number from 1 to 50", "invalid_top_k")
     agent_id = agent["id"]
     empty = {"results": [], "relevant": False, "queries": [text], "minRelevance": 0.0}
-    if not has_knowledge_base(app, agent_id):
-        return empty
-    db = await open_db(app, agent_id)
-    if db not in _READY:  # once a base has a ready document, turns spare this read while it stays open
-        if not await db.fetchval("SELECT 1 FROM documents WHERE status = 'ready' LIMIT 1"):
+    known = _READY.get(agent_id)
+    if known is not None and known.is_open:
+        db = known  # open and known to hold a ready document: no file check, no read
+    else:
+        if not has_knowledge_base(app, agent_id):
             return empty
-        _READY.add(db)
+        db = await open_db(app, agent_id)
+        if known is not db:  # once a base has a ready document, turns spare this read
+            if not await db.fetchval("SELECT 1 FROM documents WHERE status = 'ready' LIMIT 1"):
+                return empty
+            _READY[agent_id] = db
     embedder = await active_embedder(app)
 
     async def reindex_progress(done: int, total: int) -> None:
@@ -509,22 +518,46 @@ async def search(app: Any, agent: dict, text: Any, top_k: int = 5, *, user_id: s
             "SELECT rowid AS id, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
             (expression, pool)).fetchall()]
 
-    # The halves are independent SQLite scans: run them on the read connections at once.
-    found = await asyncio.gather(*(db.run_read(lambda conn, v=v: INDEX.nearest_sync(conn, v, near_pool)) for v in vectors),
-                                 *(db.run_read(lambda conn, q=q: keyword(conn, q)) for q in texts))
-    near, hits = found[:len(texts)], found[len(texts):]
-    ids = {cid for lst in near for cid, _ in lst} | {cid for lst in hits for cid, _ in lst}
-    if not ids:
+    linear = s.rag_fusion == "linear"
+
+    def rest(conn, near: list, hits: list) -> tuple[dict | None, list]:
+        """The candidates' rows and (linear fusion) every question's similarity to each of them
+        (None: nothing was found)."""
+        ids = {cid for lst in near for cid, _ in lst} | {cid for lst in hits for cid, _ in lst}
+        if not ids:
+            return None, []
+        rows = {r["id"]: r for r in _candidates(conn, ids)}
+        return rows, [INDEX.similarities_sync(conn, list(rows), v) for v in vectors] if linear else []
+
+    def whole(conn):
+        near = [INDEX.nearest_sync(conn, v, near_pool) for v in vectors]
+        hits = [keyword(conn, q) for q in texts]
+        return near, hits, _size(conn), *rest(conn, near, hits)
+
+    if _SIZES.get(db, 0) <= ONE_HOP_CHUNKS:
+        # a small base (what most agents have): the whole retrieval is one hand-off to a read thread
+        near, hits, _SIZES[db], rows, sims = await db.run_read(whole)
+    else:
+        # a large one: the halves are independent scans, run on the read connections at once
+        found = await asyncio.gather(
+            *(db.run_read(lambda conn, v=v: INDEX.nearest_sync(conn, v, near_pool)) for v in vectors),
+            *(db.run_read(lambda conn, q=q: keyword(conn, q)) for q in texts),
+            db.run_read(_size))
+        near, hits = found[:len(texts)], found[len(texts):-1]
+        _SIZES[db] = found[-1]
+        rows, sims = await db.run_read(lambda conn: rest(conn, near, hits))
+    if rows is None:
         return {**empty, "queries": texts}
-    rows = {r["id"]: r for r in await db.run_read(lambda conn: _candidates(conn, ids))}
-    if s.rag_fusion == "linear":
-        fused, relevance = await _linear(db, s, texts, vectors, hits, rows)
+    if linear:
+        fused, relevance = _linear(s, texts, sims, hits, rows)
     else:
         fused, relevance = _rrf(s, texts, near, hits, rows)
     best: dict[int, dict] = {}
     for cid in sorted(fused, key=lambda c: (-fused[c], c)):
         row = rows[cid]
-        passage = best.setdefault(row["parent_id"], {**row, "score": fused[cid], "relevance": -1.0})
+        passage = best.get(row["parent_id"])
+        if passage is None:  # the parent's best chunk: copied once (not for every chunk, as setdefault would)
+            passage = best[row["parent_id"]] = {**row, "score": fused[cid], "relevance": -1.0}
         passage["relevance"] = max(passage["relevance"], relevance.get(cid, -1.0))
     candidates = list(best.values())
     if s.rerank and len(candidates) > 1:
@@ -563,29 +596,32 @@ def _rrf(s: Any, texts: list[str], near: list, hits: list, rows: dict) -> tuple[
     return fused, relevance
 
 
-async def _linear(db, s: Any, texts: list[str], vectors: list, hits: list, rows: dict) -> tuple[dict, dict]:
+def _linear(s: Any, texts: list[str], sims: list[dict], hits: list, rows: dict) -> tuple[dict, dict]:
     """Scores instead of ranks: every candidate's boosted cosine similarity to the closest question
     (times rag_vector_weight) plus its BM25 relative to the best keyword hit (times rag_keyword_weight).
 
-    A chunk found by one half only is still scored by the other (its vector is read back), so a
-    passage in the other language, which no keyword matches, competes on its similarity alone.
+    A chunk found by one half only is still scored by the other (``sims``: every question's similarity
+    to each candidate, read back from its vector), so a passage in the other language, which no keyword
+    matches, competes on its similarity alone.
     """
-    ids = list(rows)
-    sims = await db.run_read(lambda conn: [INDEX.similarities_sync(conn, ids, v) for v in vectors])
-    fused: dict[int, float] = {}
     relevance: dict[int, float] = {}
+    boost, vector_weight, keyword_weight = s.rag_cross_language_boost, s.rag_vector_weight, s.rag_keyword_weight
     for q, sim in zip(texts, sims):
         qs = script(q)
-        for cid, value in sim.items():
-            relevance[cid] = max(relevance.get(cid, -1.0), _boosted(s, qs, rows[cid], value))
-    for cid in ids:
-        fused[cid] = s.rag_vector_weight * relevance.get(cid, 0.0)
+        for cid, value in sim.items():  # as _boosted, with the settings read once
+            value += boost if rows[cid]["script"] != qs else 0.0
+            relevance[cid] = max(relevance.get(cid, -1.0), value)
+    fused = {cid: vector_weight * relevance.get(cid, 0.0) for cid in rows}
     for lst in hits:
         top = max((b for _, b in lst), default=0.0) or 1.0
         for cid, b in lst:
             if cid in rows:
-                fused[cid] += s.rag_keyword_weight * max(0.0, b) / top / len(hits)
+                fused[cid] += keyword_weight * max(0.0, b) / top / len(hits)
     return fused, relevance
+
+
+def _size(conn) -> int:
+    return conn.execute("SELECT COALESCE(MAX(id), 0) AS n FROM chunks").fetchone()["n"]
 
 
 def _candidates(conn, ids: set[int]) -> list[dict]:

@@ -114,10 +114,11 @@ async def store_user_message(channel_id: str, content: str, type: str = "text",
     check_metadata(metadata, core.settings)
     attachments = check_attachments(metadata.get("attachments"))
     check_content(content, allow_empty=bool(attachments))
-    channel = await auth.authorized_channel(core, g.actor, channel_id, "channel.write")
+    # the channel and its agents in one read (the engine routes the message to them)
+    channel = await auth.authorized_channel(core, g.actor, channel_id, "channel.write", agents=core.engine is not None)
+    agent_ids = channel.pop("_agent_ids", None)
     if channel.get("archived_at"):
         raise Conflict("This conversation is archived; unarchive it to write in it", "channel_archived")
-    agent_ids = await chat.channel_agent_ids(core.db, channel["id"]) if core.engine is not None else None
     if agent_ids:
         charge("turns")  # agents will answer: the expensive kind of request
     if attachments:

@@ -385,10 +385,9 @@ class Engine:
                                             **({"error": extra["error"]} if error is not None else {})})
         reply.update(content=turn.text, status=status)
         reply["metadata"] = {**(reply.get("metadata") or {}), **extra}
-        app.spawn(app.hook("on_message", message=reply, channel=channel, actor=actor), name="on-message")
+        app.hook_soon("on_message", message=reply, channel=channel, actor=actor)
         if status == "done":
-            app.spawn(app.hook("on_turn_end", agent=agent, channel=channel, message=message, reply=reply,
-                               actor=actor), name="on-turn-end")
+            app.hook_soon("on_turn_end", agent=agent, channel=channel, message=message, reply=reply, actor=actor)
         return reply
 
     # ------------------------------------------------------------------ versions: regenerate, retry, resend

@@ -119,24 +119,27 @@ async def build_system(app, agents, agent: dict, channel: dict | None, message: 
 IMAGE_ROWS = 4  # images of this many newest messages go to the model; older ones are only named
 
 
-async def history(app, agents, agent: dict, channel: dict, budget: int,
-                  upto_seq: int | None = None, vision: bool = False) -> list[ChatMessage]:
-    """The conversation as the agent sees it, newest kept, within ``budget`` tokens.
+def history_rows(conn, channel_id: str, upto_seq: int | None = None) -> list[dict]:
+    """The newest messages a turn may see, newest first (sync, in a read worker).
 
     A branch sees the history it inherits; replaced versions of a reply are left out; with
     ``upto_seq`` only messages up to that one (a regenerated or re-sent turn answers that point)."""
+    where, params = chat.lineage_where(chat.lineage(conn, channel_id))
+    cut = ""
+    if upto_seq is not None:
+        cut, params = " AND seq <= ?", [*params, upto_seq]
+    return conn.execute(
+        f"SELECT user_id, agent_id, content, status, type, metadata FROM messages WHERE {where}{cut} "
+        "AND deleted_at IS NULL AND superseded = 0 AND type IN ('text', 'image', 'file') "
+        "AND status NOT IN ('streaming', 'error') ORDER BY seq DESC LIMIT ?", (*params, HISTORY_ROWS)).fetchall()
 
-    def read(conn):
-        where, params = chat.lineage_where(chat.lineage(conn, channel["id"]))
-        cut = ""
-        if upto_seq is not None:
-            cut, params = " AND seq <= ?", [*params, upto_seq]
-        return conn.execute(
-            f"SELECT user_id, agent_id, content, status, type, metadata FROM messages WHERE {where}{cut} "
-            "AND deleted_at IS NULL AND superseded = 0 AND type IN ('text', 'image', 'file') "
-            "AND status NOT IN ('streaming', 'error') ORDER BY seq DESC LIMIT ?", (*params, HISTORY_ROWS)).fetchall()
 
-    rows = await app.db.run_read(read)
+async def history(app, agents, agent: dict, channel: dict, budget: int,
+                  upto_seq: int | None = None, vision: bool = False, rows: list[dict] | None = None) -> list[ChatMessage]:
+    """The conversation as the agent sees it (:func:`history_rows`, or ``rows`` read by the caller),
+    newest kept, within ``budget`` tokens."""
+    if rows is None:
+        rows = await app.db.run_read(lambda conn: history_rows(conn, channel["id"], upto_seq))
     out: list[ChatMessage] = []
     used = 0
     group = channel_type(channel) == "group"
@@ -474,15 +477,21 @@ class TurnRunner:
 
     async def context(self, turn: Turn, handoff: str | None, given: list[ChatMessage] | None = None,
                       upto_seq: int | None = None) -> list[ChatMessage]:
-        system = await build_system(self.app, self.agents, turn.agent, turn.channel, turn.message, turn.actor)
         if given is not None:  # the caller brings the conversation (the OpenAI-compatible API)
+            system = await build_system(self.app, self.agents, turn.agent, turn.channel, turn.message, turn.actor)
             return [ChatMessage("system", system), *given]
-        window = self.gateway.context_window(turn.model)
-        budget = window - self.app.settings.reply_tokens - tokens(system) - (tokens(handoff) if handoff else 0)
         if turn.channel is None:
             raise RuntimeError("a turn without a channel must be given its conversation")
+        cid = turn.channel_id
+        # one read for the history and the channel's people (the prompt hooks get them as ``_people``)
+        rows, people = await self.app.db.run_read(lambda conn: (history_rows(conn, cid, upto_seq),
+                                                                chat.people_sync(conn, cid)))
+        system = await build_system(self.app, self.agents, turn.agent, {**turn.channel, "_people": people},
+                                    turn.message, turn.actor)
+        window = self.gateway.context_window(turn.model)
+        budget = window - self.app.settings.reply_tokens - tokens(system) - (tokens(handoff) if handoff else 0)
         past = await history(self.app, self.agents, turn.agent, turn.channel, max(MIN_HISTORY_TOKENS, budget),
-                             upto_seq=upto_seq, vision=self.gateway.sees_images(turn.model))
+                             upto_seq=upto_seq, vision=self.gateway.sees_images(turn.model), rows=rows)
         messages = [ChatMessage("system", system), *past]
         if handoff is not None:
             messages.append(ChatMessage("user", handoff))

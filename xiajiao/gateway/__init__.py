@@ -10,6 +10,7 @@ a circuit breaker per provider, and usage/latency records per agent and provider
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -159,6 +160,15 @@ def env_provider_configs(app: Any, kind: str, prefix: str | None = None) -> list
     return [ProviderConfig(id=f"env-{kind}", kind=kind, base_url=url, api_key=key, models=models)]
 
 
+@functools.lru_cache(maxsize=256)
+def _matches_patterns(name: str, patterns: str) -> bool:
+    """Whether ``name`` matches one of the comma-separated glob ``patterns`` (case-insensitive; asked
+    every turn, so remembered)."""
+    from fnmatch import fnmatch
+
+    return any(fnmatch(name.lower(), p.strip().lower()) for p in patterns.split(",") if p.strip())
+
+
 class Gateway:
     def __init__(self, app):
         self.app = app
@@ -282,16 +292,13 @@ class Gateway:
     def sees_images(self, model: str | None) -> bool:
         """Whether a model takes image parts: the provider's ``vision`` option (true, false or a list of
         models), else the ``vision_models`` patterns."""
-        from fnmatch import fnmatch
-
         cfg, name = self.resolve(model)
         option = cfg.options.get("vision") if isinstance(cfg.options, dict) else None
         if isinstance(option, bool):
             return option
         if isinstance(option, list):
             return name in option
-        patterns = [p.strip().lower() for p in str(self.app.settings.vision_models or "").split(",") if p.strip()]
-        return any(fnmatch(name.lower(), p) for p in patterns)
+        return _matches_patterns(name, str(self.app.settings.vision_models or ""))
 
     def context_window(self, model: str | None) -> int:
         cfg, name = self.resolve(model)
