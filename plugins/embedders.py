@@ -17,13 +17,12 @@ import base64
 import importlib
 import importlib.util
 import os
-import re
 import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from xiajiao import ProviderError, Setting, hookimpl, pooled_client
+from xiajiao import ProviderError, Setting, hookimpl, letter_counts, pooled_client
 
 if TYPE_CHECKING:  # numpy is imported on first use: the server starts without it
     import numpy as np
@@ -132,13 +131,9 @@ class E5Small(_LocalModel):
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
-_LATIN = re.compile(r"[A-Za-z]")
-
-
 def cjk_share(text: str) -> float:
     """The share of CJK characters among a text's letters (CJK characters and ASCII letters)."""
-    cjk, latin = len(_CJK.findall(text)), len(_LATIN.findall(text))
+    cjk, latin = letter_counts(text)
     return cjk / (cjk + latin) if cjk + latin else 0.0
 
 

@@ -29,7 +29,8 @@ from .db import migrations_from_dir  # noqa: E402
 from .db.driver import errors as db_errors  # noqa: E402
 from .ids import new_id, now_iso  # noqa: E402
 from .triggers import new_trigger_token  # noqa: E402
-from .text import fts_any, fts_any_parts, fts_query, index_text, query_terms, snippet, within_budget  # noqa: E402
+from .text import (fts_any, fts_any_parts, fts_query, index_text, letter_counts, query_terms, snippet,  # noqa: E402
+                   within_budget)
 from .vectors import VectorIndex, active_embedder, embed  # noqa: E402
 from .services import (ask_agent, channel_has_agent, channel_people, complete, find_agent, get_agent,  # noqa: E402
                        get_channel, get_message, get_person, list_agents, notify_user, plugin_db, publish_frame,
@@ -48,7 +49,7 @@ __all__ = [
     "rename_channel", "check_public_url", "parse_allowed_hosts", "SearchBackend",
     "ParseLimits", "guard_zip", "parse_document", "parse_limits", "MULTIPART_OVERHEAD", "file_size", "limit_body",
     "migrations_from_dir", "db_errors", "new_id", "now_iso",
-    "fts_any", "fts_any_parts", "fts_query", "index_text", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
+    "fts_any", "fts_any_parts", "fts_query", "index_text", "letter_counts", "query_terms", "snippet", "within_budget", "VectorIndex", "active_embedder",
     "embed",
     "get_agent", "find_agent", "list_agents", "get_channel", "channel_people", "channel_has_agent", "get_person",
     "get_message",

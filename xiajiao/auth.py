@@ -582,7 +582,7 @@ async def channel_for(db, actor: Actor, channel_id: str, *, agents: bool = False
     def read(conn):
         row = conn.execute(_CHANNEL_FOR, params).fetchone()
         if row is not None:
-            row["_agent_ids"] = chat.agent_ids_sync(conn, channel_id)
+            row["_agent_ids"] = chat.member_ids_sync(conn, channel_id, "agent")
         return row
 
     return await db.run_read(read)

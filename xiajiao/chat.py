@@ -87,22 +87,16 @@ async def channel_members(db, channel_id: str) -> list[dict]:
     return await db.fetchall(_MEMBERS, (channel_id,))
 
 
-def people_sync(conn, channel_id: str) -> list[str]:
-    """The ids of the channel's people (not agents), in the order they joined (sync, in a worker)."""
+def member_ids_sync(conn, channel_id: str, member_type: str) -> list[str]:
+    """The ids of the channel's members of one type (``user``: its people; ``agent``), in the order
+    they joined (sync, in a worker)."""
     return [r["member_id"] for r in conn.execute(
-        "SELECT member_id FROM channel_members WHERE channel_id = ? AND member_type = 'user' ORDER BY joined_at, rowid",
-        (channel_id,))]
-
-
-def agent_ids_sync(conn, channel_id: str) -> list[str]:
-    """The channel's agent ids in the order they joined (sync, in a worker)."""
-    return [r["member_id"] for r in conn.execute(
-        "SELECT member_id FROM channel_members WHERE channel_id = ? AND member_type = 'agent' ORDER BY joined_at",
-        (channel_id,))]
+        "SELECT member_id FROM channel_members WHERE channel_id = ? AND member_type = ? ORDER BY joined_at, rowid",
+        (channel_id, member_type))]
 
 
 async def channel_agent_ids(db, channel_id: str) -> list[str]:
-    return await db.run_read(lambda conn: agent_ids_sync(conn, channel_id))
+    return await db.run_read(lambda conn: member_ids_sync(conn, channel_id, "agent"))
 
 
 def _insert_message(conn, m: dict, index: bool) -> dict:

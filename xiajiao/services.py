@@ -37,7 +37,7 @@ async def get_channel(app: Any, channel_id: str) -> dict | None:
 
 async def channel_people(app: Any, channel_id: str) -> list[str]:
     """The ids of the people (not agents) in a channel."""
-    return await app.db.run_read(lambda conn: chat.people_sync(conn, channel_id))
+    return await app.db.run_read(lambda conn: chat.member_ids_sync(conn, channel_id, "user"))
 
 
 async def channel_has_agent(app: Any, channel_id: str, agent_id: str) -> bool:

@@ -14,14 +14,14 @@ import hashlib
 import json
 import logging
 import re
-import string
 import time
 import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
 from xiajiao import (BadRequest, check_text, NotFound, UnsupportedMediaType, VectorIndex, within_budget, active_embedder, embed,
-                     complete, fts_any_parts, get_agent, index_text, list_agents, migrations_from_dir, notify_user, new_id, now_iso,
+                     complete, fts_any_parts, get_agent, index_text, letter_counts, list_agents, migrations_from_dir, notify_user,
+                     new_id, now_iso,
                      parse_document)
 
 log = logging.getLogger("xiajiao.rag")
@@ -443,17 +443,10 @@ def _write_batch(conn, doc_id: int, rows, parents, parent_ids: dict[int, int], f
 # ------------------------------------------------------------------ retrieval
 
 
-_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
-_ASCII_LETTERS = string.ascii_letters.encode()
-
-
 def script(text: str) -> str:
     """``"cjk"`` when at least a fifth of the letters (ASCII letters and CJK characters) are CJK, else
-    ``"latin"``. Called for every search candidate, so it counts in C: bytes.translate for the ASCII
-    letters, one regex over runs for the CJK ones (a text without non-ASCII characters skips it)."""
-    ascii_only = text.encode("ascii", "ignore")
-    latin = len(ascii_only) - len(ascii_only.translate(None, _ASCII_LETTERS))
-    cjk = sum(map(len, _CJK_RUN.findall(text))) if len(ascii_only) < len(text) else 0
+    ``"latin"``."""
+    cjk, latin = letter_counts(text)
     return "cjk" if cjk and cjk * 4 >= latin else "latin"
 
 

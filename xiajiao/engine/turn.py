@@ -485,7 +485,7 @@ class TurnRunner:
         cid = turn.channel_id
         # one read for the history and the channel's people (the prompt hooks get them as ``_people``)
         rows, people = await self.app.db.run_read(lambda conn: (history_rows(conn, cid, upto_seq),
-                                                                chat.people_sync(conn, cid)))
+                                                                chat.member_ids_sync(conn, cid, "user")))
         system = await build_system(self.app, self.agents, turn.agent, {**turn.channel, "_people": people},
                                     turn.message, turn.actor)
         window = self.gateway.context_window(turn.model)
